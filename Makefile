@@ -1,0 +1,27 @@
+# darksidesync -- the two commands a newcomer needs:
+#   make demo   builds the module and shows a producer thread feeding Lua
+#   make test   builds and tests against Lua 5.1-5.4 and LuaJIT, and ASan+UBSan
+# Both install what they need first (Debian packages, as root).
+
+LUA ?= 5.4
+JOBS ?= 2
+
+.PHONY: all deps build test demo clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B build/$(LUA) -DDSS_LUA=$(LUA)
+	cmake --build build/$(LUA) -j$(JOBS)
+
+test: deps
+	@bash scripts/test.sh
+
+demo: deps
+	@bash scripts/demo.sh
+
+clean:
+	rm -rf build

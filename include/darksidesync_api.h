@@ -1,0 +1,164 @@
+/*
+ * darksidesync_api.h -- the DarkSideSync C ABI, "DSS API 1v0".
+ *
+ * Client libraries (bindings to libraries that call back from their own
+ * threads) compile against this header and never link against darksidesync.
+ * They find the API struct through the Lua registry:
+ *
+ *   registry["DSS.DarkSideSync"]["DSS API 1v0"] -> light userdata -> DSS_api_1v0_t
+ *
+ * The layout of DSS_api_1v0_t, the callback signatures and the codes below
+ * are the ABI of DarkSideSync 1.0 and never change. See docs/c-api.md.
+ *
+ * This header is plain C and C++ compatible. Like 1.0's, it includes <lua.h>
+ * so that 1.0 client sources build unchanged; define DSS_NO_LUA_H before
+ * including it to do without (lua_State is only used through pointers).
+ */
+#ifndef darksidesync_api_h
+#define darksidesync_api_h
+
+#ifndef DSS_NO_LUA_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include <lua.h>
+#ifdef __cplusplus
+}
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct lua_State;
+
+/* Version string of the module, stored in registry table under "Version". */
+#define DSS_VERSION "2.0.0"
+/* Registry key of the table that holds the API structs. */
+#define DSS_REGISTRY_NAME "DSS.DarkSideSync"
+/* Key, within that table, of the version string. */
+#define DSS_VERSION_KEY "Version"
+/* Key of the 1v0 API struct; also the value of its 'version' member. */
+#define DSS_API_1v0_KEY "DSS API 1v0"
+
+/* ------------------------------------------------------------------------
+ * Callbacks implemented by the client library.
+ * --------------------------------------------------------------------- */
+
+/*
+ * Decoder. Called on the Lua thread by poll() with L set: push the Lua
+ * callback function followed by its arguments and return how many values
+ * were pushed (> 0); or return 0 to end the item's cycle there (a blocked
+ * producer is then released and its return callback is NOT called).
+ *
+ * Called with L == NULL when the item is cancelled while still queued
+ * (unregister, or the Lua state closing): release pData's resources and
+ * return. Never touch Lua then.
+ *
+ * 1.0 required that decoders never raise Lua errors. Ours survive it: the
+ * item still ends (as if 0 had been returned) and the error is re-raised to
+ * the caller of poll().
+ */
+typedef int (*DSS_decoder_1v0_t)(struct lua_State *L, void *pData,
+                                 void *utilid);
+
+/*
+ * Return callback, for blocking deliveries. Called on the Lua thread when
+ * Lua calls the waiting-thread callback: the Lua arguments are on the stack
+ * (the callback userdata itself removed). Store what the producer needs in
+ * pData, push what the Lua call should return and return that count. After
+ * it returns, the blocked producer is released.
+ *
+ * garbage == 1: the waiting-thread callback was garbage collected without
+ * being called; there are no Lua arguments.
+ * L == NULL: the item was cancelled (unregister, or the Lua state closing).
+ */
+typedef int (*DSS_return_1v0_t)(struct lua_State *L, void *pData,
+                                void *utilid, int garbage);
+
+/*
+ * Cancel. Called (on the thread closing the Lua state) when the Lua state
+ * the client registered with goes away. The client stops delivering and
+ * should call unreg(utilid); if it does not, darksidesync unregisters it
+ * when cancel returns.
+ */
+typedef void (*DSS_cancel_1v0_t)(void *utilid);
+
+/* ------------------------------------------------------------------------
+ * Functions implemented by darksidesync (members of the API struct).
+ * --------------------------------------------------------------------- */
+
+/*
+ * Registers the library 'libid' (any pointer unique to the library, e.g.
+ * the address of a static) with the Lua state L. Call on L's thread.
+ * Returns the utilid, or NULL with *errcode set to DSS_ERR_NOT_STARTED,
+ * DSS_ERR_NO_CANCEL_PROVIDED or DSS_ERR_OUT_OF_MEMORY. If the library is
+ * already registered with L, returns the existing utilid with
+ * DSS_ERR_ALREADY_REGISTERED and changes nothing. errcode may be NULL.
+ */
+typedef void *(*DSS_register_1v0_t)(struct lua_State *L, void *libid,
+                                    DSS_cancel_1v0_t pCancel, int *errcode);
+
+/*
+ * Returns the utilid registered for (L, libid), or NULL with *errcode set to
+ * DSS_ERR_NOT_STARTED or DSS_ERR_UNKNOWN_LIB. Call on L's thread.
+ */
+typedef void *(*DSS_getutilid_1v0_t)(struct lua_State *L, void *libid,
+                                     int *errcode);
+
+/*
+ * Queues an item for the Lua state of utilid. Safe from any thread.
+ * pReturn == NULL: fire and forget, returns at once.
+ * pReturn != NULL: blocks until the item's cycle is complete (its return
+ * callback ran, it was cancelled, or the decoder returned 0).
+ * Returns DSS_SUCCESS, or DSS_ERR_UDP_SEND_FAILED (a warning: the item was
+ * queued, only the notification failed). Errors (nothing queued):
+ * DSS_ERR_INVALID_UTILID (unknown, stale or unregistered id),
+ * DSS_ERR_NO_DECODE_PROVIDED, DSS_ERR_NOT_STARTED (the state is closing),
+ * DSS_ERR_OUT_OF_MEMORY.
+ */
+typedef int (*DSS_deliver_1v0_t)(void *utilid, DSS_decoder_1v0_t pDecode,
+                                 DSS_return_1v0_t pReturn, void *pData);
+
+/*
+ * Removes the registration; every item of utilid still queued or waiting
+ * for its return is cancelled and its producer released. Safe from any
+ * thread. Returns DSS_SUCCESS or DSS_ERR_INVALID_UTILID.
+ */
+typedef int (*DSS_unregister_1v0_t)(void *utilid);
+
+/* The 1v0 API. Member order is ABI. */
+typedef struct DSS_api_1v0_s *pDSS_api_1v0_t;
+typedef struct DSS_api_1v0_s {
+  const char *version; /* "DSS API 1v0" */
+  DSS_register_1v0_t reg;
+  DSS_getutilid_1v0_t getutilid;
+  DSS_deliver_1v0_t deliver;
+  DSS_unregister_1v0_t unreg;
+} DSS_api_1v0_t;
+
+/* ------------------------------------------------------------------------
+ * Codes. Warnings are greater than DSS_SUCCESS, errors smaller.
+ * --------------------------------------------------------------------- */
+#define DSS_SUCCESS -100
+/* Warning: the item was queued; only the UDP notification failed. */
+#define DSS_ERR_UDP_SEND_FAILED -99
+/* The utilid is unknown, stale or unregistered. */
+#define DSS_ERR_INVALID_UTILID -101
+/* darksidesync is not running in that Lua state, or it is stopping. */
+#define DSS_ERR_NOT_STARTED -102
+#define DSS_ERR_NO_CANCEL_PROVIDED -103
+#define DSS_ERR_OUT_OF_MEMORY -104
+#define DSS_ERR_NO_DECODE_PROVIDED -105
+#define DSS_ERR_NO_GLOBALS -106
+/* The library is not registered with that Lua state. */
+#define DSS_ERR_UNKNOWN_LIB -107
+/* Already registered; the existing utilid is returned. */
+#define DSS_ERR_ALREADY_REGISTERED -108
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* darksidesync_api_h */

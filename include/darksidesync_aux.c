@@ -1,0 +1,110 @@
+/*
+ * darksidesync_aux.c -- the client helper; see darksidesync_aux.h.
+ * Compile it into the client library, or #include it into one of its files.
+ */
+#include <stdio.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include "darksidesync_aux.h"
+
+/* Our library id: the address of a static of this library. */
+static char dss_aux_libid_anchor;
+
+/*
+ * The API struct lives in the darksidesync module, which keeps itself loaded
+ * for the life of the process once required, so the pointer stays valid.
+ * It is written on a Lua thread and read by producer threads: use atomics
+ * where the compiler has them.
+ */
+static pDSS_api_1v0_t dss_aux_api = NULL;
+
+#if defined(__GNUC__)
+#define DSS_AUX_LOAD() __atomic_load_n(&dss_aux_api, __ATOMIC_ACQUIRE)
+#define DSS_AUX_STORE(p) __atomic_store_n(&dss_aux_api, (p), __ATOMIC_RELEASE)
+#else
+#define DSS_AUX_LOAD() (dss_aux_api)
+#define DSS_AUX_STORE(p) (dss_aux_api = (p))
+#endif
+
+pDSS_api_1v0_t DSS_getapi(void) { return DSS_AUX_LOAD(); }
+
+void *DSS_getlibid(void) { return &dss_aux_libid_anchor; }
+
+/* Pushes registry[DSS_REGISTRY_NAME][DSS_API_1v0_KEY]'s struct, or raises. */
+static pDSS_api_1v0_t dss_aux_lookup(lua_State *L) {
+  pDSS_api_1v0_t api;
+  lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME); /* dss table */
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    luaL_error(L, "DarkSideSync API not found: require 'darksidesync' "
+                  "before loading this library");
+    return NULL;
+  }
+  lua_getfield(L, -1, DSS_API_1v0_KEY); /* dss table, api */
+  if (!lua_islightuserdata(L, -1)) {
+    lua_getfield(L, -2, DSS_VERSION_KEY); /* dss table, api, version */
+    luaL_error(L, "the loaded darksidesync (version '%s') does not offer '%s'",
+               lua_isstring(L, -1) ? lua_tostring(L, -1) : "unknown",
+               DSS_API_1v0_KEY);
+    return NULL;
+  }
+  api = (pDSS_api_1v0_t)lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return api;
+}
+
+void DSS_initialize(lua_State *L, DSS_cancel_1v0_t pCancel) {
+  int err = DSS_SUCCESS;
+  pDSS_api_1v0_t api = dss_aux_lookup(L);
+  api->reg(L, &dss_aux_libid_anchor, pCancel, &err);
+  switch (err) {
+    case DSS_SUCCESS:
+    case DSS_ERR_ALREADY_REGISTERED:
+      DSS_AUX_STORE(api);
+      return;
+    case DSS_ERR_NOT_STARTED:
+      luaL_error(L, "darksidesync is not running in this Lua state");
+      return;
+    case DSS_ERR_NO_CANCEL_PROVIDED:
+      luaL_error(L, "registering with darksidesync needs a cancel callback");
+      return;
+    case DSS_ERR_OUT_OF_MEMORY:
+      luaL_error(L, "out of memory registering with darksidesync");
+      return;
+    default:
+      luaL_error(L, "registering with darksidesync failed (code %d)", err);
+      return;
+  }
+}
+
+void *DSS_getutilid(lua_State *L) {
+  int err = DSS_SUCCESS;
+  void *utilid;
+  pDSS_api_1v0_t api = DSS_AUX_LOAD();
+  if (api == NULL) {
+    luaL_error(L, "darksidesync helper not initialized (call DSS_initialize)");
+    return NULL;
+  }
+  utilid = api->getutilid(L, &dss_aux_libid_anchor, &err);
+  if (utilid == NULL) {
+    luaL_error(L, err == DSS_ERR_NOT_STARTED
+                      ? "darksidesync is not running in this Lua state"
+                      : "this library is not registered with darksidesync in "
+                        "this Lua state");
+  }
+  return utilid;
+}
+
+int DSS_deliver(void *utilid, DSS_decoder_1v0_t pDecode,
+                DSS_return_1v0_t pReturn, void *pData) {
+  pDSS_api_1v0_t api = DSS_AUX_LOAD();
+  if (api == NULL) return DSS_ERR_NOT_STARTED;
+  return api->deliver(utilid, pDecode, pReturn, pData);
+}
+
+void DSS_shutdown(lua_State *L, void *utilid) {
+  pDSS_api_1v0_t api = DSS_AUX_LOAD();
+  if (api == NULL) return;
+  if (L != NULL) utilid = api->getutilid(L, &dss_aux_libid_anchor, NULL);
+  if (utilid != NULL) api->unreg(utilid);
+}

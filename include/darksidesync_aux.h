@@ -1,0 +1,72 @@
+/*
+ * darksidesync_aux.h -- a small helper for client libraries of DarkSideSync.
+ *
+ * Compile darksidesync_aux.c into your library (as its own file, or by
+ * #including it into one of yours). It needs Lua's headers, nothing else, and
+ * never links against darksidesync. Same names and signatures as 1.0's helper.
+ *
+ *   static int my_luaopen(lua_State *L) {
+ *     DSS_initialize(L, my_cancel);     -- raises a Lua error on failure
+ *     ...
+ *   }
+ *   -- any thread:   rc = DSS_deliver(utilid, my_decode, my_return, data);
+ *   -- my_cancel:    DSS_shutdown(NULL, utilid);
+ *
+ * Unlike 1.0's helper, the API pointer and the library id live in
+ * darksidesync_aux.c, once per library, so a client split over several files
+ * works.
+ */
+#ifndef darksidesync_aux_h
+#define darksidesync_aux_h
+
+#include "darksidesync_api.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(_WIN32)
+#define DSS_AUX_API __attribute__((visibility("hidden")))
+#else
+#define DSS_AUX_API
+#endif
+
+/*
+ * Looks the 1v0 API up in L's registry and registers this library with L.
+ * Raises a Lua error with a clear message when darksidesync was not
+ * required first, does not offer API 1v0, or registration fails.
+ * Registering again with the same state is not an error.
+ */
+DSS_AUX_API void DSS_initialize(struct lua_State *L, DSS_cancel_1v0_t pCancel);
+
+/* This library's utilid in L; raises a Lua error when there is none. */
+DSS_AUX_API void *DSS_getutilid(struct lua_State *L);
+
+/*
+ * Delivers an item (see DSS_deliver_1v0_t). Any thread. Returns
+ * DSS_ERR_NOT_STARTED when DSS_initialize never succeeded.
+ */
+DSS_AUX_API int DSS_deliver(void *utilid, DSS_decoder_1v0_t pDecode,
+                            DSS_return_1v0_t pReturn, void *pData);
+
+/*
+ * Unregisters this library: from L (looking its utilid up) when L is not
+ * NULL, else the given utilid (as from a cancel callback). Never raises.
+ */
+DSS_AUX_API void DSS_shutdown(struct lua_State *L, void *utilid);
+
+/* The API struct found by DSS_initialize, or NULL before it. */
+DSS_AUX_API pDSS_api_1v0_t DSS_getapi(void);
+
+/* The id this library registers under (unique per library). */
+DSS_AUX_API void *DSS_getlibid(void);
+
+/* 1.0's helper exposed these two names; keep client sources building. */
+#define DSSapi (DSS_getapi())
+#define DSS_LibID (DSS_getlibid())
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* darksidesync_aux_h */

@@ -1,0 +1,85 @@
+/* compat.h (C++ only) -- the one place where Lua 5.1 / LuaJIT, 5.2, 5.3 and 5.4 differ
+ * for us. Everything else in src/lua/ is written against the 5.3/5.4 API
+ * through these few names. */
+#ifndef DSS_LUA_COMPAT_H
+#define DSS_LUA_COMPAT_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#ifdef __cplusplus
+}
+#endif
+
+#if LUA_VERSION_NUM < 502 /* Lua 5.1 and LuaJIT */
+
+#define LUA_OK 0
+
+/* Registry entries keyed by a C address, as 5.2's rawgetp/rawsetp. Neither
+ * allocates nor calls metamethods, so neither can raise. */
+static inline void dss_rawgetp(lua_State *L, int idx, const void *p) {
+  idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
+  lua_pushlightuserdata(L, const_cast<void *>(p));
+  lua_rawget(L, idx);
+}
+static inline void dss_rawsetp(lua_State *L, int idx, const void *p) {
+  idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
+  lua_pushlightuserdata(L, const_cast<void *>(p));
+  lua_insert(L, -2);
+  lua_rawset(L, idx);
+}
+
+static inline void dss_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
+  luaL_checkstack(L, nup + 1, "too many upvalues");
+  for (; l->name != NULL; l++) {
+    int i;
+    for (i = 0; i < nup; i++) lua_pushvalue(L, -nup);
+    lua_pushcclosure(L, l->func, nup);
+    lua_setfield(L, -(nup + 2), l->name);
+  }
+  lua_pop(L, nup);
+}
+
+/* 1.0 set the global 'darksidesync' on 5.1, as luaL_register did. */
+#define DSS_SET_GLOBAL 1
+
+#else /* Lua 5.2, 5.3, 5.4 */
+
+#define dss_rawgetp(L, idx, p) ((void)lua_rawgetp((L), (idx), (p)))
+#define dss_rawsetp(L, idx, p) lua_rawsetp((L), (idx), (p))
+#define dss_setfuncs(L, l, nup) luaL_setfuncs((L), (l), (nup))
+
+#define DSS_SET_GLOBAL 0
+
+#endif
+
+#if LUA_VERSION_NUM < 503
+/* An integer argument given as a number with no fraction, else 0. Never
+ * converts an out-of-range float (that would be undefined behaviour). */
+static inline int dss_tointegerx(lua_State *L, int idx, lua_Integer *out) {
+  lua_Number n;
+  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+  n = lua_tonumber(L, idx);
+  if (n != n || n < -9007199254740992.0 || n > 9007199254740992.0 ||
+      static_cast<lua_Number>(static_cast<lua_Integer>(n)) != n)
+    return 0;
+  *out = static_cast<lua_Integer>(n);
+  return 1;
+}
+
+#else
+/* An integer argument given as an integer or an integral float, else 0. */
+static inline int dss_tointegerx(lua_State *L, int idx, lua_Integer *out) {
+  int ok = 0;
+  lua_Integer v;
+  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+  v = lua_tointegerx(L, idx, &ok);
+  if (ok) *out = v;
+  return ok;
+}
+#endif
+
+#endif /* DSS_LUA_COMPAT_H */

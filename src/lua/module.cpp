@@ -1,0 +1,423 @@
+// module.cpp -- luaopen_darksidesync: the Lua face of the hub, and the 1v0
+// C ABI published in the registry.
+//
+// Lua errors are longjmps. Every function here keeps C++ objects with
+// destructors out of any frame that can raise; where a client callback runs
+// (it may raise, despite the 1.0 rule) it runs under lua_pcall, the item is
+// ended, and only then is the error re-raised.
+#include "compat.h"
+
+#include <dlfcn.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "../core/hub.hpp"
+
+using dss::Hub;
+using dss::Item;
+using dss::Ticket;
+
+namespace {
+
+// Registry keys: the addresses of these statics.
+const char hub_key = 0;     // light userdata: this state's Hub*
+const char closer_key = 0;  // the current closer userdata (see below)
+
+const char* const WT_MT = "darksidesync.waitingthread";
+const char* const CLOSER_MT = "darksidesync.closer";
+const char* const STOPPED_MSG = "darksidesync: not started, or already stopped";
+
+// The hub of L's state, or nullptr. Never raises.
+Hub* hub_of(lua_State* L) {
+  if (!L || !lua_checkstack(L, 1)) return nullptr;
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &hub_key);
+  Hub* hub = static_cast<Hub*>(lua_touserdata(L, -1));
+  lua_pop(L, 1);
+  return hub;
+}
+
+// The running hub of L's state, or raises.
+Hub* check_hub(lua_State* L) {
+  Hub* hub = hub_of(L);
+  if (!hub || hub->state() != Hub::State::running)
+    luaL_error(L, "%s", STOPPED_MSG);
+  return hub;
+}
+
+// --- the 1v0 C ABI ---------------------------------------------------------
+
+extern "C" {
+
+static void* api_reg(lua_State* L, void* libid, DSS_cancel_1v0_t cancel,
+                     int* err) {
+  Hub* hub = hub_of(L);
+  if (!hub) {
+    if (err) *err = DSS_ERR_NOT_STARTED;
+    return nullptr;
+  }
+  return hub->reg(libid, cancel, err);
+}
+
+static void* api_getutilid(lua_State* L, void* libid, int* err) {
+  Hub* hub = hub_of(L);
+  if (!hub) {
+    if (err) *err = DSS_ERR_NOT_STARTED;
+    return nullptr;
+  }
+  return hub->getutilid(libid, err);
+}
+
+static int api_deliver(void* utilid, DSS_decoder_1v0_t decode,
+                       DSS_return_1v0_t ret, void* data) {
+  return Hub::deliver(utilid, decode, ret, data);
+}
+
+static int api_unreg(void* utilid) { return Hub::unreg(utilid); }
+
+}  // extern "C"
+
+DSS_api_1v0_t api_1v0 = {DSS_API_1v0_KEY, api_reg, api_getutilid, api_deliver,
+                         api_unreg};
+
+// --- closers: close the hub when the Lua state closes -----------------------
+//
+// A closer is a small userdata whose __gc closes the hub; the registry keeps
+// the current one alive. At lua_close every Lua version runs finalizers
+// newest first, and we want the hub closed (pending items cancelled with
+// L == NULL, as the contract says) before any waiting-thread callback is
+// finalized. So each time poll makes a waiting-thread callback it also makes
+// a fresh closer, newer than it, and drops the old one; an old closer that is
+// collected is no longer current and only lets go of its hub reference.
+
+struct Closer {
+  Hub* hub;
+};
+
+int closer_gc(lua_State* L) {
+  Closer* cl = static_cast<Closer*>(lua_touserdata(L, 1));
+  Hub* hub = cl->hub;
+  if (!hub) return 0;
+  cl->hub = nullptr;
+  if (hub->lua_closer == cl) {
+    hub->lua_closer = nullptr;
+    // From now on reg/getutilid and the Lua functions see "not started".
+    lua_pushnil(L);
+    dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
+    hub->close();
+  }
+  hub->unref();
+  return 0;
+}
+
+// Pushes a new closer for hub (taking a reference), makes it the current one
+// and leaves it on the stack. May raise (allocation); then nothing changed
+// but an unowned userdata.
+void push_closer(lua_State* L, Hub* hub) {
+  Closer* cl = static_cast<Closer*>(lua_newuserdata(L, sizeof(Closer)));
+  cl->hub = nullptr;
+  luaL_getmetatable(L, CLOSER_MT);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  dss_rawsetp(L, LUA_REGISTRYINDEX, &closer_key);
+  cl->hub = hub;
+  hub->ref();
+  hub->lua_closer = cl;
+}
+
+// --- poll --------------------------------------------------------------------
+
+struct PollCtx {
+  Hub* hub;
+  Item* item;
+  int n;           // what the decoder returned
+  Ticket* ticket;  // the waiting-thread callback made, if any
+};
+
+// Runs under lua_pcall from poll: decodes the item and builds poll's
+// callback and args table. Returns nothing when the decoder returned <= 0.
+int decode_tramp(lua_State* L) {
+  PollCtx* c = static_cast<PollCtx*>(lua_touserdata(L, 1));
+  lua_settop(L, 0);
+  Item* item = c->item;
+  int n = item->decode(L, item->data, item->utilid());
+  c->n = n;
+  if (n <= 0) return 0;
+  int top = lua_gettop(L);
+  if (n > top)
+    return luaL_error(L,
+                      "darksidesync: decoder returned %d but pushed %d "
+                      "value(s)",
+                      n, top);
+  int first = top - n + 1;  // the callback; its arguments follow
+  int off = item->ret ? 1 : 0;
+  luaL_checkstack(L, 4, "darksidesync: poll");
+  lua_createtable(L, n - 1 + off, 0);
+  int args = lua_gettop(L);
+  for (int i = 1; i < n; ++i) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, args, i + off);
+  }
+  if (item->ret) {
+    Ticket* t = static_cast<Ticket*>(lua_newuserdata(L, sizeof(Ticket)));
+    t->hub = nullptr;
+    t->item = nullptr;
+    luaL_getmetatable(L, WT_MT);
+    lua_setmetatable(L, -2);
+    t->hub = c->hub;
+    c->hub->ref();
+    c->ticket = t;
+    lua_rawseti(L, args, 1);
+    push_closer(L, c->hub);
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, first);
+  lua_pushvalue(L, args);
+  return 2;
+}
+
+// poll() -> -1 | remaining | remaining, callback, args
+int l_poll(lua_State* L) {
+  Hub* hub = check_hub(L);
+  luaL_checkstack(L, 4, "darksidesync: poll");
+  int base = lua_gettop(L);
+  PollCtx c = {hub, nullptr, 0, nullptr};
+  c.item = hub->pop();
+  if (!c.item) {
+    lua_pushinteger(L, -1);
+    return 1;
+  }
+  // From here the item is ours until it ends; nothing may raise until the
+  // pcall has returned and the item is settled.
+  lua_pushvalue(L, lua_upvalueindex(1));  // decode_tramp
+  lua_pushlightuserdata(L, &c);
+  int status = lua_pcall(L, 1, LUA_MULTRET, 0);
+  if (status != LUA_OK) {
+    hub->finish(c.item);  // a raising decoder ends the item, as 0 would
+    return lua_error(L);
+  }
+  if (c.n <= 0) {
+    hub->finish(c.item);
+    lua_settop(L, base);
+    lua_pushinteger(L, lua_Integer(hub->size()));
+    return 1;
+  }
+  if (!c.item->ret) {
+    hub->finish(c.item);
+  } else if (!hub->park(c.item, c.ticket)) {
+    // Unregistered (or closing) while it was being decoded: cancel it; the
+    // waiting-thread callback Lua gets is already spent.
+    hub->cancel_decoded(c.item);
+  }
+  lua_pushinteger(L, lua_Integer(hub->size()));
+  lua_insert(L, base + 1);
+  return 3;
+}
+
+// --- the waiting-thread callback ------------------------------------------
+
+struct RetCtx {
+  Item* item;
+  int garbage;
+};
+
+// Runs under lua_pcall: calls the client's return callback with the Lua
+// arguments on the stack, returns what it pushed.
+int ret_tramp(lua_State* L) {
+  RetCtx* c = static_cast<RetCtx*>(lua_touserdata(L, 1));
+  lua_remove(L, 1);
+  Item* item = c->item;
+  int n = item->ret(L, item->data, item->utilid(), c->garbage);
+  int top = lua_gettop(L);
+  if (n < 0) n = 0;
+  if (n > top)
+    return luaL_error(L,
+                      "darksidesync: return callback returned %d but pushed "
+                      "%d value(s)",
+                      n, top);
+  return n;
+}
+
+// wt(...) -> what the client's return callback pushed; only the first call
+// counts, later ones return nothing.
+int wt_call(lua_State* L) {
+  Ticket* t = static_cast<Ticket*>(luaL_checkudata(L, 1, WT_MT));
+  luaL_checkstack(L, 3, "darksidesync: waiting-thread callback");
+  Item* item = Hub::claim(t);
+  if (!item) return 0;
+  // The userdata stays at index 1 (keeping it, and its hub, alive).
+  int nargs = lua_gettop(L) - 1;
+  RetCtx c = {item, 0};
+  lua_pushvalue(L, lua_upvalueindex(1));  // ret_tramp
+  lua_insert(L, 2);
+  lua_pushlightuserdata(L, &c);
+  lua_insert(L, 3);
+  int status = lua_pcall(L, nargs + 1, LUA_MULTRET, 0);
+  t->hub->finish(item);  // releases the producer, raising or not
+  if (status != LUA_OK) return lua_error(L);
+  return lua_gettop(L) - 1;
+}
+
+// Collected uncalled: ret(L, data, utilid, 1); a raised error is dropped
+// (there is no caller to hand it to).
+int wt_gc(lua_State* L) {
+  Ticket* t = static_cast<Ticket*>(lua_touserdata(L, 1));
+  Hub* hub = t->hub;
+  if (!hub) return 0;
+  if (Item* item = Hub::claim(t)) {
+    if (lua_checkstack(L, 2)) {
+      RetCtx c = {item, 1};
+      lua_pushvalue(L, lua_upvalueindex(1));  // ret_tramp
+      lua_pushlightuserdata(L, &c);
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+      hub->finish(item);
+    } else {
+      hub->cancel_decoded(item);
+    }
+  }
+  t->hub = nullptr;
+  hub->unref();
+  return 0;
+}
+
+int wt_tostring(lua_State* L) {
+  Ticket* t = static_cast<Ticket*>(luaL_checkudata(L, 1, WT_MT));
+  lua_pushfstring(L, "darksidesync waiting-thread callback (%s): %p",
+                  t->item ? "pending" : "done", static_cast<void*>(t));
+  return 1;
+}
+
+// --- the rest of the Lua API ------------------------------------------------
+
+int l_queuesize(lua_State* L) {
+  Hub* hub = check_hub(L);
+  lua_pushinteger(L, lua_Integer(hub->size()));
+  return 1;
+}
+
+int l_getport(lua_State* L) {
+  Hub* hub = check_hub(L);
+  lua_pushinteger(L, hub->port());
+  return 1;
+}
+
+int l_setport(lua_State* L) {
+  Hub* hub = check_hub(L);
+  lua_Integer port = 0;
+  if (lua_type(L, 1) != LUA_TNUMBER)
+    return luaL_argerror(
+        L, 1,
+        lua_pushfstring(L, "port number expected, got %s",
+                        lua_isnone(L, 1) ? "no value" : luaL_typename(L, 1)));
+  if (!dss_tointegerx(L, 1, &port) || port < 0 || port > 65535)
+    return luaL_argerror(L, 1, "port must be an integer from 0 to 65535");
+  if (!hub->set_port(int(port)))
+    return luaL_error(L, "darksidesync: cannot create the UDP socket: %s",
+                      std::strerror(errno));
+  lua_pushinteger(L, 1);
+  return 1;
+}
+
+// Keeps this shared object mapped for the life of the process: producer
+// threads may still be returning through our code, and client libraries
+// keep pointers to our API struct, after the last Lua state unloads us.
+void pin_module() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    Dl_info info;
+    if (dladdr(reinterpret_cast<void*>(&hub_of), &info) && info.dli_fname)
+      dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+  });
+}
+
+// Creates this state's hub, metatables and registry entries. May raise
+// before the hub exists, never after.
+void start(lua_State* L) {
+  if (luaL_newmetatable(L, WT_MT)) {
+    lua_pushcfunction(L, ret_tramp);
+    lua_pushcclosure(L, wt_call, 1);
+    lua_setfield(L, -2, "__call");
+    lua_pushcfunction(L, ret_tramp);
+    lua_pushcclosure(L, wt_gc, 1);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, wt_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "darksidesync.waitingthread");
+    lua_setfield(L, -2, "__name");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, CLOSER_MT)) {
+    lua_pushcfunction(L, closer_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_pop(L, 1);
+  // Make room for both registry entries now, so that later writes to them
+  // never allocate.
+  lua_pushboolean(L, 1);
+  dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
+  lua_pushboolean(L, 1);
+  dss_rawsetp(L, LUA_REGISTRYINDEX, &closer_key);
+
+  // The anchor: the first closer, created before the hub so that a failed
+  // allocation cannot leak it.
+  Closer* cl = static_cast<Closer*>(lua_newuserdata(L, sizeof(Closer)));
+  cl->hub = nullptr;
+  luaL_getmetatable(L, CLOSER_MT);
+  lua_setmetatable(L, -2);
+  Hub* hub = Hub::create();
+  if (!hub) {
+    luaL_error(L, "darksidesync: out of memory");
+    return;
+  }
+  cl->hub = hub;  // takes the creation reference
+  hub->lua_closer = cl;
+  dss_rawsetp(L, LUA_REGISTRYINDEX, &closer_key);  // pops the closer
+  lua_pushlightuserdata(L, hub);
+  dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
+}
+
+}  // namespace
+
+extern "C" int luaopen_darksidesync(lua_State* L) {
+  pin_module();
+  Hub* hub = hub_of(L);
+  if (hub && hub->state() != Hub::State::running)
+    return luaL_error(L, "%s", STOPPED_MSG);
+  if (!hub) start(L);
+
+  // registry["DSS.DarkSideSync"] = { Version = ..., ["DSS API 1v0"] = api }
+  lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME);
+  }
+  lua_pushliteral(L, DSS_VERSION);
+  lua_setfield(L, -2, DSS_VERSION_KEY);
+  lua_pushlightuserdata(L, &api_1v0);
+  lua_setfield(L, -2, DSS_API_1v0_KEY);
+  lua_pop(L, 1);
+
+  lua_newtable(L);
+  lua_pushcfunction(L, decode_tramp);
+  lua_pushcclosure(L, l_poll, 1);
+  lua_setfield(L, -2, "poll");
+  const luaL_Reg funcs[] = {{"queuesize", l_queuesize},
+                            {"setport", l_setport},
+                            {"getport", l_getport},
+                            {nullptr, nullptr}};
+  dss_setfuncs(L, funcs, 0);
+  lua_pushliteral(L, DSS_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+#if DSS_SET_GLOBAL
+  lua_pushvalue(L, -1);
+  lua_setglobal(L, "darksidesync");
+#endif
+  return 1;
+}

@@ -1,0 +1,75 @@
+-- run.lua -- a small test runner for the Lua-level tests, the same on Lua
+-- 5.1-5.4 and LuaJIT.
+--
+--   lua run.lua tests/lua/test_x.lua
+--
+-- A test file calls test(name, fn) for each test; fn uses the assertions
+-- below. The runner runs them in order, each protected, and ends with one
+-- line "<file>: N passed, N failed"; it exits non-zero if any failed.
+
+local file = assert(arg and arg[1], "usage: run.lua TESTFILE")
+local name = file:match("([^/]+)%.lua$") or file
+local tests = {}
+
+local function fmt(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  return tostring(v)
+end
+
+function test(title, fn)
+  tests[#tests + 1] = { title = title, fn = fn }
+end
+
+-- eq(actual, expected[, what]): raw equality.
+function eq(actual, expected, what)
+  if actual ~= expected then
+    error((what and what .. ": " or "") .. "expected " .. fmt(expected) ..
+          ", got " .. fmt(actual), 2)
+  end
+end
+
+-- ok(value[, what]): value is truthy.
+function ok(value, what)
+  if not value then error((what or "expected a true value") .. ", got " .. fmt(value), 2) end
+  return value
+end
+
+-- raises(fn, expected): fn must raise an error whose message, with any
+-- "file:line: " position stripped, equals expected (a string), or matches
+-- it when expected is {pattern = "..."}. Returns the message.
+function raises(fn, expected)
+  local okay, err = pcall(fn)
+  if okay then error("expected an error " .. fmt(expected) .. ", none raised", 2) end
+  local msg = tostring(err):gsub("^[^:\n]+:%d+: ", "")
+  if type(expected) == "table" then
+    if not msg:match(expected.pattern) then
+      error("error " .. fmt(msg) .. " does not match " .. fmt(expected.pattern), 2)
+    end
+  elseif expected ~= nil and msg ~= expected then
+    error("expected error " .. fmt(expected) .. ", got " .. fmt(msg), 2)
+  end
+  return msg
+end
+
+-- The Lua version under test, as "5.1" .. "5.4" or "luajit".
+LUA_VERSION = rawget(_G, "jit") and "luajit" or _VERSION:match("%d%.%d")
+unpack = unpack or table.unpack
+
+local chunk = assert(loadfile(file))
+chunk()
+
+local passed, failed = 0, 0
+for _, t in ipairs(tests) do
+  local okay, err = xpcall(t.fn, debug.traceback)
+  if okay then
+    passed = passed + 1
+    print("ok     " .. t.title)
+  else
+    failed = failed + 1
+    print("FAILED " .. t.title .. "\n       " .. tostring(err):gsub("\n", "\n       "))
+  end
+  collectgarbage()
+  collectgarbage()
+end
+print(string.format("%s: %d passed, %d failed", name, passed, failed))
+if failed > 0 or passed == 0 then os.exit(1) end
