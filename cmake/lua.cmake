@@ -1,6 +1,5 @@
 # Finds the Lua selected by DSS_LUA through pkg-config (Debian's names) and
 # the interpreter that goes with it, for the tests.
-find_package(PkgConfig REQUIRED)
 if(DSS_LUA STREQUAL "luajit")
   set(_dss_pc luajit)
   set(_dss_interp luajit)
@@ -12,10 +11,18 @@ elseif(DSS_LUA MATCHES "^5\\.[1-4]$")
 else()
   message(FATAL_ERROR "DSS_LUA must be 5.1, 5.2, 5.3, 5.4 or luajit, not '${DSS_LUA}'")
 endif()
-pkg_check_modules(DSS_LUA_PC REQUIRED ${_dss_pc})
-set(DSS_LUA_INCLUDE_DIRS ${DSS_LUA_PC_INCLUDE_DIRS})
-# For programs that embed Lua (tests): link the library.
-set(DSS_LUA_LIBRARIES ${DSS_LUA_PC_LINK_LIBRARIES})
+if(LUA_INCDIR)
+  # Given by LuaRocks: use it as it is (the module needs only the headers).
+  set(DSS_LUA_INCLUDE_DIRS ${LUA_INCDIR})
+  set(DSS_LUA_LIBRARIES "")
+  set(_dss_pc "LUA_INCDIR=${LUA_INCDIR}")
+else()
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(DSS_LUA_PC REQUIRED ${_dss_pc})
+  set(DSS_LUA_INCLUDE_DIRS ${DSS_LUA_PC_INCLUDE_DIRS})
+  # For programs that embed Lua (tests): link the library.
+  set(DSS_LUA_LIBRARIES ${DSS_LUA_PC_LINK_LIBRARIES})
+endif()
 find_program(DSS_LUA_INTERPRETER NAMES ${_dss_interp})
 set(DSS_LUA_ABI ${_dss_abi})
 if(NOT DSS_INSTALL_CMOD)

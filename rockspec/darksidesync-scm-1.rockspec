@@ -1,0 +1,33 @@
+rockspec_format = "3.0"
+package = "darksidesync"
+version = "scm-1"
+source = {
+  url = "git+https://github.com/darksidesync/darksidesync.git",
+  branch = "main",
+}
+description = {
+  summary = "Safe callbacks into Lua from threads Lua does not own",
+  detailed = [[
+    Background threads of C libraries deliver items to a queue; Lua polls
+    them out (optionally woken by a UDP packet) and may hand results back to
+    a producer that blocks until Lua answers. A drop-in replacement for
+    DarkSideSync 1.0: same Lua API, same C ABI ("DSS API 1v0"), on Lua 5.1,
+    5.2, 5.3, 5.4 and LuaJIT.
+  ]],
+  license = "MIT",
+  labels = { "threads", "callbacks", "async" },
+}
+dependencies = {
+  "lua >= 5.1, < 5.5",
+}
+build = {
+  type = "cmake",
+  variables = {
+    CMAKE_BUILD_TYPE = "Release",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    DSS_INSTALL_CMOD = "$(LIBDIR)",
+    DSS_INSTALL_LMOD = "$(LUADIR)",
+    DSS_TESTS = "OFF",
+    DSS_EXAMPLES = "OFF",
+  },
+}
