@@ -2,9 +2,14 @@
  * darksidesync_aux.c -- the client helper; see darksidesync_aux.h.
  * Compile it into the client library, or #include it into one of its files.
  */
-#include <stdio.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
 #include <lua.h>
 #include <lauxlib.h>
+#ifdef __cplusplus
+}
+#endif
 #include "darksidesync_aux.h"
 
 /* Our library id: the address of a static of this library. */

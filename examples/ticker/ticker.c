@@ -19,7 +19,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "darksidesync_aux.h"
+/* The client helper, compiled into this file (it also works compiled as a
+ * file of its own, as tests/clients/testclient does). */
+#include "darksidesync_aux.c"
 
 typedef struct {
   int n;        /* tick number, or the count for the final question */
