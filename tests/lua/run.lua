@@ -51,9 +51,27 @@ function raises(fn, expected)
   return msg
 end
 
+-- waitfor(pred[, what[, seconds]]): calls pred() until it returns a true
+-- value, and returns that value. A bounded wait for something another thread
+-- brings about (no sleeping): fails after about `seconds` (default 10).
+function waitfor(pred, what, seconds)
+  local deadline = os.time() + (seconds or 10) + 1
+  local n = 0
+  while true do
+    local v = pred()
+    if v then return v end
+    n = n + 1
+    if n % 256 == 0 and os.time() > deadline then
+      error("timed out waiting for " .. (what or "a condition"), 2)
+    end
+  end
+end
+
 -- The Lua version under test, as "5.1" .. "5.4" or "luajit".
 LUA_VERSION = rawget(_G, "jit") and "luajit" or _VERSION:match("%d%.%d")
 unpack = unpack or table.unpack
+-- pack(...): the values in a table, with their number in n.
+pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
 local chunk = assert(loadfile(file))
 chunk()
