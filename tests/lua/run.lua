@@ -73,6 +73,41 @@ unpack = unpack or table.unpack
 -- pack(...): the values in a table, with their number in n.
 pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
+-- Helpers for the tests of darksidesync through the test client library
+-- (tests/clients/testclient.c); they load both modules when first called.
+
+-- fresh(): ends whatever an earlier test left (unregistering cancels its
+-- items and stops its producers), registers lib 1 again, zeroes the
+-- counters, clears the callback and turns UDP notification off.
+function fresh()
+  local dss, tc = require "darksidesync", require "testclient"
+  for lib = 1, 2 do
+    local u = tc.utilid(lib)
+    if u then tc.unreg(u) end
+  end
+  ok(tc.join(), "producers of an earlier test still running")
+  tc.init()
+  tc.reset()
+  tc.setcallback(nil)
+  dss.setport(0)
+end
+
+-- queued(n): waits until exactly n items are queued.
+function queued(n)
+  local dss = require "darksidesync"
+  waitfor(function() return dss.queuesize() == n end, n .. " item(s) queued")
+end
+
+-- child(code): a new Lua state with darksidesync and the test client loaded
+-- as the globals dss and tc, running code; returns the state and code's
+-- results.
+function child(code)
+  return require("testclient").newstate([[
+    dss = require "darksidesync"
+    tc = require "testclient"
+  ]] .. code)
+end
+
 local chunk = assert(loadfile(file))
 chunk()
 

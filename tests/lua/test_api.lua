@@ -9,19 +9,6 @@ local SUCCESS, INVALID_UTILID = -100, -101
 local NO_CANCEL_PROVIDED, NO_DECODE_PROVIDED = -103, -105
 local UNKNOWN_LIB, ALREADY_REGISTERED = -107, -108
 
--- Ends whatever an earlier test left (unregistering cancels its items and
--- stops its producers), registers lib 1 again and zeroes the counters.
-local function fresh()
-  for lib = 1, 2 do
-    local u = tc.utilid(lib)
-    if u then tc.unreg(u) end
-  end
-  ok(tc.join(), "producers of an earlier test still running")
-  tc.init()
-  tc.reset()
-  tc.setcallback(nil)
-end
-
 -- Ids no registration can have.
 local GARBAGE = { 0, 1, 12345, 2 ^ 53, "0xffffffffffffffff" }
 

@@ -6,23 +6,6 @@
 local dss = require "darksidesync"
 local tc = require "testclient"
 
--- Ends whatever an earlier test left (unregistering cancels its items and
--- stops its producers), registers lib 1 again and zeroes the counters.
-local function fresh()
-  for lib = 1, 2 do
-    local u = tc.utilid(lib)
-    if u then tc.unreg(u) end
-  end
-  ok(tc.join(), "producers of an earlier test still running")
-  tc.init()
-  tc.reset()
-  tc.setcallback(nil)
-end
-
-local function queued(n)
-  waitfor(function() return dss.queuesize() == n end, n .. " item(s) queued")
-end
-
 -- The answer a producer expects for the item whose args these are
 -- ({wt, lib, pid, seq}).
 local function expected(args) return args[3] * 1000 + args[4] end

@@ -9,32 +9,6 @@ local tc = require "testclient"
 
 local SUCCESS, INVALID_UTILID, NOT_STARTED = -100, -101, -102
 
--- Ends whatever an earlier test left (unregistering cancels its items and
--- stops its producers), registers lib 1 again and zeroes the counters.
-local function fresh()
-  for lib = 1, 2 do
-    local u = tc.utilid(lib)
-    if u then tc.unreg(u) end
-  end
-  ok(tc.join(), "producers of an earlier test still running")
-  tc.init()
-  tc.reset()
-  tc.setcallback(nil)
-end
-
-local function queued(n)
-  waitfor(function() return dss.queuesize() == n end, n .. " item(s) queued")
-end
-
--- A child Lua state with darksidesync and the test client loaded as the
--- globals dss and tc, running code; returns the state and code's results.
-local function child(code)
-  return tc.newstate([[
-    dss = require "darksidesync"
-    tc = require "testclient"
-  ]] .. code)
-end
-
 local function child_queued(state, n)
   waitfor(function() return tc.run(state, "return dss.queuesize()") == n end,
           n .. " item(s) queued in the child")

@@ -6,25 +6,6 @@ local dss = require "darksidesync"
 local tc = require "testclient"
 local socket = require "socket"
 
--- Ends whatever an earlier test left (unregistering cancels its items and
--- stops its producers), registers lib 1 again, zeroes the counters and turns
--- notification off.
-local function fresh()
-  for lib = 1, 2 do
-    local u = tc.utilid(lib)
-    if u then tc.unreg(u) end
-  end
-  ok(tc.join(), "producers of an earlier test still running")
-  tc.init()
-  tc.reset()
-  tc.setcallback(nil)
-  dss.setport(0)
-end
-
-local function queued(n)
-  waitfor(function() return dss.queuesize() == n end, n .. " item(s) queued")
-end
-
 -- A UDP socket on 127.0.0.1, any free port; receive waits 5 s at most.
 local function listener()
   local s = assert(socket.udp())
