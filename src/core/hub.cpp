@@ -362,6 +362,13 @@ Item* Hub::claim(Ticket* ticket) {
   return item;
 }
 
+bool Hub::pending(Ticket* ticket) {
+  Hub* hub = ticket->hub;
+  if (!hub) return false;
+  std::lock_guard<std::mutex> lock(hub->mu_);
+  return ticket->item != nullptr;
+}
+
 // --- close -----------------------------------------------------------------
 
 void Hub::close() {

@@ -99,6 +99,9 @@ class Hub {
   // ended (cancelled by unreg or close). Safe on an empty ticket.
   static Item* claim(Ticket* ticket);
 
+  // Whether the ticket's item is still pending (not yet ended).
+  static bool pending(Ticket* ticket);
+
   // Ends a decoded item by cancellation: ret(NULL, data, utilid, 0).
   void cancel_decoded(Item* item);
 

@@ -43,6 +43,10 @@ static inline void dss_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   lua_pop(L, nup);
 }
 
+/* Calls f(L) with ud as its only argument, fully protected: in 5.1 even
+ * making the C closure happens inside the protected call. */
+#define dss_cpcall(L, f, ud) lua_cpcall((L), (f), (ud))
+
 /* 1.0 set the global 'darksidesync' on 5.1, as luaL_register did. */
 #define DSS_SET_GLOBAL 1
 
@@ -51,6 +55,18 @@ static inline void dss_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
 #define dss_rawgetp(L, idx, p) ((void)lua_rawgetp((L), (idx), (p)))
 #define dss_rawsetp(L, idx, p) lua_rawsetp((L), (idx), (p))
 #define dss_setfuncs(L, l, nup) luaL_setfuncs((L), (l), (nup))
+
+/* As 5.1's lua_cpcall: a light C function does not allocate, so pushing it
+ * cannot raise. Returns LUA_OK or an error status (error object popped). */
+static inline int dss_cpcall(lua_State *L, lua_CFunction f, void *ud) {
+  int status;
+  if (!lua_checkstack(L, 2)) return LUA_ERRMEM;
+  lua_pushcfunction(L, f);
+  lua_pushlightuserdata(L, ud);
+  status = lua_pcall(L, 1, 0, 0);
+  if (status != LUA_OK) lua_pop(L, 1);
+  return status;
+}
 
 #define DSS_SET_GLOBAL 0
 

@@ -46,6 +46,9 @@ Hub* check_hub(lua_State* L) {
   return hub;
 }
 
+void push_closer(lua_State* L, Hub* hub);
+int renew_closer(lua_State* L);
+
 // --- the 1v0 C ABI ---------------------------------------------------------
 
 extern "C" {
@@ -57,7 +60,15 @@ static void* api_reg(lua_State* L, void* libid, DSS_cancel_1v0_t cancel,
     if (err) *err = DSS_ERR_NOT_STARTED;
     return nullptr;
   }
-  return hub->reg(libid, cancel, err);
+  int rc;
+  void* utilid = hub->reg(libid, cancel, &rc);
+  if (rc == DSS_SUCCESS && dss_cpcall(L, renew_closer, hub) != LUA_OK) {
+    Hub::unreg(utilid);
+    utilid = nullptr;
+    rc = DSS_ERR_OUT_OF_MEMORY;
+  }
+  if (err) *err = rc;
+  return utilid;
 }
 
 static void* api_getutilid(lua_State* L, void* libid, int* err) {
@@ -124,6 +135,15 @@ void push_closer(lua_State* L, Hub* hub) {
   cl->hub = hub;
   hub->ref();
   hub->lua_closer = cl;
+}
+
+// Under dss_cpcall from reg: a closer newer than the client library being
+// registered. On 5.1 and LuaJIT, require gives each C library a handle whose
+// finalizer unloads it, made just before its luaopen runs; our close must
+// run (and call the client's cancel) before that handle unloads its code.
+int renew_closer(lua_State* L) {
+  push_closer(L, static_cast<Hub*>(lua_touserdata(L, 1)));
+  return 0;
 }
 
 // --- poll --------------------------------------------------------------------
@@ -284,7 +304,7 @@ int wt_gc(lua_State* L) {
 int wt_tostring(lua_State* L) {
   Ticket* t = static_cast<Ticket*>(luaL_checkudata(L, 1, WT_MT));
   lua_pushfstring(L, "darksidesync waiting-thread callback (%s): %p",
-                  t->item ? "pending" : "done", static_cast<void*>(t));
+                  Hub::pending(t) ? "pending" : "done", static_cast<void*>(t));
   return 1;
 }
 
