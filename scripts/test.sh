@@ -26,16 +26,24 @@ run_config() {
     return
   fi
   echo "=== $name: test"
-  (cd "$dir" && ctest --output-on-failure -j"$JOBS" -T Test --no-compress-output) >"$log" 2>&1
+  (cd "$dir" && ctest --output-on-failure -j"$JOBS") >"$log" 2>&1
   local rc=$?
-  grep -E '^(ok|FAILED) |passed, [0-9]+ failed|^ *[0-9]+/[0-9]+ Test|tests passed|All tests passed|test cases' "$log" | grep -v '^ok ' || true
-  # Count assertions-level results: Lua test lines and Catch2's test cases.
+  # Every test's full output, passed ones included, is in LastTest.log.
+  local full=$dir/Testing/Temporary/LastTest.log
+  grep -E 'tests passed|tests failed' "$log" || true
+  grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed$' "$full" | sed 's/^/    /' || true
+  # Lua files print "<file>: N passed, N failed"; Catch2 prints either
+  # "All tests passed (A assertions in N test cases)" or
+  # "test cases: N | P passed | F failed".
   local p f
-  p=$(grep -Eo '^[A-Za-z0-9_.-]+: [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
-  f=$(grep -Eo '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$4} END {print s+0}')
+  p=$(grep -Eo '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed$' "$full" | awk '{s+=$2} END {print s+0}')
+  f=$(grep -Eo '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed$' "$full" | awk '{s+=$4} END {print s+0}')
   local cp cf
-  cp=$(grep -Eo 'All tests passed \([0-9]+ assertions? in [0-9]+ test cases?\)' "$log" | grep -Eo 'in [0-9]+' | awk '{s+=$2} END {print s+0}')
-  cf=$(grep -Eo 'test cases: *[0-9]+ \| *[0-9]+ passed \| *[0-9]+ failed' "$log" | awk -F'|' '{gsub(/[^0-9]/,"",$3); s+=$3} END {print s+0}')
+  cp=$(grep -Eo 'All tests passed \([0-9]+ assertions? in [0-9]+ test cases?\)' "$full" |
+       sed -E 's/.* in ([0-9]+) test.*/\1/' | awk '{s+=$1} END {print s+0}')
+  cp=$((cp + $(grep -Eo 'test cases: *[0-9]+ \| *[0-9]+ passed' "$full" | awk '{s+=$5} END {print s+0}')))
+  cf=$(grep -Eo 'test cases: *[0-9]+ \| *[0-9]+ passed \| *[0-9]+ failed' "$full" | awk '{s+=$8} END {print s+0}')
+  [ "$cp$cf" != 00 ] && echo "    unit: $cp passed, $cf failed"
   p=$((p + cp)); f=$((f + cf))
   if [ $rc -ne 0 ]; then
     cat "$log"

@@ -101,7 +101,7 @@ void* Hub::reg(void* libid, DSS_cancel_1v0_t cancel, int* err) {
       id = ++t.next_id;
       t.ids.emplace(id, this);
       try {
-        regs_.push_back(Registration{id, libid, cancel});
+        regs_.push_back(Registration{id, libid, cancel, false});
       } catch (...) {
         t.ids.erase(id);
         throw;
@@ -384,17 +384,24 @@ void Hub::close() {
   }
   cancel_lists(queued, pending);
   // Cancel the clients one at a time, without copying the list (no
-  // allocation on this path). Each round removes one registration: the
-  // client's cancel should unregister it, and if it did not, we do.
+  // allocation on this path). Each registration is cancelled once: the flag
+  // also covers one that another thread is unregistering right now (it has
+  // left the id table but not yet our list).
   for (;;) {
-    std::uint64_t id;
-    DSS_cancel_1v0_t cancel;
+    std::uint64_t id = 0;
+    DSS_cancel_1v0_t cancel = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (regs_.empty()) break;
-      id = regs_.front().id;
-      cancel = regs_.front().cancel;
+      for (Registration& r : regs_) {
+        if (!r.cancelled) {
+          r.cancelled = true;
+          id = r.id;
+          cancel = r.cancel;
+          break;
+        }
+      }
     }
+    if (!cancel) break;
     void* utilid = reinterpret_cast<void*>(std::uintptr_t(id));
     cancel(utilid);
     unreg(utilid);  // INVALID_UTILID here just means the client did it

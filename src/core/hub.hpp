@@ -130,6 +130,7 @@ class Hub {
     std::uint64_t id;
     void* libid;
     DSS_cancel_1v0_t cancel;
+    bool cancelled;  // close() has called (or is calling) its cancel
   };
 
   int deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
