@@ -89,11 +89,9 @@ void* Hub::reg(void* libid, DSS_cancel_1v0_t cancel, int* err) {
       *err = DSS_ERR_NOT_STARTED;
       return nullptr;
     }
-    for (const Registration& r : regs_) {
-      if (r.libid == libid) {
-        *err = DSS_ERR_ALREADY_REGISTERED;
-        return reinterpret_cast<void*>(std::uintptr_t(r.id));
-      }
+    if (std::uint64_t existing = find_libid_locked(libid)) {
+      *err = DSS_ERR_ALREADY_REGISTERED;
+      return to_utilid(existing);
     }
     Table& t = table();
     try {
@@ -112,7 +110,7 @@ void* Hub::reg(void* libid, DSS_cancel_1v0_t cancel, int* err) {
     }
   }
   *err = DSS_SUCCESS;
-  return reinterpret_cast<void*>(std::uintptr_t(id));
+  return to_utilid(id);
 }
 
 void* Hub::getutilid(void* libid, int* err) {
@@ -123,14 +121,15 @@ void* Hub::getutilid(void* libid, int* err) {
     *err = DSS_ERR_NOT_STARTED;
     return nullptr;
   }
-  for (const Registration& r : regs_) {
-    if (r.libid == libid) {
-      *err = DSS_SUCCESS;
-      return reinterpret_cast<void*>(std::uintptr_t(r.id));
-    }
-  }
-  *err = DSS_ERR_UNKNOWN_LIB;
-  return nullptr;
+  std::uint64_t id = find_libid_locked(libid);
+  *err = id ? DSS_SUCCESS : DSS_ERR_UNKNOWN_LIB;
+  return id ? to_utilid(id) : nullptr;
+}
+
+std::uint64_t Hub::find_libid_locked(void* libid) const {
+  for (const Registration& r : regs_)
+    if (r.libid == libid) return r.id;
+  return 0;
 }
 
 bool Hub::registered_locked(std::uint64_t id) const {
@@ -402,7 +401,7 @@ void Hub::close() {
       }
     }
     if (!cancel) break;
-    void* utilid = reinterpret_cast<void*>(std::uintptr_t(id));
+    void* utilid = to_utilid(id);
     cancel(utilid);
     unreg(utilid);  // INVALID_UTILID here just means the client did it
   }

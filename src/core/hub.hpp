@@ -42,7 +42,7 @@ struct Item {
   Waiter* waiter = nullptr;  // set for blocking items
   Ticket* ticket = nullptr;  // set while pending on the Lua side
 
-  void* utilid() const { return reinterpret_cast<void*>(std::uintptr_t(id)); }
+  void* utilid() const;
 };
 
 // The Lua side's handle on an item waiting for its return callback (the body
@@ -58,6 +58,10 @@ struct Ticket {
 inline std::uint64_t id_of(void* utilid) {
   return std::uint64_t(reinterpret_cast<std::uintptr_t>(utilid));
 }
+inline void* to_utilid(std::uint64_t id) {
+  return reinterpret_cast<void*>(std::uintptr_t(id));
+}
+inline void* Item::utilid() const { return to_utilid(id); }
 
 class Hub {
  public:
@@ -137,6 +141,8 @@ class Hub {
                     DSS_return_1v0_t ret, void* data);
   int unreg_local(std::uint64_t id);
   bool registered_locked(std::uint64_t id) const;
+  // The id registered for libid, or 0.
+  std::uint64_t find_libid_locked(void* libid) const;
   // Moves the queued and pending items of `id` (all when id == 0) into the
   // two lists; under the lock.
   void take_items_locked(std::uint64_t id, Item** queued, Item** pending);
