@@ -1,0 +1,259 @@
+// helpers.hpp -- shared scaffolding of the core's unit tests.
+//
+// The tests act as the Lua side themselves: they pop items, call the
+// client's decoder / return callbacks with a fake (never dereferenced)
+// lua_State pointer, and end items with finish / park + claim /
+// cancel_decoded, as src/lua does. Client callbacks only record what
+// happened; all assertions run on the test's main thread (Catch2 v2
+// assertions are not thread-safe).
+//
+// Waits are bounded: a correct core never needs them to expire; they exist
+// so that a broken core makes a test fail instead of hang.
+#ifndef DSS_UNIT_HELPERS_HPP
+#define DSS_UNIT_HELPERS_HPP
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "hub.hpp"
+
+namespace ut {
+
+using dss::Hub;
+using dss::Item;
+using dss::Ticket;
+
+// "Did not hang": generous, only ever reached when the core is broken.
+constexpr std::chrono::seconds kHang{20};
+// Negative checks ("still blocked", "no datagram"): a correct core never
+// ends them early, so a short window cannot make a correct core fail.
+constexpr std::chrono::milliseconds kQuiet{100};
+
+// The fake Lua state handed to client callbacks; never dereferenced.
+inline lua_State* fake_L() {
+  static int anchor;
+  return reinterpret_cast<lua_State*>(&anchor);
+}
+
+// Polls pred until it holds or the bound expires; true when it held.
+inline bool wait_until(const std::function<bool()>& pred,
+                       std::chrono::milliseconds bound = kHang) {
+  auto deadline = std::chrono::steady_clock::now() + bound;
+  for (;;) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() > deadline) return pred();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+// --- per-item record: pData of every test item ---------------------------
+
+struct Rec {
+  int decode_result = 0;  // what the decoder returns when L != NULL
+  int ret_result = 0;     // what the return callback returns when L != NULL
+  int producer = 0;       // free for the test's use
+  int seq = 0;
+  std::atomic<int> decoded{0};           // decode(L != NULL)
+  std::atomic<int> decode_cancelled{0};  // decode(NULL)
+  std::atomic<int> returned{0};          // ret(L != NULL, garbage 0)
+  std::atomic<int> collected{0};         // ret(L != NULL, garbage 1)
+  std::atomic<int> ret_cancelled{0};     // ret(NULL)
+  std::atomic<int> bad_args{0};          // L neither NULL nor fake_L(),
+                                         // or a cancel with garbage != 0
+  std::atomic<void*> utilid{nullptr};    // utilid of the last callback
+
+  int calls() const {
+    return decoded + decode_cancelled + returned + collected + ret_cancelled;
+  }
+};
+
+inline int rec_decode(lua_State* L, void* p, void* u) {
+  Rec* r = static_cast<Rec*>(p);
+  r->utilid = u;
+  if (!L) {
+    ++r->decode_cancelled;
+    return 0;
+  }
+  if (L != fake_L()) ++r->bad_args;
+  ++r->decoded;
+  return r->decode_result;
+}
+
+inline int rec_ret(lua_State* L, void* p, void* u, int garbage) {
+  Rec* r = static_cast<Rec*>(p);
+  r->utilid = u;
+  if (!L) {
+    if (garbage != 0) ++r->bad_args;
+    ++r->ret_cancelled;
+    return 0;
+  }
+  if (L != fake_L()) ++r->bad_args;
+  if (garbage) ++r->collected;
+  else ++r->returned;
+  return r->ret_result;
+}
+
+// --- client cancel callbacks --------------------------------------------------
+
+struct CancelLog {
+  std::mutex mu;
+  std::vector<void*> calls;     // utilid of each cancel call, in order
+  std::vector<int> unreg_rcs;   // rc of unreg called from cancel_unreg
+  std::function<void(void*)> hook;  // extra work, run by cancel_hook
+
+  static CancelLog& get() {
+    static CancelLog log;
+    return log;
+  }
+  void reset() {
+    std::lock_guard<std::mutex> lock(mu);
+    calls.clear();
+    unreg_rcs.clear();
+    hook = nullptr;
+  }
+  int count(void* u) {
+    std::lock_guard<std::mutex> lock(mu);
+    int n = 0;
+    for (void* c : calls) n += c == u;
+    return n;
+  }
+  std::size_t total() {
+    std::lock_guard<std::mutex> lock(mu);
+    return calls.size();
+  }
+  void record(void* u) {
+    std::lock_guard<std::mutex> lock(mu);
+    calls.push_back(u);
+  }
+};
+
+// Only records: close() must then unregister the client itself.
+inline void cancel_record(void* u) { CancelLog::get().record(u); }
+
+// Records and unregisters, as a well-behaved 1.0 client does.
+inline void cancel_unreg(void* u) {
+  CancelLog::get().record(u);
+  int rc = Hub::unreg(u);
+  std::lock_guard<std::mutex> lock(CancelLog::get().mu);
+  CancelLog::get().unreg_rcs.push_back(rc);
+}
+
+// Records, then runs the test's hook (set in CancelLog::hook).
+inline void cancel_hook(void* u) {
+  CancelLog::get().record(u);
+  std::function<void(void*)> h;
+  {
+    std::lock_guard<std::mutex> lock(CancelLog::get().mu);
+    h = CancelLog::get().hook;
+  }
+  if (h) h(u);
+}
+
+// Distinct library ids: addresses of these statics.
+inline void* libid(int i) {
+  static char ids[64];
+  return &ids[i];
+}
+
+// --- hub ownership ----------------------------------------------------------
+
+// Owns a hub as the binding does: close() then unref() at the end.
+struct HubHandle {
+  Hub* h;
+  HubHandle() : h(Hub::create()) { REQUIRE(h != nullptr); }
+  ~HubHandle() {
+    h->close();
+    h->unref();
+  }
+  HubHandle(const HubHandle&) = delete;
+  HubHandle& operator=(const HubHandle&) = delete;
+  Hub* operator->() const { return h; }
+  Hub* get() const { return h; }
+};
+
+// Registers libid with cancel on hub; REQUIREs success.
+inline void* must_reg(Hub* hub, void* lib, DSS_cancel_1v0_t cancel = cancel_unreg) {
+  int err = 0;
+  void* u = hub->reg(lib, cancel, &err);
+  REQUIRE(err == DSS_SUCCESS);
+  REQUIRE(u != nullptr);
+  return u;
+}
+
+// A ticket as the Lua side's waiting-thread userdata holds it: with a hub
+// reference.
+struct TicketBox {
+  Ticket t;
+  explicit TicketBox(Hub* hub) : t{hub, nullptr} { hub->ref(); }
+  // As the Lua side's __gc: a ticket still holding its item ends it (only
+  // on a failed test; passing tests leave their tickets empty).
+  ~TicketBox() {
+    if (Item* it = Hub::claim(&t)) t.hub->cancel_decoded(it);
+    t.hub->unref();
+  }
+  TicketBox(const TicketBox&) = delete;
+  TicketBox& operator=(const TicketBox&) = delete;
+};
+
+// --- producers ---------------------------------------------------------------
+
+// Runs one deliver() on its own thread (for blocking deliveries).
+class Producer {
+ public:
+  Producer(void* utilid, DSS_decoder_1v0_t dec, DSS_return_1v0_t ret,
+           void* data)
+      : rc_(std::make_shared<std::promise<int>>()), fut_(rc_->get_future().share()) {
+    auto rc = rc_;
+    thread_ = std::thread(
+        [rc, utilid, dec, ret, data] { rc->set_value(Hub::deliver(utilid, dec, ret, data)); });
+  }
+  ~Producer() {
+    // On a failed test the producer may still be blocked: give the test's
+    // cleanup (close) a chance, then let the thread go rather than hang.
+    if (fut_.wait_for(kHang) == std::future_status::ready) thread_.join();
+    else thread_.detach();
+  }
+  Producer(const Producer&) = delete;
+  Producer& operator=(const Producer&) = delete;
+
+  // True when deliver returned within the bound.
+  bool done_within(std::chrono::milliseconds bound) {
+    return fut_.wait_for(bound) == std::future_status::ready;
+  }
+  bool done() { return done_within(std::chrono::milliseconds(0)); }
+  // deliver's return code; only after done().
+  int rc() { return fut_.get(); }
+
+ private:
+  std::shared_ptr<std::promise<int>> rc_;
+  std::shared_future<int> fut_;
+  std::thread thread_;
+};
+
+// --- consumer actions --------------------------------------------------------
+
+// Pops, REQUIREs an item.
+inline Item* must_pop(Hub* hub) {
+  Item* it = hub->pop();
+  REQUIRE(it != nullptr);
+  return it;
+}
+
+// Decodes with the fake L; returns what the decoder returned.
+inline int decode(Item* it) {
+  return it->decode(fake_L(), it->data, it->utilid());
+}
+
+}  // namespace ut
+
+#endif  // DSS_UNIT_HELPERS_HPP

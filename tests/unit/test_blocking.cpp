@@ -1,0 +1,279 @@
+// Blocking deliveries (ret != NULL): the producer stays blocked until the
+// consumer (or a cancellation) ends its item, by each of the ways an item
+// can end, and is then released exactly then.
+#include "helpers.hpp"
+
+using namespace ut;
+
+namespace {
+
+// Starts a blocking producer and waits until its item is queued.
+struct Blocked {
+  Producer prod;
+  Blocked(Hub* hub, void* u, Rec* r, std::size_t expect_size = 1)
+      : prod(u, rec_decode, rec_ret, r) {
+    REQUIRE(wait_until([&] { return hub->size() == expect_size; }));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("blocking: released by finish() after the decoder returns 0", "[blocking]") {
+  Rec r;
+  r.decode_result = 0;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  Blocked b(hub.get(), u, &r);
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+
+  Item* it = must_pop(hub.get());
+  CHECK(it->data == &r);
+  CHECK(it->ret == rec_ret);
+  CHECK(it->waiter != nullptr);
+  CHECK(hub->size() == 0);
+  CHECK_FALSE(b.prod.done_within(kQuiet));  // popped is not ended
+  REQUIRE(decode(it) == 0);
+  CHECK_FALSE(b.prod.done_within(kQuiet));  // decoded is not ended
+  hub->finish(it);
+  REQUIRE(b.prod.done_within(kHang));
+  CHECK(b.prod.rc() == DSS_SUCCESS);
+  CHECK(r.decoded == 1);
+  CHECK(r.calls() == 1);  // the return callback is NOT called
+  CHECK(r.utilid == u);
+  CHECK(r.bad_args == 0);
+}
+
+TEST_CASE("blocking: released after park, claim, the return callback and finish",
+          "[blocking]") {
+  const int garbage = GENERATE(0, 1);  // called by Lua, or collected uncalled
+  Rec r;
+  r.decode_result = 2;
+  r.ret_result = 1;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  Blocked b(hub.get(), u, &r);
+
+  Item* it = must_pop(hub.get());
+  REQUIRE(decode(it) == 2);
+  TicketBox tb(hub.get());
+  REQUIRE(hub->park(it, &tb.t));
+  CHECK(tb.t.item == it);
+  CHECK(tb.t.hub == hub.get());
+  CHECK(hub->size() == 0);  // parked items are not queued
+  CHECK(hub->pop() == nullptr);
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+
+  Item* claimed = Hub::claim(&tb.t);
+  REQUIRE(claimed == it);
+  CHECK(tb.t.item == nullptr);
+  CHECK(Hub::claim(&tb.t) == nullptr);  // only the first claim gets it
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+  CHECK(claimed->ret(fake_L(), claimed->data, claimed->utilid(), garbage) == 1);
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+  hub->finish(claimed);
+  REQUIRE(b.prod.done_within(kHang));
+  CHECK(b.prod.rc() == DSS_SUCCESS);
+  CHECK(r.decoded == 1);
+  CHECK(r.returned == (garbage ? 0 : 1));
+  CHECK(r.collected == (garbage ? 1 : 0));
+  CHECK(r.calls() == 2);
+  CHECK(r.bad_args == 0);
+  // The hub does not end it again at close.
+  hub->close();
+  CHECK(r.calls() == 2);
+}
+
+TEST_CASE("blocking: released by cancel_decoded()", "[blocking]") {
+  Rec r;
+  r.decode_result = 1;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  Blocked b(hub.get(), u, &r);
+  Item* it = must_pop(hub.get());
+  REQUIRE(decode(it) == 1);
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+  hub->cancel_decoded(it);
+  REQUIRE(b.prod.done_within(kHang));
+  CHECK(b.prod.rc() == DSS_SUCCESS);
+  CHECK(r.decoded == 1);
+  CHECK(r.ret_cancelled == 1);  // ret(NULL, pData, utilid, 0)
+  CHECK(r.calls() == 2);
+  CHECK(r.utilid == u);
+  CHECK(r.bad_args == 0);
+}
+
+TEST_CASE("blocking: unreg while queued cancels through the decoder with L == NULL",
+          "[blocking][cancel]") {
+  CancelLog::get().reset();
+  Rec r;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  Blocked b(hub.get(), u, &r);
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+  CHECK(Hub::unreg(u) == DSS_SUCCESS);
+  REQUIRE(b.prod.done_within(kHang));
+  CHECK(b.prod.rc() == DSS_SUCCESS);  // it was queued: deliver succeeded
+  CHECK(hub->size() == 0);
+  CHECK(hub->pop() == nullptr);
+  CHECK(r.decode_cancelled == 1);
+  CHECK(r.calls() == 1);  // no return callback for a queued item
+  CHECK(r.utilid == u);
+  CHECK(CancelLog::get().total() == 0);  // unreg does not call cancel
+}
+
+TEST_CASE("blocking: unreg while parked cancels through ret with L == NULL",
+          "[blocking][cancel]") {
+  CancelLog::get().reset();
+  Rec r;
+  r.decode_result = 3;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  Blocked b(hub.get(), u, &r);
+  Item* it = must_pop(hub.get());
+  REQUIRE(decode(it) == 3);
+  TicketBox tb(hub.get());
+  REQUIRE(hub->park(it, &tb.t));
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+
+  CHECK(Hub::unreg(u) == DSS_SUCCESS);
+  REQUIRE(b.prod.done_within(kHang));
+  CHECK(b.prod.rc() == DSS_SUCCESS);
+  CHECK(r.decoded == 1);
+  CHECK(r.ret_cancelled == 1);
+  CHECK(r.calls() == 2);
+  CHECK(r.utilid == u);
+  CHECK(r.bad_args == 0);
+  // The Lua side's later call finds nothing to do.
+  CHECK(tb.t.item == nullptr);
+  CHECK(Hub::claim(&tb.t) == nullptr);
+  CHECK(CancelLog::get().total() == 0);
+}
+
+TEST_CASE("blocking: close while queued cancels through the decoder", "[blocking][close]") {
+  CancelLog::get().reset();
+  Rec r;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0), cancel_unreg);
+  Blocked b(hub.get(), u, &r);
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+  hub->close();
+  REQUIRE(b.prod.done_within(kHang));
+  CHECK(b.prod.rc() == DSS_SUCCESS);
+  CHECK(r.decode_cancelled == 1);
+  CHECK(r.calls() == 1);
+  CHECK(CancelLog::get().count(u) == 1);
+}
+
+TEST_CASE("blocking: close while parked cancels through ret", "[blocking][close]") {
+  CancelLog::get().reset();
+  Rec r;
+  r.decode_result = 1;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0), cancel_unreg);
+  Blocked b(hub.get(), u, &r);
+  Item* it = must_pop(hub.get());
+  REQUIRE(decode(it) == 1);
+  TicketBox tb(hub.get());
+  REQUIRE(hub->park(it, &tb.t));
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+  hub->close();
+  REQUIRE(b.prod.done_within(kHang));
+  CHECK(b.prod.rc() == DSS_SUCCESS);
+  CHECK(r.decoded == 1);
+  CHECK(r.ret_cancelled == 1);
+  CHECK(r.calls() == 2);
+  CHECK(Hub::claim(&tb.t) == nullptr);
+  CHECK(CancelLog::get().count(u) == 1);
+}
+
+TEST_CASE("blocking: each producer is released by its own item only", "[blocking]") {
+  const int P = 4;
+  std::vector<Rec> recs(P);
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  std::vector<std::unique_ptr<Producer>> prods;
+  for (int i = 0; i < P; ++i) {
+    // One at a time, so that the queue order is known.
+    prods.push_back(std::make_unique<Producer>(u, rec_decode, rec_ret, &recs[std::size_t(i)]));
+    REQUIRE(wait_until([&] { return hub->size() == std::size_t(i + 1); }));
+  }
+  std::vector<Item*> items;
+  for (int i = 0; i < P; ++i) {
+    items.push_back(must_pop(hub.get()));
+    CHECK(items.back()->data == &recs[std::size_t(i)]);
+  }
+  // End them out of order: 2, 0, 3, 1.
+  for (int i : {2, 0, 3, 1}) {
+    CHECK_FALSE(prods[std::size_t(i)]->done());
+    REQUIRE(decode(items[std::size_t(i)]) == 0);
+    hub->finish(items[std::size_t(i)]);
+    REQUIRE(prods[std::size_t(i)]->done_within(kHang));
+    CHECK(prods[std::size_t(i)]->rc() == DSS_SUCCESS);
+    for (int j = 0; j < P; ++j) {
+      if (recs[std::size_t(j)].calls() == 0) {
+        INFO("producer " << j << " must still be blocked");
+        CHECK_FALSE(prods[std::size_t(j)]->done());
+      }
+    }
+  }
+  for (auto& r : recs) CHECK(r.calls() == 1);
+}
+
+TEST_CASE("blocking: unreg cancels only the items of its utilid", "[blocking][cancel]") {
+  CancelLog::get().reset();
+  Rec qa, qb, ba, bb, pa, pb;  // queued, blocking, parked; of a and b
+  pa.decode_result = pb.decode_result = 1;
+  HubHandle hub;
+  void* a = must_reg(hub.get(), libid(0));
+  void* b = must_reg(hub.get(), libid(1));
+  Blocked prod_pa(hub.get(), a, &pa, 1);
+  Blocked prod_pb(hub.get(), b, &pb, 2);
+  // Park pa and pb (they are the two oldest items, in unknown order).
+  TicketBox ta(hub.get()), tbx(hub.get());
+  for (int i = 0; i < 2; ++i) {
+    Item* it = must_pop(hub.get());
+    REQUIRE(decode(it) == 1);
+    REQUIRE(hub->park(it, it->data == &pa ? &ta.t : &tbx.t));
+  }
+  REQUIRE(hub->size() == 0);
+  REQUIRE(Hub::deliver(a, rec_decode, nullptr, &qa) == DSS_SUCCESS);
+  REQUIRE(Hub::deliver(b, rec_decode, nullptr, &qb) == DSS_SUCCESS);
+  Blocked prod_ba(hub.get(), a, &ba, 3);
+  Blocked prod_bb(hub.get(), b, &bb, 4);
+  REQUIRE(Hub::deliver(a, rec_decode, nullptr, &qa) == DSS_SUCCESS);
+  REQUIRE(hub->size() == 5);
+
+  CHECK(Hub::unreg(a) == DSS_SUCCESS);
+  REQUIRE(prod_pa.prod.done_within(kHang));
+  REQUIRE(prod_ba.prod.done_within(kHang));
+  CHECK(prod_pa.prod.rc() == DSS_SUCCESS);
+  CHECK(prod_ba.prod.rc() == DSS_SUCCESS);
+  CHECK(qa.decode_cancelled == 2);
+  CHECK(ba.decode_cancelled == 1);
+  CHECK(pa.ret_cancelled == 1);
+  CHECK(Hub::claim(&ta.t) == nullptr);
+  // b's items are untouched and still in order.
+  CHECK(qb.calls() == 0);
+  CHECK(bb.calls() == 0);
+  CHECK(pb.calls() == 1);  // its decode
+  CHECK_FALSE(prod_pb.prod.done());
+  CHECK_FALSE(prod_bb.prod.done());
+  REQUIRE(hub->size() == 2);
+  Item* it = must_pop(hub.get());
+  CHECK(it->data == &qb);
+  hub->finish(it);
+  it = must_pop(hub.get());
+  CHECK(it->data == &bb);
+  REQUIRE(decode(it) == 0);
+  hub->finish(it);
+  REQUIRE(prod_bb.prod.done_within(kHang));
+  it = Hub::claim(&tbx.t);
+  REQUIRE(it != nullptr);
+  CHECK(it->data == &pb);
+  it->ret(fake_L(), it->data, it->utilid(), 0);
+  hub->finish(it);
+  REQUIRE(prod_pb.prod.done_within(kHang));
+  CHECK(pb.returned == 1);
+  CHECK(pb.calls() == 2);
+  CHECK(CancelLog::get().total() == 0);
+}

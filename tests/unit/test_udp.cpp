@@ -1,0 +1,140 @@
+// UDP notification: one datagram " <count after queuing>" per delivered
+// item to 127.0.0.1:port; none with port 0.
+#include "helpers.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+using namespace ut;
+
+namespace {
+
+// A UDP socket bound to 127.0.0.1 on a free port.
+struct UdpListener {
+  int fd = -1;
+  int port = 0;
+  UdpListener() {
+    fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = 0;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port = ntohs(a.sin_port);
+    REQUIRE(port > 0);
+  }
+  ~UdpListener() { ::close(fd); }
+  UdpListener(const UdpListener&) = delete;
+  UdpListener& operator=(const UdpListener&) = delete;
+
+  // One datagram's payload; "<none>" when nothing arrived within the bound.
+  std::string recv(std::chrono::milliseconds bound) {
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, int(bound.count()));
+    if (r <= 0) return "<none>";
+    char buf[256];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0) return "<error>";
+    return std::string(buf, std::size_t(n));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("udp: each fire-and-forget deliver sends \" <count>\"", "[udp]") {
+  Rec r;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  UdpListener l;
+  CHECK(hub->port() == 0);
+  REQUIRE(hub->set_port(l.port));
+  CHECK(hub->port() == l.port);
+
+  for (int i = 1; i <= 3; ++i) REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(l.recv(kHang) == " 1");
+  CHECK(l.recv(kHang) == " 2");
+  CHECK(l.recv(kHang) == " 3");
+  CHECK(l.recv(kQuiet) == "<none>");  // exactly one datagram per item
+
+  // The count is the queue size after queuing, not a running total.
+  hub->finish(must_pop(hub.get()));
+  hub->finish(must_pop(hub.get()));
+  REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(l.recv(kHang) == " 2");
+  for (int i = 3; i <= 12; ++i) {
+    REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+    CHECK(l.recv(kHang) == " " + std::to_string(i));
+  }
+  CHECK(hub->size() == 12);
+
+  // Rejected deliveries send nothing.
+  CHECK(Hub::deliver(u, nullptr, nullptr, &r) == DSS_ERR_NO_DECODE_PROVIDED);
+  CHECK(l.recv(kQuiet) == "<none>");
+}
+
+TEST_CASE("udp: a blocking deliver notifies too", "[udp][blocking]") {
+  Rec r;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  UdpListener l;
+  REQUIRE(hub->set_port(l.port));
+  REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(l.recv(kHang) == " 1");
+  Producer p(u, rec_decode, rec_ret, &r);
+  CHECK(l.recv(kHang) == " 2");  // sent while the producer is blocked
+  CHECK_FALSE(p.done());
+  hub->finish(must_pop(hub.get()));
+  Item* it = must_pop(hub.get());
+  REQUIRE(decode(it) == 0);
+  hub->finish(it);
+  REQUIRE(p.done_within(kHang));
+  CHECK(p.rc() == DSS_SUCCESS);
+  CHECK(l.recv(kQuiet) == "<none>");
+}
+
+TEST_CASE("udp: port 0 disables the notification", "[udp]") {
+  Rec r;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  UdpListener l;
+  REQUIRE(hub->set_port(l.port));
+  REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(l.recv(kHang) == " 1");
+
+  REQUIRE(hub->set_port(0));
+  CHECK(hub->port() == 0);
+  for (int i = 0; i < 3; ++i) REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(hub->size() == 4);  // queued all the same
+  CHECK(l.recv(std::chrono::milliseconds(300)) == "<none>");
+
+  // And back on: the count includes the items queued meanwhile.
+  REQUIRE(hub->set_port(l.port));
+  REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(l.recv(kHang) == " 5");
+}
+
+TEST_CASE("udp: two hubs notify their own ports", "[udp]") {
+  Rec r;
+  HubHandle a, b;
+  void* ua = must_reg(a.get(), libid(0));
+  void* ub = must_reg(b.get(), libid(0));
+  UdpListener la, lb;
+  REQUIRE(a->set_port(la.port));
+  REQUIRE(b->set_port(lb.port));
+  REQUIRE(Hub::deliver(ua, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  REQUIRE(Hub::deliver(ub, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  REQUIRE(Hub::deliver(ub, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(la.recv(kHang) == " 1");
+  CHECK(lb.recv(kHang) == " 1");
+  CHECK(lb.recv(kHang) == " 2");
+  CHECK(la.recv(kQuiet) == "<none>");
+  CHECK(lb.recv(kQuiet) == "<none>");
+}
