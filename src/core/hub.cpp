@@ -63,6 +63,13 @@ void unlink_pending(Item** list, Item* item) {
 Hub* Hub::create() { return new (std::nothrow) Hub(); }
 
 Hub::~Hub() {
+  // The binding closes a hub before its last reference goes, which removes
+  // its ids from the table; make sure no id can outlive the hub anyway.
+  {
+    Table& t = table();
+    std::lock_guard<std::mutex> lock(t.mu);
+    for (const Registration& r : regs_) t.ids.erase(r.id);
+  }
   int fd = sock_.load();
   if (fd >= 0) ::close(fd);
 }
@@ -195,7 +202,7 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
 }
 
 int Hub::notify(std::size_t count) {
-  int port = port_.load(std::memory_order_relaxed);
+  int port = port_.load(std::memory_order_acquire);
   if (port == 0) return DSS_SUCCESS;
   int fd = sock_.load(std::memory_order_acquire);
   if (fd < 0) return DSS_ERR_UDP_SEND_FAILED;
@@ -211,13 +218,14 @@ int Hub::notify(std::size_t count) {
 }
 
 bool Hub::set_port(int port) {
+  if (port < 0 || port > 65535) return false;
   if (port != 0 && sock_.load() < 0) {
     int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return false;
     int expected = -1;
     if (!sock_.compare_exchange_strong(expected, fd)) ::close(fd);
   }
-  port_.store(port, std::memory_order_relaxed);
+  port_.store(port, std::memory_order_release);  // after the socket exists
   return true;
 }
 

@@ -117,9 +117,10 @@ class Hub {
 
   // --- UDP notification ---------------------------------------------------
   // 0 disables; 1..65535 sends " <count>" to 127.0.0.1:port per item.
-  // Returns false when a socket could not be created.
+  // Returns false when a socket could not be created, or port is out of
+  // range.
   bool set_port(int port);
-  int port() const { return port_.load(std::memory_order_relaxed); }
+  int port() const { return port_.load(std::memory_order_acquire); }
 
   // Lua-thread scratch owned by the binding layer (see closer in src/lua).
   void* lua_closer = nullptr;
