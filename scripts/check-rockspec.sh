@@ -13,13 +13,22 @@ for v in ${ROCK_LUAS:-5.1 5.4}; do
     cat "$tree/log"; exit 1
   fi
   interp=lua$v
-  cpath="$tree/$v/lib/lua/$v/?.so"
+  cpath="$tree/$v/lib/lua/$v/?.so;;"
+  lpath="$tree/$v/share/lua/$v/?.lua;;"
   out=$(env -u LUA_CPATH_5_2 -u LUA_CPATH_5_3 -u LUA_CPATH_5_4 \
-        LUA_CPATH="$cpath" "LUA_CPATH_${v/./_}=$cpath" "$interp" -e '
+        -u LUA_PATH_5_2 -u LUA_PATH_5_3 -u LUA_PATH_5_4 \
+        LUA_CPATH="$cpath" "LUA_CPATH_${v/./_}=$cpath" \
+        LUA_PATH="$lpath" "LUA_PATH_${v/./_}=$lpath" TREE="$tree" "$interp" -e '
     local d = require "darksidesync"
     local reg = debug.getregistry()["DSS.DarkSideSync"]
     assert(d.poll() == -1, "poll on an empty queue")
     assert(type(reg["DSS API 1v0"]) == "userdata", "API 1v0 missing")
+    local dss = require "dss"
+    assert(type(dss.gethandler) == "function", "dss helper")
+    if package.searchpath then
+      assert(package.searchpath("dss", package.path):find(os.getenv("TREE"), 1, true),
+             "dss from the tree")
+    end
     io.write(package.searchpath and package.searchpath("darksidesync", package.cpath) or "ok")')
   case "$out" in
     "$tree"/*|ok) echo "required from $out" ;;
