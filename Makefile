@@ -1,5 +1,5 @@
 # darksidesync -- the two commands a newcomer needs:
-#   make demo   builds the module and shows a producer thread feeding Lua
+#   make demo   runs examples/demo.lua: a Copas loop fed by resolver threads
 #   make test   builds and tests against Lua 5.1-5.4 and LuaJIT, and ASan+UBSan
 # Both install what they need first (Debian packages, as root).
 
