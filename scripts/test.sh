@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and tests darksidesync against every Lua version, then the whole
-# suite again under ASan+UBSan (5.1, 5.4 with the unit tests, LuaJIT), then a luarocks install. Prints a count line
-# per configuration and a total. Used by `make test`.
+# suite again under ASan+UBSan (5.1, 5.4 with the unit tests, LuaJIT), the
+# unit tests under TSan, then a luarocks install. Prints a count line per
+# configuration and a total. Used by `make test`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +63,14 @@ for v in $SANITIZE_LUAS; do
   unit=OFF; [ "$v" = 5.4 ] && unit=ON
   run_config "asan-$v" -DDSS_LUA="$v" -DDSS_SANITIZE=ON -DDSS_UNIT_TESTS=$unit -DCMAKE_BUILD_TYPE=Debug
 done
+
+# ThreadSanitizer: the unit tests and the stress run (the Lua-level tests
+# go through uninstrumented interpreters and shells, which TSan cannot
+# follow).
+if [ -z "${SKIP_TSAN:-}" ]; then
+  run_config "tsan-5.4" -DDSS_LUA=5.4 -DDSS_TSAN=ON -DDSS_UNIT_TESTS=ON \
+    -DDSS_LUA_TESTS=OFF -DDSS_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Debug
+fi
 
 if [ -z "${SKIP_ROCKS:-}" ]; then
   echo "=== luarocks make into a local tree"
