@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and tests darksidesync against every Lua version, then the whole
 # suite again under ASan+UBSan (5.1, 5.4 with the unit tests, LuaJIT), the
-# unit tests under TSan, then a luarocks install. Prints a count line per
+# Lua suite under valgrind, the unit tests under TSan, then a luarocks install. Prints a count line per
 # configuration and a total. Used by `make test`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +63,12 @@ for v in $SANITIZE_LUAS; do
   unit=OFF; [ "$v" = 5.4 ] && unit=ON
   run_config "asan-$v" -DDSS_LUA="$v" -DDSS_SANITIZE=ON -DDSS_UNIT_TESTS=$unit -DCMAKE_BUILD_TYPE=Debug
 done
+
+# valgrind memcheck over the Lua-level suite, on one Lua version.
+if [ -z "${SKIP_VALGRIND:-}" ]; then
+  run_config "valgrind-5.4" -DDSS_LUA=5.4 -DDSS_VALGRIND=ON -DDSS_UNIT_TESTS=OFF \
+    -DDSS_STRESS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+fi
 
 # ThreadSanitizer: the unit tests and the stress run (the Lua-level tests
 # go through uninstrumented interpreters and shells, which TSan cannot

@@ -43,7 +43,7 @@
 #define DECODER_ERROR_MSG "testclient: decoder failed"
 #define RETURN_ERROR_MSG "testclient: return callback failed"
 /* How long join() waits for a context's producers, in total. */
-#define JOIN_SECONDS 10
+#define JOIN_SECONDS 10 /* times DSS_TEST_TIMESCALE */
 
 /* ---------------------------------------------------------------------
  * Counters.
@@ -615,8 +615,9 @@ static int l_join(lua_State *L) {
   struct timespec deadline;
   int left = 0;
   producer *p;
+  const char *scale = getenv("DSS_TEST_TIMESCALE");
   clock_gettime(CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += JOIN_SECONDS;
+  deadline.tv_sec += JOIN_SECONDS * (scale && atoi(scale) > 0 ? atoi(scale) : 1);
   LOCK();
   p = c->producers;
   UNLOCK();
