@@ -24,18 +24,28 @@ namespace {
 // Registry keys: the addresses of these statics.
 const char hub_key = 0;     // light userdata: this state's Hub*
 const char closer_key = 0;  // the current closer userdata (see below)
+// The value of registry[&hub_key] once the hub closed: the state is
+// stopping, and must not start a new hub from a late require.
+const char stopped_mark = 0;
 
 const char* const WT_MT = "darksidesync.waitingthread";
 const char* const CLOSER_MT = "darksidesync.closer";
 const char* const STOPPED_MSG = "darksidesync: not started, or already stopped";
 
-// The hub of L's state, or nullptr. Never raises.
-Hub* hub_of(lua_State* L) {
+// The value of registry[&hub_key]: a Hub*, &stopped_mark, or nullptr.
+// Never raises.
+void* hub_entry(lua_State* L) {
   if (!L || !lua_checkstack(L, 1)) return nullptr;
   dss_rawgetp(L, LUA_REGISTRYINDEX, &hub_key);
-  Hub* hub = static_cast<Hub*>(lua_touserdata(L, -1));
+  void* p = lua_touserdata(L, -1);
   lua_pop(L, 1);
-  return hub;
+  return p;
+}
+
+// The hub of L's state, or nullptr. Never raises.
+Hub* hub_of(lua_State* L) {
+  void* p = hub_entry(L);
+  return p == &stopped_mark ? nullptr : static_cast<Hub*>(p);
 }
 
 // The running hub of L's state, or raises.
@@ -113,8 +123,9 @@ int closer_gc(lua_State* L) {
   cl->hub = nullptr;
   if (hub->lua_closer == cl) {
     hub->lua_closer = nullptr;
-    // From now on reg/getutilid and the Lua functions see "not started".
-    lua_pushnil(L);
+    // From now on reg/getutilid and the Lua functions see "not started",
+    // and a late require cannot start a new hub.
+    lua_pushlightuserdata(L, const_cast<char*>(&stopped_mark));
     dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
     hub->close();
   }
@@ -405,6 +416,7 @@ void start(lua_State* L) {
 
 extern "C" int luaopen_darksidesync(lua_State* L) {
   pin_module();
+  if (hub_entry(L) == &stopped_mark) return luaL_error(L, "%s", STOPPED_MSG);
   Hub* hub = hub_of(L);
   if (hub && hub->state() != Hub::State::running)
     return luaL_error(L, "%s", STOPPED_MSG);

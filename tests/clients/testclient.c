@@ -833,23 +833,27 @@ static int push_result(lua_State *L, void *utilid, int *err) {
   return 2;
 }
 
-/* reg([lib[, withcancel[, noerr]]]) -> utilid or nil, code. withcancel
- * false: a NULL cancel; noerr true: a NULL errcode (code nil). */
+/* reg([lib[, withcancel[, noerr[, nullstate]]]]) -> utilid or nil, code.
+ * withcancel false: a NULL cancel; noerr true: a NULL errcode (code nil);
+ * nullstate true: a NULL lua_State. */
 static int l_reg(lua_State *L) {
   int lib = check_lib(L, 1), code = 0;
   int withcancel = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
   int *err = lua_toboolean(L, 3) ? NULL : &code;
-  void *utilid = check_api(L)->reg(L, libid_of(lib),
+  lua_State *S = lua_toboolean(L, 4) ? NULL : L;
+  void *utilid = check_api(L)->reg(S, libid_of(lib),
                                    withcancel ? cancel_of(lib) : NULL, err);
   if (utilid) set_utilid(self_ctx(L), lib, utilid);
   return push_result(L, utilid, err);
 }
 
-/* getutilid([lib[, noerr]]) -> utilid or nil, code (nil with noerr). */
+/* getutilid([lib[, noerr[, nullstate]]]) -> utilid or nil, code (nil with
+ * noerr); nullstate true: a NULL lua_State. */
 static int l_getutilid(lua_State *L) {
   int lib = check_lib(L, 1), code = 0;
   int *err = lua_toboolean(L, 2) ? NULL : &code;
-  void *utilid = check_api(L)->getutilid(L, libid_of(lib), err);
+  lua_State *S = lua_toboolean(L, 3) ? NULL : L;
+  void *utilid = check_api(L)->getutilid(S, libid_of(lib), err);
   return push_result(L, utilid, err);
 }
 
