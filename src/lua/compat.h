@@ -44,8 +44,13 @@ static inline void dss_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
 }
 
 /* Calls f(L) with ud as its only argument, fully protected: in 5.1 even
- * making the C closure happens inside the protected call. */
-#define dss_cpcall(L, f, ud) lua_cpcall((L), (f), (ud))
+ * making the C closure happens inside the protected call. Returns LUA_OK or
+ * an error status (error object popped). */
+static inline int dss_cpcall(lua_State *L, lua_CFunction f, void *ud) {
+  int status = lua_cpcall(L, f, ud);
+  if (status != LUA_OK) lua_pop(L, 1);
+  return status;
+}
 
 /* 1.0 set the global 'darksidesync' on 5.1, as luaL_register did. */
 #define DSS_SET_GLOBAL 1

@@ -394,20 +394,19 @@ void start(lua_State* L) {
   lua_pushboolean(L, 1);
   dss_rawsetp(L, LUA_REGISTRYINDEX, &closer_key);
 
-  // The anchor: the first closer, created before the hub so that a failed
-  // allocation cannot leak it.
-  Closer* cl = static_cast<Closer*>(lua_newuserdata(L, sizeof(Closer)));
-  cl->hub = nullptr;
-  luaL_getmetatable(L, CLOSER_MT);
-  lua_setmetatable(L, -2);
+  // The first closer, made under protection so that a failed allocation
+  // cannot leak the hub; it takes its own reference.
   Hub* hub = Hub::create();
   if (!hub) {
     luaL_error(L, "darksidesync: out of memory");
     return;
   }
-  cl->hub = hub;  // takes the creation reference
-  hub->lua_closer = cl;
-  dss_rawsetp(L, LUA_REGISTRYINDEX, &closer_key);  // pops the closer
+  int status = dss_cpcall(L, renew_closer, hub);
+  hub->unref();  // the creation reference; the closer holds one if made
+  if (status != LUA_OK) {
+    luaL_error(L, "darksidesync: out of memory");
+    return;
+  }
   lua_pushlightuserdata(L, hub);
   dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
 }
