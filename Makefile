@@ -6,7 +6,7 @@
 LUA ?= 5.4
 JOBS ?= 2
 
-.PHONY: all deps build test demo clean
+.PHONY: all deps build test demo fuzz stress clean
 
 all: build
 
@@ -22,6 +22,13 @@ test: deps
 
 demo: deps
 	@bash scripts/demo.sh
+
+# A long fuzzing run (DSS_FUZZ_SECONDS, default 1800) with libFuzzer.
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B build/fuzz -DDSS_LUA=5.4 -DDSS_FUZZ=ON \
+	  -DDSS_UNIT_TESTS=OFF -DDSS_LUA_TESTS=OFF -DDSS_EXAMPLES=OFF -DDSS_STRESS=OFF \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build/fuzz -j$(JOBS) --target fuzz-long
 
 clean:
 	rm -rf build

@@ -9,6 +9,7 @@ PACKAGES=(
   lua5.1 lua5.2 lua5.3 lua5.4 luajit
   liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit-5.1-dev
   catch2 lua-socket luarocks lua-copas lua-coxpcall valgrind
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds and tests darksidesync against every Lua version, then the whole
 # suite again under ASan+UBSan (5.1, 5.4 with the unit tests, LuaJIT), the
-# Lua suite under valgrind, the unit tests under TSan, then a luarocks install. Prints a count line per
+# Lua suite under valgrind, the unit tests and stress run under TSan, 60 s of
+# fuzzing, then a luarocks install. Prints a count line per
 # configuration and a total. Used by `make test`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-LUAS=${LUAS:-"5.1 5.2 5.3 5.4 luajit"}
+LUAS=${LUAS-"5.1 5.2 5.3 5.4 luajit"}
 JOBS=${JOBS:-2}
 SANITIZE_LUAS=${SANITIZE_LUAS-"5.1 5.4 luajit"}
 total_pass=0
@@ -76,6 +77,12 @@ fi
 if [ -z "${SKIP_TSAN:-}" ]; then
   run_config "tsan-5.4" -DDSS_LUA=5.4 -DDSS_TSAN=ON -DDSS_UNIT_TESTS=ON \
     -DDSS_LUA_TESTS=OFF -DDSS_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Debug
+fi
+
+# 60 s of fuzzing (libFuzzer, clang) plus the crash regressions.
+if [ -z "${SKIP_FUZZ:-}" ]; then
+  CC=clang CXX=clang++ run_config "fuzz" -DDSS_LUA=5.4 -DDSS_FUZZ=ON -DDSS_UNIT_TESTS=OFF \
+    -DDSS_LUA_TESTS=OFF -DDSS_EXAMPLES=OFF -DDSS_STRESS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
 fi
 
 if [ -z "${SKIP_ROCKS:-}" ]; then
