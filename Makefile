@@ -23,6 +23,11 @@ test: deps
 demo: deps
 	@bash scripts/demo.sh
 
+# A long stress run (DSS_STRESS_LONG_SECONDS, default 600): prints its summary.
+stress: deps
+	cmake -S . -B build/stress -DDSS_LUA=5.4 -DDSS_STRESS=ON
+	cmake --build build/stress -j$(JOBS) --target stress-long
+
 # A long fuzzing run (DSS_FUZZ_SECONDS, default 1800) with libFuzzer.
 fuzz: deps
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -DDSS_LUA=5.4 -DDSS_FUZZ=ON \
