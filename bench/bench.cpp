@@ -79,13 +79,6 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-double median_of(const std::function<double()>& f, int reps = 0) {
-  if (reps <= 0) reps = opt.reps;
-  std::vector<double> v;
-  for (int i = 0; i < reps; ++i) v.push_back(f());
-  return median(v);
-}
-
 // --- Lua helpers ---------------------------------------------------------------
 
 int l_yield(lua_State*) {
@@ -393,7 +386,6 @@ int g_rtref = LUA_NOREF;
 void client_cancel(void* utilid) { g_api->unreg(utilid); }
 
 // Fire and forget: pData carries the integer itself (no client allocation).
-int decode_ff(lua_State* L, void*, void*);
 int decode_ff(lua_State* L, void* data, void*) {
   if (!L) return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, g_cbref);
@@ -759,15 +751,16 @@ FILE* dat(const char* name) {
 void quick() {
   // One line per Lua version (the driver collects them into one table).
   long n_ceil = scaled(2000000), n_ours = scaled(1000000);
-  double c = median_of([&] { return ceil_throughput(1, n_ceil, CeilStyle::swap); });
-  double ct = median_of([&] { return ceil_throughput(1, n_ceil, CeilStyle::table); });
-  double o = median_of([&] { return ours_throughput(1, n_ours); });
-  std::vector<double> p50s, rates;
-  for (int i = 0; i < opt.reps; ++i) {
+  std::vector<double> cs, cts, os, p50s, rates;
+  for (int i = 0; i < opt.reps; ++i) {  // interleaved, as in full()
+    cs.push_back(ceil_throughput(1, n_ceil, CeilStyle::swap));
+    cts.push_back(ceil_throughput(1, n_ceil, CeilStyle::table));
+    os.push_back(ours_throughput(1, n_ours));
     RtStats r = ours_roundtrip(scaled(20000), false);
     p50s.push_back(r.p50);
     rates.push_back(r.rate);
   }
+  double c = median(cs), ct = median(cts), o = median(os);
   std::printf("| %s | %s | %s | %s (%s) | %s | %.1f µs |\n", opt.label.c_str(),
               fmt_rate(c).c_str(), fmt_rate(ct).c_str(), fmt_rate(o).c_str(),
               fmt_ratio(o, c).c_str(), fmt_rate(median(rates)).c_str(), median(p50s));
@@ -783,14 +776,16 @@ void full() {
           opt.label + ")").c_str());
   std::map<int, double> ceil_at;
   std::map<std::pair<int, int>, double> tp;
+  // Repetitions interleaved (each one runs every style), so that a swing in
+  // the machine's load hits ceilings and ours alike.
   for (int p : P) {
-    for (CeilStyle s : styles) {
-      double v = median_of([&] { return ceil_throughput(p, n_ceil, s); });
-      tp[{int(s), p}] = v;
-      if (s == CeilStyle::swap) ceil_at[p] = v;
+    std::map<int, std::vector<double>> v;
+    for (int r = 0; r < opt.reps; ++r) {
+      for (CeilStyle s : styles) v[int(s)].push_back(ceil_throughput(p, n_ceil, s));
+      v[3].push_back(ours_throughput(p, n_ours));
     }
-    double o = median_of([&] { return ours_throughput(p, n_ours); });
-    tp[{3, p}] = o;
+    for (auto& kv : v) tp[{kv.first, p}] = median(kv.second);
+    ceil_at[p] = tp[{int(CeilStyle::swap), p}];
   }
   int k = 1;
   for (CeilStyle s : styles)
@@ -820,10 +815,15 @@ void full() {
   header("### Queue depth: fill with no consumer, then drain alone (1 producer)");
   k = 1;
   for (long depth : {1000L, 10000L, 100000L, 1000000L}) {
-    double cf = 0, of = 0;
-    std::vector<double> cfs, ofs;
-    double cd = median_of([&] { double r = ceil_drain_at_depth(depth, &cf); cfs.push_back(cf); return r; });
-    double od = median_of([&] { double r = ours_drain_at_depth(depth, &of); ofs.push_back(of); return r; });
+    std::vector<double> cfs, ofs, cds, ods;
+    for (int r = 0; r < opt.reps; ++r) {
+      double cf = 0, of = 0;
+      cds.push_back(ceil_drain_at_depth(depth, &cf));
+      ods.push_back(ours_drain_at_depth(depth, &of));
+      cfs.push_back(cf);
+      ofs.push_back(of);
+    }
+    double cd = median(cds), od = median(ods);
     std::string d = depth >= 1000000 ? "1 M" : std::to_string(depth / 1000) + " k";
     row("D" + std::to_string(k++), "ours: drain " + d + " queued items", fmt_rate(od),
         fmt_ratio(od, cd), "", "ceiling drains at " + fmt_rate(cd));
@@ -845,16 +845,19 @@ void full() {
         fmt_ratio(o.p50, c.p50) + " (p50)", with_luv ? fmt_ratio(o.p50, luv_get("rt_p50")) + " (p50)" : "",
         "ceiling " + fmt("%.1f", c.p50) + " / " + fmt("%.1f", c.p99) + " / " + fmt("%.0f µs", c.p999));
   };
-  auto med_rt = [&](std::function<RtStats()> f, int reps) {
-    std::vector<RtStats> v;
-    for (int i = 0; i < reps; ++i) v.push_back(f());
+  // 3 interleaved repetitions; the one with the median rate is reported.
+  std::vector<RtStats> vcb, vob, vcs, vos;
+  for (int i = 0; i < 3; ++i) {
+    vcb.push_back(ceil_roundtrip(n_busy, false));
+    vob.push_back(ours_roundtrip(n_busy, false));
+    vcs.push_back(ceil_roundtrip(n_sleep, true));
+    vos.push_back(ours_roundtrip(n_sleep, true));
+  }
+  auto med_rt = [](std::vector<RtStats> v) {
     std::sort(v.begin(), v.end(), [](const RtStats& a, const RtStats& b) { return a.rate < b.rate; });
     return v[v.size() / 2];
   };
-  RtStats cb_ = med_rt([&] { return ceil_roundtrip(n_busy, false); }, 3);
-  RtStats ob = med_rt([&] { return ours_roundtrip(n_busy, false); }, 3);
-  RtStats cs = med_rt([&] { return ceil_roundtrip(n_sleep, true); }, 3);
-  RtStats os = med_rt([&] { return ours_roundtrip(n_sleep, true); }, 3);
+  RtStats cb_ = med_rt(vcb), ob = med_rt(vob), cs = med_rt(vcs), os = med_rt(vos);
   rt_rows("R1", "busy Lua loop (poll, yield when empty)", ob, cb_, true);
   rt_rows("R2", "sleeping Lua loop (UDP notice + socket.select + dss helper)", os, cs, true);
   if (FILE* f = dat("latency.dat")) {
