@@ -6,7 +6,7 @@
 LUA ?= 5.4
 JOBS ?= 2
 
-.PHONY: all deps build test demo fuzz stress clean
+.PHONY: all deps build test demo bench fuzz stress clean
 
 all: build
 
@@ -22,6 +22,11 @@ test: deps
 
 demo: deps
 	@bash scripts/demo.sh
+
+# Benchmarks against in-process ceilings and luv, as ratios measured in the
+# same run: prints the table, writes bench/results/latest.md and plots.
+bench: deps
+	@bash bench/run.sh
 
 # A long stress run (DSS_STRESS_LONG_SECONDS, default 600): prints its summary.
 stress: deps
