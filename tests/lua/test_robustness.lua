@@ -4,8 +4,6 @@
 local dss = require "darksidesync"
 local tc = require "testclient"
 
-local STOPPED = "darksidesync: not started, or already stopped"
-
 test("poll, queuesize and getport ignore extra arguments of any type", function()
   fresh()
   local weird = { nil, 0 / 0, math.huge, -1, "x", {}, print, coroutine.create(function() end) }
@@ -86,36 +84,4 @@ test("a waiting-thread callback keeps working after its hub's other items were u
   ok(tc.join(), "join")
   tc.check { threads = 1, completed = 1, attempts = 1, delivered = 1, released = 1, decoded = 1,
              returned = 1, ended = 1, answers_ok = 1 }
-end)
-
-test("after the state stopped, every Lua function raises the same message", function()
-  local state, cid = tc.newstate [[
-    local dss, tc
-    local function fin()
-      for _, name in ipairs { "poll", "queuesize", "getport", "setport" } do
-        local okay, err = pcall(dss[name], 80)
-        tc.note(name .. ": " .. tostring(err))
-      end
-      local okay, err = pcall(require, "darksidesync")
-      package.loaded.darksidesync = nil
-      okay, err = pcall(require, "darksidesync")
-      tc.note("require: " .. tostring(okay) .. ", " .. tostring(err):gsub("^[^:]+:%d+: ", ""))
-    end
-    if newproxy then
-      GC = newproxy(true)
-      getmetatable(GC).__gc = fin
-    else
-      GC = setmetatable({}, { __gc = fin })
-    end
-    dss = require "darksidesync"
-    tc = require "testclient"
-    return tc.ctx()
-  ]]
-  tc.close(state)
-  local notes = tc.notes(cid)
-  eq(notes[1], "poll: " .. STOPPED)
-  eq(notes[2], "queuesize: " .. STOPPED)
-  eq(notes[3], "getport: " .. STOPPED)
-  eq(notes[4], "setport: " .. STOPPED)
-  ok(notes[5] and notes[5]:find(STOPPED, 1, true), "require again while closing: " .. tostring(notes[5]))
 end)

@@ -182,6 +182,10 @@ test("once the module stopped (finalizers run at lua_close), its functions raise
       tc.note("getutilid: " .. tostring(u) .. ", " .. rc)
       rc = tc.deliver(tc.utilid(1))
       tc.note("deliver: " .. ((rc == -101 or rc == -102) and "failed" or rc))
+      -- A late require must not start a queue that nobody would close.
+      package.loaded.darksidesync = nil
+      local okay, err = pcall(require, "darksidesync")
+      tc.note("require: " .. tostring(okay) .. ", " .. tostring(err))
     end
     if newproxy then
       GC = newproxy(true)
@@ -203,6 +207,7 @@ test("once the module stopped (finalizers run at lua_close), its functions raise
     "reg: nil, -102",
     "getutilid: nil, -102",
     "deliver: failed",
+    "require: false, " .. stopped,
   }, "\n"))
   tc.check({ cancel_calls = 1, attempts = 1, allocated = 1, freed = 1,
              errors = tc.counters(cid).errors }, cid)
