@@ -69,6 +69,17 @@ function waitfor(pred, what, seconds)
   end
 end
 
+-- pump(pred[, what]): polls darksidesync, calling each callback polled,
+-- until pred() returns a true value (a bounded wait, as waitfor).
+function pump(pred, what)
+  local dss = require "darksidesync"
+  return waitfor(function()
+    local n, cb, args = dss.poll()
+    if n ~= -1 and cb then cb(unpack(args)) end
+    return pred()
+  end, what)
+end
+
 -- The Lua version under test, as "5.1" .. "5.4" or "luajit".
 LUA_VERSION = rawget(_G, "jit") and "luajit" or _VERSION:match("%d%.%d")
 unpack = unpack or table.unpack

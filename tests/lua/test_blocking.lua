@@ -100,29 +100,19 @@ test("collected uncalled: the return callback runs with garbage = 1 and no Lua a
              garbage = 1, unanswered = 1, ended = 1 }
 end)
 
-test("a decoder returning 0 releases the producer; the return callback is not called", function()
-  fresh()
-  tc.start { blocking = true, decoder = "zero" }
-  queued(1)
-  local r = pack(dss.poll())
-  eq(r.n, 1, "number of results")
-  eq(r[1], 0, "remaining")
-  ok(tc.join(), "join")
-  tc.check { threads = 1, completed = 1, attempts = 1, delivered = 1, released = 1, decoded = 1,
-             decoded_zero = 1, unanswered = 1, ended = 1 }
-end)
-
-test("a decoder returning less than 0 releases the producer; the return callback is not called", function()
-  fresh()
-  tc.start { blocking = true, decoder = "negative" }
-  queued(1)
-  local r = pack(dss.poll())
-  eq(r.n, 1, "number of results")
-  eq(r[1], 0, "remaining")
-  ok(tc.join(), "join")
-  tc.check { threads = 1, completed = 1, attempts = 1, delivered = 1, released = 1, decoded = 1,
-             decoded_zero = 1, unanswered = 1, ended = 1 }
-end)
+for _, case in ipairs { { "zero", "0" }, { "negative", "less than 0" } } do
+  test("a decoder returning " .. case[2] .. " releases the producer; the return callback is not called", function()
+    fresh()
+    tc.start { blocking = true, decoder = case[1] }
+    queued(1)
+    local r = pack(dss.poll())
+    eq(r.n, 1, "number of results")
+    eq(r[1], 0, "remaining")
+    ok(tc.join(), "join")
+    tc.check { threads = 1, completed = 1, attempts = 1, delivered = 1, released = 1, decoded = 1,
+               decoded_zero = 1, unanswered = 1, ended = 1 }
+  end)
+end
 
 test("a decoder pushing only the callback: args holds only the waiting-thread callback", function()
   fresh()

@@ -12,13 +12,7 @@ local resolver = require "dss_resolver"
 local tc = require "testclient"
 
 -- Polls, calling each callback, until pred() returns a true value.
-local function drain(pred, what)
-  return waitfor(function()
-    local n, cb, args = dss.poll()
-    if n ~= -1 and cb then cb(unpack(args)) end
-    return pred()
-  end, what)
-end
+local drain = pump  -- run.lua
 
 -- This process's number of threads (Linux), or nil.
 local function threads()

@@ -11,14 +11,7 @@ local dss = require "darksidesync"
 local sig = require "dss_signal"
 local tc = require "testclient"
 
--- pump(pred, what): polls, calling the callbacks, until pred() is true.
-local function pump(pred, what)
-  return waitfor(function()
-    local n, cb, args = dss.poll()
-    if n ~= -1 and cb then cb(unpack(args)) end
-    return pred()
-  end, what)
-end
+-- pump(pred, what) (run.lua): polls, calling the callbacks, until pred().
 
 -- fence(name): raises signal `name` (with a watch of its own for the time)
 -- and polls until its callback ran: everything raised before was polled.
