@@ -41,6 +41,8 @@ struct lua_State;
 #define DSS_VERSION_KEY "Version"
 /* Key of the 1v0 API struct; also the value of its 'version' member. */
 #define DSS_API_1v0_KEY "DSS API 1v0"
+/* Key of the 2v0 API struct (beside 1v0; both are always present). */
+#define DSS_API_2v0_KEY "DSS API 2v0"
 
 /* ------------------------------------------------------------------------
  * Callbacks implemented by the client library.
@@ -139,6 +141,73 @@ typedef struct DSS_api_1v0_s {
 } DSS_api_1v0_t;
 
 /* ------------------------------------------------------------------------
+ * API 2v0: everything of 1v0, in the same order and with the same meaning,
+ * then the additions. Found under registry["DSS.DarkSideSync"]["DSS API
+ * 2v0"]. A client compiled for 1v0 keeps using 1v0; both stay published.
+ * --------------------------------------------------------------------- */
+
+/* deliver2 flags. */
+/* When the queue is full (see setmaxqueue), fail at once with
+ * DSS_ERR_QUEUE_FULL instead of waiting for room. */
+#define DSS_DELIVER_NOWAIT 0x1u
+
+/* deliver2 timeout_ms: wait forever. */
+#define DSS_TIMEOUT_INFINITE (-1L)
+
+/*
+ * As the 1v0 deliver, plus:
+ * - flags: 0 or DSS_DELIVER_NOWAIT (other bits must be 0, else
+ *   DSS_ERR_INVALID_ARGUMENT).
+ * - timeout_ms: the longest this call blocks, in milliseconds, for room in a
+ *   full queue and (pReturn != NULL) for the item's cycle to complete.
+ *   < 0 (DSS_TIMEOUT_INFINITE): no limit. 0: never wait.
+ * Returns what 1v0 deliver returns, and:
+ * - DSS_ERR_QUEUE_FULL: the queue is full and DSS_DELIVER_NOWAIT was given
+ *   (or timeout_ms == 0); nothing queued.
+ * - DSS_ERR_TIMEOUT: no room came in time (nothing queued); or, for a
+ *   blocking item, its cycle did not complete in time. Ownership on timeout:
+ *   before deliver2 returns, darksidesync has ended the item by
+ *   cancellation ON THE PRODUCER'S THREAD: an item still queued is removed
+ *   and gets decode(NULL, pData, utilid); an item already decoded and
+ *   waiting for Lua's answer gets ret(NULL, pData, utilid, 0), and its
+ *   waiting-thread callback is spent (calling it later returns nothing and
+ *   never reaches pData). If the decoder or return callback is running at
+ *   the deadline, deliver2 waits for it to finish first (so the timeout can
+ *   be exceeded by that callback's run time); then the item ended normally
+ *   and deliver2 returns what it would have without a timeout. Either way
+ *   nothing touches pData after deliver2 returned.
+ * - DSS_ERR_CANCELLED: a blocking item was cancelled (unreg, or the Lua
+ *   state closing) instead of answered; ret(NULL, ...) or decode(NULL, ...)
+ *   ran. (1v0 deliver returns DSS_SUCCESS then, as 1.0 did.)
+ * - DSS_ERR_WOULD_DEADLOCK: the call would wait (a blocking item, or no room
+ *   in a full queue) on the very thread that is running this state's
+ *   poll/dispatch/wait right now; nothing queued. 1v0 deliver returns it
+ *   too, instead of hanging forever.
+ */
+typedef int (*DSS_deliver_2v0_t)(void *utilid, DSS_decoder_1v0_t pDecode,
+                                 DSS_return_1v0_t pReturn, void *pData,
+                                 unsigned int flags, long timeout_ms);
+
+/*
+ * The number of items of utilid queued now (not yet taken by poll or
+ * dispatch), or a negative code: DSS_ERR_INVALID_UTILID. Safe from any
+ * thread; costs a walk over the queue.
+ */
+typedef long (*DSS_queued_2v0_t)(void *utilid);
+
+/* The 2v0 API. Member order is ABI; the first five are 1v0's. */
+typedef struct DSS_api_2v0_s *pDSS_api_2v0_t;
+typedef struct DSS_api_2v0_s {
+  const char *version; /* "DSS API 2v0" */
+  DSS_register_1v0_t reg;
+  DSS_getutilid_1v0_t getutilid;
+  DSS_deliver_1v0_t deliver;
+  DSS_unregister_1v0_t unreg;
+  DSS_deliver_2v0_t deliver2;
+  DSS_queued_2v0_t queued;
+} DSS_api_2v0_t;
+
+/* ------------------------------------------------------------------------
  * Codes. Warnings are greater than DSS_SUCCESS, errors smaller.
  * --------------------------------------------------------------------- */
 #define DSS_SUCCESS -100
@@ -156,6 +225,17 @@ typedef struct DSS_api_1v0_s {
 #define DSS_ERR_UNKNOWN_LIB -107
 /* Already registered; the existing utilid is returned. */
 #define DSS_ERR_ALREADY_REGISTERED -108
+/* 2v0 (1v0 deliver can return DSS_ERR_WOULD_DEADLOCK too). */
+/* deliver2: the timeout passed; see DSS_deliver_2v0_t for who ended what. */
+#define DSS_ERR_TIMEOUT -109
+/* deliver2 with DSS_DELIVER_NOWAIT: the queue is full; nothing queued. */
+#define DSS_ERR_QUEUE_FULL -110
+/* deliver2: the blocking item was cancelled instead of answered. */
+#define DSS_ERR_CANCELLED -111
+/* The call would wait on the thread running this state's poll/dispatch/wait. */
+#define DSS_ERR_WOULD_DEADLOCK -112
+/* deliver2: unknown flag bits. */
+#define DSS_ERR_INVALID_ARGUMENT -113
 
 #ifdef __cplusplus
 }
