@@ -1,15 +1,17 @@
 /*
  * testclient.c -- a client library of darksidesync for the Lua tests.
  *
- * Built, as a real binding would be, only against include/ (the 1v0 ABI
- * header and the helper); it never links against darksidesync. It runs
- * producer threads that deliver items, decodes and answers them with
- * configurable (mis)behaviour, and keeps exact counters of everything the
- * 1v0 API made it do, readable from Lua.
+ * Built, as a real binding would be, only against include/ (the ABI header
+ * and the helper); it never links against darksidesync. It runs producer
+ * threads that deliver items, decodes and answers them with configurable
+ * (mis)behaviour, and keeps exact counters of everything the 1v0 and 2v0
+ * APIs made it do, readable from Lua.
  *
  * It acts as two client libraries: "lib 1" goes through the helper
  * (DSS_initialize, DSS_deliver, DSS_shutdown), "lib 2" through the API struct
  * directly, with a libid, decoder, return and cancel callback of its own.
+ * Either delivers through the 2v0 struct's deliver2 when asked (api = 2);
+ * the helper only knows 1v0, so the 2v0 struct is looked up here.
  *
  * Every Lua state that requires it gets a context, kept in a process-wide
  * table under an integer id and never freed, so that its counters can be
@@ -24,6 +26,7 @@
 #include <limits.h>
 #include <lua.h>
 #include <lualib.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -74,19 +77,36 @@ enum {
   C_ALLOCATED,         /* fire-and-forget items allocated */
   C_FREED,             /* ... and freed */
   C_THREADS,           /* producer threads started */
-  C_COMPLETED,         /* producers that delivered all their items */
+  C_COMPLETED,         /* producers that delivered all their items (keepgoing:
+                          that tried them all, whatever the results) */
   C_STOPPED,           /* producers that stopped on a deliver error */
+  /* API 2v0. The five result codes below are counted here, not in errors. */
+  C_TIMEOUT,           /* deliver returned DSS_ERR_TIMEOUT */
+  C_QUEUE_FULL,        /* ... DSS_ERR_QUEUE_FULL */
+  C_CANCELLED,         /* ... DSS_ERR_CANCELLED */
+  C_WOULD_DEADLOCK,    /* ... DSS_ERR_WOULD_DEADLOCK */
+  C_INVALID_ARGUMENT,  /* ... DSS_ERR_INVALID_ARGUMENT */
+  C_TIMEDOUT_QUEUED,   /* decoder, L == NULL, on the delivering thread */
+  C_TIMEDOUT_PENDING,  /* return callback, L == NULL, likewise */
+  C_LATE,              /* a callback for a blocking item after its deliver
+                          returned */
+  C_REENTERED,         /* deliveries a decoder made (decoder "reenter...") */
   NCOUNTERS
 };
 
 static const char *const counter_names[NCOUNTERS] = {
-    "attempts",          "delivered",    "udp_failed",    "released",
-    "decoded",           "decoded_zero", "decode_errors", "returned",
-    "return_errors",     "garbage",      "garbage_args",  "cancelled_queued",
-    "cancelled_pending", "answers_ok",   "answers_bad",   "unanswered",
-    "cancel_calls",      "ended",        "bad_ends",      "misrouted",
-    "order_bad",         "allocated",    "freed",         "threads",
-    "completed",         "stopped"};
+    "attempts",          "delivered",       "udp_failed",
+    "released",          "decoded",         "decoded_zero",
+    "decode_errors",     "returned",        "return_errors",
+    "garbage",           "garbage_args",    "cancelled_queued",
+    "cancelled_pending", "answers_ok",      "answers_bad",
+    "unanswered",        "cancel_calls",    "ended",
+    "bad_ends",          "misrouted",       "order_bad",
+    "allocated",         "freed",           "threads",
+    "completed",         "stopped",         "timeout",
+    "queue_full",        "cancelled",       "would_deadlock",
+    "invalid_argument",  "timedout_queued", "timedout_pending",
+    "late",              "reentered"};
 
 /* Non-success deliver results from ERR_LOW to ERR_HIGH are counted per code;
  * anything else under errors_other. */
@@ -106,7 +126,10 @@ static const char *const counter_names[NCOUNTERS] = {
  *   junk       as normal, with two values pushed below the results
  *   bare       push the callback only; return 1
  *   overcount  push the callback only; return 5 (fire and forget only)
- *   unreg      unregister our own utilid, then as normal */
+ *   unreg      unregister our own utilid, then as normal
+ *   reenter    deliver a blocking item of our own (same lib, utilid, api,
+ *              flags and timeout) from inside the decoder, then as normal
+ *   reenter_ff as reenter, with a fire-and-forget item */
 enum dmode {
   D_NORMAL,
   D_ZERO,
@@ -115,11 +138,13 @@ enum dmode {
   D_JUNK,
   D_BARE,
   D_OVERCOUNT,
-  D_UNREG
+  D_UNREG,
+  D_REENTER,
+  D_REENTER_FF
 };
-static const char *const dmode_names[] = {"normal",    "zero",  "negative",
-                                          "error",     "junk",  "bare",
-                                          "overcount", "unreg", NULL};
+static const char *const dmode_names[] = {
+    "normal",    "zero",  "negative", "error",      "junk", "bare",
+    "overcount", "unreg", "reenter",  "reenter_ff", NULL};
 /* Return callback behaviours (start's "ret" option):
  *   normal  store the answer, push "ack", seq, number of Lua arguments
  *   none    store the answer, push nothing
@@ -128,6 +153,18 @@ enum rmode { R_NORMAL, R_NONE, R_ERROR };
 static const char *const rmode_names[] = {"normal", "none", "error", NULL};
 
 struct producer;
+struct item;
+
+/* How an item is delivered and how its callbacks behave. */
+typedef struct dopts {
+  int api;            /* 1: the 1v0 deliver; 2: deliver2 of the 2v0 API */
+  unsigned int flags; /* deliver2's flags */
+  long timeout_ms;    /* deliver2's timeout */
+  int blocking;       /* with a return callback */
+  int dmode, rmode;
+  long decode_ms; /* the decoder (L != NULL) sleeps this long first */
+  long ret_ms;    /* the return callback (called from Lua) too */
+} dopts;
 
 typedef struct ctx {
   int id;
@@ -139,6 +176,7 @@ typedef struct ctx {
   int nproducers;
   struct producer *producers; /* newest first; never freed */
   long lua_seq;               /* seq of items delivered from Lua */
+  struct item *kept;          /* blocking items; never freed (see item) */
   char **notes;
   int nnotes, capnotes;
 } ctx;
@@ -149,16 +187,19 @@ typedef struct producer {
   int pid;
   int lib;
   void *utilid;
-  int blocking;
-  int dmode, rmode;
+  dopts o;
+  int keepgoing; /* go on after a deliver that queued nothing */
+  long delay_ms; /* sleep before each deliver */
   long items;
   long last_seq; /* seq of the last item of ours that was decoded */
   pthread_t th;
   int joined;
 } producer;
 
-/* One delivered item: malloc'd (fire and forget) or on the producer's stack
- * (blocking). */
+/* One delivered item, malloc'd. A fire-and-forget item is freed when it
+ * ends (or was not queued). A blocking item is kept on its context's list,
+ * never freed, so that a callback darksidesync makes for it after its
+ * deliver returned is counted ("late") instead of touching freed memory. */
 typedef struct item {
   ctx *c;
   producer *p; /* NULL when delivered from Lua */
@@ -168,9 +209,16 @@ typedef struct item {
   long seq;
   int blocking;
   int dmode, rmode;
+  dopts o;
   int ends;     /* times the item ended */
   int answered; /* the return callback stored an answer */
   long answer;
+  /* Blocking items only: */
+  int in_deliver;       /* its deliver has not returned yet */
+  pthread_t deliverer;  /* the thread in that deliver */
+  int ended_by_deliver; /* ended with L == NULL on that thread, inside it */
+  int done;             /* its deliver returned */
+  struct item *kept_next;
 } item;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -186,8 +234,29 @@ static void *libid_of(int lib) {
   return lib == 1 ? DSS_getlibid() : (void *)&lib2_anchor;
 }
 
+/* The counter of a 2v0 result code, or -1. */
+static int named_counter(int rc) {
+  switch (rc) {
+    case DSS_ERR_TIMEOUT:
+      return C_TIMEOUT;
+    case DSS_ERR_QUEUE_FULL:
+      return C_QUEUE_FULL;
+    case DSS_ERR_CANCELLED:
+      return C_CANCELLED;
+    case DSS_ERR_WOULD_DEADLOCK:
+      return C_WOULD_DEADLOCK;
+    case DSS_ERR_INVALID_ARGUMENT:
+      return C_INVALID_ARGUMENT;
+    default:
+      return -1;
+  }
+}
+
 static void count_rc(ctx *c, int lib, int rc) { /* under g_mu */
-  if (rc >= ERR_LOW && rc <= ERR_HIGH)
+  int named = named_counter(rc);
+  if (named >= 0)
+    c->c[lib][named]++;
+  else if (rc >= ERR_LOW && rc <= ERR_HIGH)
     c->errs[lib][rc - ERR_LOW]++;
   else
     c->errs_other[lib]++;
@@ -213,9 +282,103 @@ static void item_free(item *it) {
   UNLOCK();
 }
 
+static void sleep_ms(long ms) {
+  struct timespec ts;
+  if (ms <= 0) return;
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (ms % 1000) * 1000000L;
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+  }
+}
+
+/* The 2v0 API struct, found in the registry of the first state that loaded
+ * us and offered it (the pointer is the same for the whole process). */
+static pDSS_api_2v0_t g_api2;
+
+static pDSS_api_2v0_t api2(void) {
+  return __atomic_load_n(&g_api2, __ATOMIC_ACQUIRE);
+}
+
+/* Pushes registry[DSS_REGISTRY_NAME][DSS_API_2v0_KEY] (nil when absent). */
+static void push_api2(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME);
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, DSS_API_2v0_KEY);
+    lua_remove(L, -2);
+  }
+  if (!lua_islightuserdata(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+}
+
+static void lookup_api2(lua_State *L) {
+  push_api2(L);
+  if (!lua_isnil(L, -1))
+    __atomic_store_n(&g_api2, (pDSS_api_2v0_t)lua_touserdata(L, -1),
+                     __ATOMIC_RELEASE);
+  lua_pop(L, 1);
+}
+
+/* A new item (NULL when out of memory), counted: a fire-and-forget one as
+ * allocated, a blocking one kept on c's list. */
+static item *item_new(ctx *c, producer *p, int lib, void *utilid, int pid,
+                      long seq, const dopts *o) {
+  item *it = (item *)calloc(1, sizeof *it);
+  if (!it) return NULL;
+  it->c = c;
+  it->p = p;
+  it->lib = lib;
+  it->utilid = utilid;
+  it->pid = pid;
+  it->seq = seq;
+  it->o = *o;
+  it->blocking = o->blocking;
+  it->dmode = o->dmode;
+  it->rmode = o->rmode;
+  LOCK();
+  c->c[lib][C_ATTEMPTS]++;
+  if (it->blocking) {
+    it->kept_next = c->kept;
+    c->kept = it;
+    it->in_deliver = 1;
+    it->deliverer = pthread_self();
+  } else {
+    c->c[lib][C_ALLOCATED]++;
+  }
+  UNLOCK();
+  return it;
+}
+
 /* ---------------------------------------------------------------------
  * The callbacks darksidesync calls.
  * ------------------------------------------------------------------ */
+
+static int deliver_item(item *it, int nodecoder);
+
+/* Whether a callback with L == NULL for it runs inside its own deliver, on
+ * the delivering thread (deliver2 ending a timed-out item). Under g_mu. */
+static int ended_by_deliver(item *it) {
+  return it->blocking && it->in_deliver &&
+         pthread_equal(it->deliverer, pthread_self());
+}
+
+/* From a decoder: delivers an item of our own (blocking or not) as `o`
+ * says, and counts it as reentered. */
+static void reenter(ctx *c, int lib, void *utilid, const dopts *outer,
+                    int blocking) {
+  dopts o = *outer;
+  item *it;
+  o.blocking = blocking;
+  o.dmode = D_NORMAL;
+  o.rmode = R_NORMAL;
+  o.decode_ms = o.ret_ms = 0;
+  LOCK();
+  c->c[lib][C_REENTERED]++;
+  UNLOCK();
+  it = item_new(c, NULL, lib, utilid, 0, 0, &o);
+  if (it) deliver_item(it, 0);
+}
 
 /* Decoder of lib `lib`: pushes the script's callback, then lib, producer id
  * and seq (or misbehaves as the item's dmode says, see enum dmode). */
@@ -223,10 +386,18 @@ static int decode(lua_State *L, void *pData, void *utilid, int lib) {
   item *it = (item *)pData;
   int blocking = it->blocking, dmode = it->dmode, pid = it->pid;
   long seq = it->seq;
+  dopts o = it->o;
+  ctx *c = it->c;
   LOCK();
   if (it->lib != lib || it->utilid != utilid) it->c->c[lib][C_MISROUTED]++;
+  if (blocking && it->done) it->c->c[it->lib][C_LATE]++;
   if (L == NULL) {
-    it->c->c[it->lib][C_CANCELLED_QUEUED]++;
+    if (ended_by_deliver(it)) {
+      it->c->c[it->lib][C_TIMEDOUT_QUEUED]++;
+      it->ended_by_deliver = 1;
+    } else {
+      it->c->c[it->lib][C_CANCELLED_QUEUED]++;
+    }
     item_end(it);
     UNLOCK();
     if (!blocking) item_free(it);
@@ -247,6 +418,8 @@ static int decode(lua_State *L, void *pData, void *utilid, int lib) {
   UNLOCK();
   if (!blocking) item_free(it);
   it = NULL;
+  /* Run long (with L set), to be running at a deliver2 deadline. */
+  sleep_ms(o.decode_ms);
 
   switch (dmode) {
     case D_ZERO:
@@ -265,6 +438,10 @@ static int decode(lua_State *L, void *pData, void *utilid, int lib) {
       return 5;
     case D_UNREG:
       DSS_getapi()->unreg(utilid); /* our own registration, while decoding */
+      break;
+    case D_REENTER:
+    case D_REENTER_FF:
+      reenter(c, lib, utilid, &o, dmode == D_REENTER);
       break;
     case D_JUNK:
       lua_pushliteral(L, "junk1"); /* below the results: must be dropped */
@@ -294,11 +471,18 @@ static int retfn(lua_State *L, void *pData, void *utilid, int garbage,
                  int lib) {
   item *it = (item *)pData;
   int nargs;
+  if (L != NULL && !garbage) sleep_ms(it->o.ret_ms); /* run long */
   LOCK();
   if (it->lib != lib || it->utilid != utilid) it->c->c[lib][C_MISROUTED]++;
+  if (it->done) it->c->c[it->lib][C_LATE]++;
   item_end(it);
   if (L == NULL) {
-    it->c->c[it->lib][C_CANCELLED_PENDING]++;
+    if (ended_by_deliver(it)) {
+      it->c->c[it->lib][C_TIMEDOUT_PENDING]++;
+      it->ended_by_deliver = 1;
+    } else {
+      it->c->c[it->lib][C_CANCELLED_PENDING]++;
+    }
     UNLOCK();
     return 0;
   }
@@ -367,13 +551,63 @@ static DSS_cancel_1v0_t cancel_of(int lib) {
   return lib == 1 ? cancel1 : cancel2;
 }
 
-/* Delivers as lib `lib` does: lib 1 through the helper, lib 2 directly. */
-static int deliver_as(int lib, void *utilid, DSS_decoder_1v0_t dec,
-                      DSS_return_1v0_t ret, void *pData) {
+/* Delivers as lib `lib` does with the 1v0 API (lib 1 through the helper,
+ * lib 2 directly), or through deliver2 when o->api is 2. */
+static int deliver_as(int lib, const dopts *o, void *utilid,
+                      DSS_decoder_1v0_t dec, DSS_return_1v0_t ret,
+                      void *pData) {
   pDSS_api_1v0_t api;
+  if (o->api == 2) {
+    pDSS_api_2v0_t a2 = api2();
+    return a2 ? a2->deliver2(utilid, dec, ret, pData, o->flags, o->timeout_ms)
+              : DSS_ERR_NOT_STARTED;
+  }
   if (lib == 1) return DSS_deliver(utilid, dec, ret, pData);
   api = DSS_getapi();
   return api ? api->deliver(utilid, dec, ret, pData) : DSS_ERR_NOT_STARTED;
+}
+
+/* Delivers a new item (from item_new) from this thread and accounts for
+ * the result; frees it when it is ours again. Returns the code. */
+static int deliver_item(item *it, int nodecoder) {
+  ctx *c = it->c;
+  int lib = it->lib, blocking = it->blocking, rc;
+  rc = deliver_as(lib, &it->o, it->utilid, nodecoder ? NULL : decoder_of(lib),
+                  blocking ? return_of(lib) : NULL, it);
+  /* A delivered fire-and-forget item may be gone already: don't touch. */
+  LOCK();
+  if (blocking) {
+    it->in_deliver = 0;
+    it->done = 1;
+  }
+  if (delivered_ok(rc)) {
+    c->c[lib][C_DELIVERED]++;
+    if (rc == DSS_ERR_UDP_SEND_FAILED) c->c[lib][C_UDP_FAILED]++;
+    if (blocking) {
+      c->c[lib][C_RELEASED]++;
+      if (it->ends != 1) c->c[lib][C_BAD_ENDS]++;
+      if (!it->answered)
+        c->c[lib][C_UNANSWERED]++;
+      else if (it->answer == it->pid * 1000L + it->seq)
+        c->c[lib][C_ANSWERS_OK]++;
+      else
+        c->c[lib][C_ANSWERS_BAD]++;
+    }
+  } else {
+    count_rc(c, lib, rc);
+    /* Not queued, except for a blocking item that timed out after it was
+     * queued (ended on this thread, inside deliver2) or was cancelled. */
+    if (blocking && rc == DSS_ERR_TIMEOUT && it->ends == 1) {
+      if (!it->ended_by_deliver) c->c[lib][C_BAD_ENDS]++;
+    } else if (blocking && rc == DSS_ERR_CANCELLED) {
+      if (it->ends != 1) c->c[lib][C_BAD_ENDS]++;
+    } else if (it->ends != 0) {
+      c->c[lib][C_BAD_ENDS]++;
+    }
+  }
+  UNLOCK();
+  if (!delivered_ok(rc) && !blocking) item_free(it);
+  return rc;
 }
 
 /* ---------------------------------------------------------------------
@@ -386,54 +620,17 @@ static void *producer_main(void *arg) {
   int lib = p->lib, rc = DSS_SUCCESS;
   long seq;
   for (seq = 1; seq <= p->items; ++seq) {
-    item local, *it = &local;
-    if (!p->blocking) {
-      it = (item *)malloc(sizeof *it);
-      if (!it) break;
-    }
-    memset(it, 0, sizeof *it);
-    it->c = c;
-    it->p = p;
-    it->lib = lib;
-    it->utilid = p->utilid;
-    it->pid = p->pid;
-    it->seq = seq;
-    it->blocking = p->blocking;
-    it->dmode = p->dmode;
-    it->rmode = p->rmode;
-    LOCK();
-    c->c[lib][C_ATTEMPTS]++;
-    if (!p->blocking) c->c[lib][C_ALLOCATED]++;
-    UNLOCK();
-    rc = deliver_as(lib, p->utilid, decoder_of(lib),
-                    p->blocking ? return_of(lib) : NULL, it);
-    /* A delivered fire-and-forget item may be gone already: don't touch. */
-    LOCK();
-    if (delivered_ok(rc)) {
-      c->c[lib][C_DELIVERED]++;
-      if (rc == DSS_ERR_UDP_SEND_FAILED) c->c[lib][C_UDP_FAILED]++;
-      if (p->blocking) {
-        c->c[lib][C_RELEASED]++;
-        if (local.ends != 1) c->c[lib][C_BAD_ENDS]++;
-        if (!local.answered)
-          c->c[lib][C_UNANSWERED]++;
-        else if (local.answer == p->pid * 1000L + seq)
-          c->c[lib][C_ANSWERS_OK]++;
-        else
-          c->c[lib][C_ANSWERS_BAD]++;
-      }
-    } else {
-      count_rc(c, lib, rc);
-      if (it->ends != 0) c->c[lib][C_BAD_ENDS]++;
-    }
-    UNLOCK();
-    if (!delivered_ok(rc)) {
-      if (!p->blocking) item_free(it);
-      break;
-    }
+    item *it;
+    sleep_ms(p->delay_ms);
+    it = item_new(c, p, lib, p->utilid, p->pid, seq, &p->o);
+    if (!it) break;
+    rc = deliver_item(it, 0);
+    if (!delivered_ok(rc) && !p->keepgoing) break;
   }
   LOCK();
-  c->c[lib][delivered_ok(rc) && seq > p->items ? C_COMPLETED : C_STOPPED]++;
+  c->c[lib][seq > p->items && (p->keepgoing || delivered_ok(rc))
+                ? C_COMPLETED
+                : C_STOPPED]++;
   UNLOCK();
   return NULL;
 }
@@ -543,13 +740,50 @@ static int opt_mode(lua_State *L, int t, const char *name,
  * Lua functions: producers and counters.
  * ------------------------------------------------------------------ */
 
-/* start{threads=, items=, blocking=, decoder=, ret=, lib=, utilid=}
+/* The delivery options of opts table t (see l_start), into o. */
+static void opt_dopts(lua_State *L, int t, dopts *o) {
+  memset(o, 0, sizeof *o);
+  o->api = (int)opt_int(L, t, "api", 1);
+  if (o->api != 1 && o->api != 2) luaL_error(L, "api must be 1 or 2");
+  if (o->api == 2 && !api2()) luaL_error(L, "testclient: no API 2v0");
+  lua_getfield(L, t, "flags");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    if (strcmp(lua_tostring(L, -1), "nowait") != 0)
+      luaL_error(L, "option 'flags': 'nowait' or a number expected");
+    o->flags = DSS_DELIVER_NOWAIT;
+  } else if (!lua_isnil(L, -1)) {
+    o->flags = (unsigned int)opt_int(L, t, "flags", 0);
+  }
+  lua_pop(L, 1);
+  o->timeout_ms = opt_int(L, t, "timeout", DSS_TIMEOUT_INFINITE);
+  if (o->api == 1 && (o->flags || o->timeout_ms != DSS_TIMEOUT_INFINITE))
+    luaL_error(L, "options 'flags' and 'timeout' need api = 2");
+  o->blocking = opt_bool(L, t, "blocking", 0);
+  lua_getfield(L, t, "decoder"); /* false: no decoder (see l_deliver) */
+  if (lua_type(L, -1) != LUA_TBOOLEAN || lua_toboolean(L, -1))
+    o->dmode = opt_mode(L, t, "decoder", dmode_names);
+  lua_pop(L, 1);
+  o->rmode = opt_mode(L, t, "ret", rmode_names);
+  o->decode_ms = opt_int(L, t, "decode_ms", 0);
+  o->ret_ms = opt_int(L, t, "ret_ms", 0);
+  if (o->dmode == D_OVERCOUNT && o->blocking)
+    luaL_error(L, "decoder 'overcount' is for fire-and-forget items");
+}
+
+/* start{threads=, items=, blocking=, decoder=, ret=, lib=, utilid=, api=,
+ *       flags=, timeout=, keepgoing=, delay=, decode_ms=, ret_ms=}
  *   -> first producer id, number of threads. Producer i delivers items seq
- * 1..items, each after the previous one was accepted (blocking: ended). */
+ * 1..items, each after the previous one was accepted (blocking: ended).
+ * api = 2: through deliver2, with flags ("nowait" or a number) and timeout
+ * (ms; default DSS_TIMEOUT_INFINITE). A producer stops at the first deliver
+ * that did not return SUCCESS or UDP_SEND_FAILED, unless keepgoing. delay:
+ * ms to sleep before each deliver; decode_ms / ret_ms: ms the decoder /
+ * return callback runs (sleeps) when called from Lua. */
 static int l_start(lua_State *L) {
   ctx *c = self_ctx(L);
-  long threads, items, i;
-  int lib, blocking, dmode, rmode, first = 0;
+  long threads, items, delay, i;
+  int lib, keepgoing, first = 0;
+  dopts o;
   void *utilid;
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
@@ -560,14 +794,12 @@ static int l_start(lua_State *L) {
   threads = opt_int(L, 1, "threads", 1);
   items = opt_int(L, 1, "items", 1);
   lib = (int)opt_int(L, 1, "lib", 1);
-  blocking = opt_bool(L, 1, "blocking", 0);
-  dmode = opt_mode(L, 1, "decoder", dmode_names);
-  rmode = opt_mode(L, 1, "ret", rmode_names);
+  keepgoing = opt_bool(L, 1, "keepgoing", 0);
+  delay = opt_int(L, 1, "delay", 0);
+  opt_dopts(L, 1, &o);
   if (threads < 1 || threads > 64) luaL_error(L, "threads must be 1..64");
   if (items < 0) luaL_error(L, "items must be >= 0");
   if (lib < 1 || lib > NLIBS) luaL_error(L, "lib must be 1 or 2");
-  if (dmode == D_OVERCOUNT && blocking)
-    luaL_error(L, "decoder 'overcount' is for fire-and-forget items");
   lua_getfield(L, 1, "utilid");
   if (lua_isnil(L, -1)) {
     LOCK();
@@ -584,9 +816,9 @@ static int l_start(lua_State *L) {
     p->c = c;
     p->lib = lib;
     p->utilid = utilid;
-    p->blocking = blocking;
-    p->dmode = dmode;
-    p->rmode = rmode;
+    p->o = o;
+    p->keepgoing = keepgoing;
+    p->delay_ms = delay;
     p->items = items;
     LOCK();
     p->pid = ++c->nproducers;
@@ -876,13 +1108,22 @@ static int l_unreg(lua_State *L) {
   return 1;
 }
 
-/* deliver(utilid[, opts]) -> code. One fire-and-forget item from this
- * thread; opts: lib, decoder (a mode name, or false for a NULL decoder). */
+/* deliver(utilid[, opts]) -> code. One item from this thread (seq: one
+ * more than the last item delivered from Lua, pid 0); opts: lib, decoder
+ * (a mode name, or false for a NULL decoder), and the delivery options of
+ * start (api, flags, timeout, blocking, ret, decode_ms, ret_ms). A
+ * blocking deliver from the Lua thread waits for that thread: only for the
+ * deadlock guard and timeouts. */
 static int l_deliver(lua_State *L) {
   ctx *c = self_ctx(L);
   void *utilid = check_utilid(L, 1);
-  int lib = 1, dmode = D_NORMAL, nodecoder = 0, rc;
+  int lib = 1, nodecoder = 0, rc;
+  long seq;
+  dopts o;
   item *it;
+  memset(&o, 0, sizeof o);
+  o.api = 1;
+  o.timeout_ms = DSS_TIMEOUT_INFINITE;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     lib = (int)opt_int(L, 2, "lib", 1);
@@ -890,30 +1131,63 @@ static int l_deliver(lua_State *L) {
     lua_getfield(L, 2, "decoder");
     nodecoder = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
     lua_pop(L, 1);
-    if (!nodecoder) dmode = opt_mode(L, 2, "decoder", dmode_names);
+    opt_dopts(L, 2, &o);
   }
-  it = (item *)calloc(1, sizeof *it);
+  LOCK();
+  seq = ++c->lua_seq;
+  UNLOCK();
+  it = item_new(c, NULL, lib, utilid, 0, seq, &o);
   if (!it) return luaL_error(L, "out of memory");
-  it->c = c;
-  it->lib = lib;
-  it->utilid = utilid;
-  it->dmode = dmode;
-  LOCK();
-  it->seq = ++c->lua_seq;
-  c->c[lib][C_ATTEMPTS]++;
-  c->c[lib][C_ALLOCATED]++;
-  UNLOCK();
-  rc = deliver_as(lib, utilid, nodecoder ? NULL : decoder_of(lib), NULL, it);
-  LOCK();
-  if (delivered_ok(rc)) {
-    c->c[lib][C_DELIVERED]++;
-    if (rc == DSS_ERR_UDP_SEND_FAILED) c->c[lib][C_UDP_FAILED]++;
-  } else {
-    count_rc(c, lib, rc);
-  }
-  UNLOCK();
-  if (!delivered_ok(rc)) item_free(it);
+  rc = deliver_item(it, nodecoder);
   lua_pushinteger(L, rc);
+  return 1;
+}
+
+/* queued([lib or utilid]) -> the 2v0 queued() of the lib's last utilid in
+ * this state (default lib 1), or of the utilid given. */
+static int l_queued(lua_State *L) {
+  pDSS_api_2v0_t a2 = api2();
+  void *utilid;
+  if (!a2) return luaL_error(L, "testclient: no API 2v0");
+  if (lua_isnoneornil(L, 1) ||
+      (lua_type(L, 1) == LUA_TNUMBER && lua_tonumber(L, 1) >= 1 &&
+       lua_tonumber(L, 1) <= NLIBS)) {
+    int lib = check_lib(L, 1);
+    ctx *c = self_ctx(L);
+    LOCK();
+    utilid = c->utilid[lib];
+    UNLOCK();
+  } else {
+    utilid = check_utilid(L, 1);
+  }
+  lua_pushinteger(L, (lua_Integer)a2->queued(utilid));
+  return 1;
+}
+
+/* readable(fd[, ms]) -> whether poll(2) finds fd readable within ms
+ * (default 0: now). */
+static int l_readable(lua_State *L) {
+  struct pollfd pfd;
+  int r;
+  pfd.fd = (int)luaL_checkinteger(L, 1);
+  pfd.events = POLLIN;
+  pfd.revents = 0;
+  do {
+    r = poll(&pfd, 1, (int)luaL_optinteger(L, 2, 0));
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return luaL_error(L, "poll: %s", strerror(errno));
+  if (pfd.revents & (POLLNVAL | POLLERR))
+    return luaL_error(L, "poll: fd %d: revents 0x%x", pfd.fd,
+                      (unsigned)pfd.revents);
+  lua_pushboolean(L, r > 0 && (pfd.revents & POLLIN));
+  return 1;
+}
+
+/* clock() -> seconds of CLOCK_MONOTONIC. */
+static int l_clock(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
   return 1;
 }
 
@@ -951,6 +1225,21 @@ static int l_api(lua_State *L) {
 /* apiversion() -> the struct's version member. */
 static int l_apiversion(lua_State *L) {
   lua_pushstring(L, check_api(L)->version);
+  return 1;
+}
+
+/* api2() -> registry[DSS_REGISTRY_NAME][DSS_API_2v0_KEY] of this state, a
+ * light userdata, or nil. */
+static int l_api2(lua_State *L) {
+  push_api2(L);
+  return 1;
+}
+
+/* api2version() -> the 2v0 struct's version member. */
+static int l_api2version(lua_State *L) {
+  pDSS_api_2v0_t a2 = api2();
+  if (!a2) return luaL_error(L, "testclient: no API 2v0");
+  lua_pushstring(L, a2->version);
   return 1;
 }
 
@@ -1157,6 +1446,11 @@ static const luaL_Reg funcs[] = {{"start", l_start},
                                  {"ctx", l_ctx},
                                  {"api", l_api},
                                  {"apiversion", l_apiversion},
+                                 {"api2", l_api2},
+                                 {"api2version", l_api2version},
+                                 {"queued", l_queued},
+                                 {"readable", l_readable},
+                                 {"clock", l_clock},
                                  {"islight", l_islight},
                                  {"tonumber", l_tonumber},
                                  {"note", l_note},
@@ -1171,6 +1465,7 @@ int luaopen_testclient(lua_State *L) {
   const luaL_Reg *f;
   if (!getenv("TESTCLIENT_NOPIN")) pin_self();
   DSS_initialize(L, cancel1); /* raises without darksidesync */
+  lookup_api2(L);
   c = (ctx *)calloc(1, sizeof *c);
   if (!c) return luaL_error(L, "out of memory");
   LOCK();

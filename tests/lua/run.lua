@@ -103,6 +103,28 @@ function fresh()
   tc.reset()
   tc.setcallback(nil)
   dss.setport(0)
+  if dss.setmaxqueue then -- beyond 1.0
+    dss.setmaxqueue(0)
+    dss.seterrorhandler(nil)
+  end
+end
+
+-- scaled(ms): ms stretched by DSS_TEST_TIMESCALE (see waitfor), for the
+-- timeouts tests hand to deliver2 and wait.
+function scaled(ms)
+  return ms * (tonumber(os.getenv("DSS_TEST_TIMESCALE")) or 1)
+end
+
+-- argreason(n, f, ...): calls f(...), which must raise luaL_argerror's
+-- "bad argument #n to '<name>' (<reason>)" (the name differs between Lua
+-- versions); returns the reason.
+function argreason(n, f, ...)
+  local args = pack(...)
+  local msg = raises(function()
+    local r = f(unpack(args, 1, args.n)) -- not a tail call: keep the name
+    return r
+  end, { pattern = "^bad argument #" .. n .. " to '[^']*' %(.*%)$" })
+  return msg:match("%((.*)%)$")
 end
 
 -- queued(n): waits until exactly n items are queued.
