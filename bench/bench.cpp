@@ -14,6 +14,7 @@
 //
 // Figures are medians of --reps repetitions. See docs/performance.md.
 #include <malloc.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -92,6 +94,20 @@ int l_stopped(lua_State* L) {
   return 1;
 }
 
+// bench_pollfd(fd [, timeout_ms]): poll(2) on one fd for POLLIN, as an event
+// loop (luv's uv_poll, cqueues) would; true when readable. Counts its calls.
+long g_polls = 0;
+int l_pollfd(lua_State* L) {
+  struct pollfd p{};
+  p.fd = static_cast<int>(luaL_checkinteger(L, 1));
+  p.events = POLLIN;
+  int ms = static_cast<int>(luaL_optinteger(L, 2, -1));
+  ++g_polls;
+  int r = ::poll(&p, 1, ms);
+  lua_pushboolean(L, r > 0 && (p.revents & POLLIN));
+  return 1;
+}
+
 lua_State* new_state() {
   lua_State* L = luaL_newstate();
   luaL_openlibs(L);
@@ -99,6 +115,8 @@ lua_State* new_state() {
   lua_setglobal(L, "bench_yield");
   lua_pushcfunction(L, l_stopped);
   lua_setglobal(L, "bench_stopped");
+  lua_pushcfunction(L, l_pollfd);
+  lua_setglobal(L, "bench_pollfd");
   // Ours first, then the default paths (LuaSocket for the dss helper).
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "cpath");
@@ -157,6 +175,7 @@ struct CeilQ {
   std::mutex mu;
   std::deque<long> q;
   int efd = eventfd(0, EFD_CLOEXEC);
+  std::atomic<long> writes{0};  // eventfd writes (wake-ups)
   ~CeilQ() { close(efd); }
   void push(long x) {
     bool was_empty;
@@ -166,6 +185,7 @@ struct CeilQ {
       q.push_back(x);
     }
     if (was_empty) {
+      writes.fetch_add(1, std::memory_order_relaxed);
       std::uint64_t one = 1;
       if (write(efd, &one, 8) != 8) std::abort();
     }
@@ -233,8 +253,10 @@ void ceil_consume(lua_State* L, CeilQ& q, long total, CeilStyle style, int fref)
   }
 }
 
-// Items/s with P producers running concurrently with the consumer.
-double ceil_throughput(int producers, long total, CeilStyle style) {
+// Items/s with P producers running concurrently with the consumer;
+// *writes_per_item: eventfd writes (wake-ups) per item.
+double ceil_throughput(int producers, long total, CeilStyle style,
+                       double* writes_per_item = nullptr) {
   lua_State* L = new_state();
   run(L, COMMON_LUA);
   int fref = ref_global(L, style == CeilStyle::table ? "cbt" : "cb");
@@ -254,6 +276,7 @@ double ceil_throughput(int producers, long total, CeilStyle style) {
   double s = secs_since(t0);
   for (auto& t : ths) t.join();
   if (call(L, "count", {}) != double(total)) std::abort();
+  if (writes_per_item) *writes_per_item = double(q.writes.load()) / double(total);
   lua_close(L);
   return double(total) / s;
 }
@@ -379,6 +402,7 @@ RtStats ceil_roundtrip(long count, bool sleeping) {
 // --- ours: a client library of darksidesync, inside the bench ---------------------
 
 const DSS_api_1v0_t* g_api = nullptr;
+const DSS_api_2v0_t* g_api2 = nullptr;
 char g_libid;
 int g_cbref = LUA_NOREF;  // the Lua callback the decoders push
 int g_rtref = LUA_NOREF;
@@ -411,71 +435,141 @@ int ret_rt(lua_State* L, void* data, void*, int garbage) {
   return 0;
 }
 
+// The Lua side of ours: the consumer loops, one per way of taking items.
+const char* const OURS_LUA = R"(
+  darksidesync = require "darksidesync"
+  local dss_ = darksidesync
+  local poll, dispatch, queuesize = dss_.poll, dss_.dispatch, dss_.queuesize
+  local yield, stopped, pollfd = bench_yield, bench_stopped, bench_pollfd
+  -- busy loops: take items; when there were none, yield the CPU
+  function drain(target)  -- poll() + the callback with the args table
+    while n < target do
+      local r, f, a = poll()
+      if f then f(unpack(a)) elseif r == -1 then yield() end
+    end
+    return n
+  end
+  function drain_dispatch(target)  -- dispatch(): callbacks called directly
+    while n < target do
+      if dispatch() == 0 then yield() end
+    end
+    return n
+  end
+  -- sleeping loop: poll(2) on getfd(), then dispatch()
+  function drain_fd(target)
+    local fd = dss_.getfd()
+    while n < target do
+      if pollfd(fd, 1000) then dispatch() end
+    end
+    return n
+  end
+  function rt(wt, x) wt(x + 1) end
+  -- round-trip servers, until the producer is done (it then delivers one
+  -- more item, so that a sleeping loop wakes up to see it)
+  function serve_busy()
+    while not stopped() do
+      local r, f, a = poll()
+      if f then f(unpack(a)) elseif r == -1 then yield() end
+    end
+  end
+  function serve_fd()
+    local fd = dss_.getfd()
+    while not stopped() do
+      if pollfd(fd, 1000) then dispatch() end
+    end
+  end
+  function serve_wait()
+    local wait = dss_.wait
+    while not stopped() do
+      if wait(1) > 0 then dispatch() end
+    end
+  end
+  -- socket.select on the dss helper's socket (UDP, one datagram per item)
+  function serve_sleeping()
+    local socket = require "socket"
+    local dss = require "dss"
+    local skt = assert(dss.getsocket())
+    local handler = dss.gethandler()
+    while not stopped() do
+      local r = socket.select({skt}, nil, 1)
+      if r[1] then handler(skt) end
+    end
+  end
+  -- UDP coalesced mode: a datagram only when the queue goes from empty to
+  -- non-empty; on each datagram the reader drains with dispatch() until
+  -- queuesize() is 0.
+  -- with_dss == 1: the dss helper's getsocket("coalesce") and its handler;
+  -- else a plain LuaSocket socket and loop.
+  function setup_coalesce(with_dss)
+    if with_dss == 1 then
+      local dss = require "dss"
+      coalesce_skt = assert(dss.getsocket("coalesce"))
+      coalesce_handler = dss.gethandler()
+      return
+    end
+    local socket = require "socket"
+    local skt = assert(socket.udp())
+    assert(skt:setsockname("127.0.0.1", 0))
+    local _, port = skt:getsockname()
+    dss_.setport(tonumber(port), "coalesce")
+    coalesce_skt = skt
+    coalesce_handler = function(s)
+      s:receive(8192)
+      repeat dispatch() until queuesize() == 0
+    end
+  end
+  -- UDP, drained by a socket.select loop until every item ran or the
+  -- socket stayed quiet for `quiet` seconds once the producer was done:
+  -- returns items run; sets datagrams read, items left queued, seconds to
+  -- the last item
+  function drain_udp(target, quiet, coalesced)
+    local socket = require "socket"
+    local skt, handler
+    if coalesced == 1 then
+      skt, handler = coalesce_skt, coalesce_handler
+    else
+      local dss = require "dss"
+      skt, handler = assert(dss.getsocket()), dss.gethandler()
+    end
+    local reads, t0, tlast = 0, socket.gettime(), socket.gettime()
+    while n < target do
+      local r = socket.select({skt}, nil, quiet)
+      if not r[1] then
+        if stopped() then break end
+      else
+        handler(skt); reads = reads + 1
+        tlast = socket.gettime()
+      end
+    end
+    last_reads, last_left, last_secs = reads, queuesize(), tlast - t0
+    return n
+  end
+  function stat(name) return dss_.stats()[name] end
+)";
+
 // A Lua state with darksidesync required and the bench registered as a
 // client library; returns the utilid.
 void* ours_state(lua_State** out) {
   lua_State* L = new_state();
   run(L, COMMON_LUA);
-  run(L, R"(
-    darksidesync = require "darksidesync"
-    local poll, yield, stopped = darksidesync.poll, bench_yield, bench_stopped
-    -- busy loop: poll; run the callback; on empty, yield the CPU
-    function drain(target)
-      while n < target do
-        local r, f, a = poll()
-        if f then f(unpack(a)) elseif r == -1 then yield() end
-      end
-      return n
-    end
-    function rt(wt, x) wt(x + 1) end
-    function serve_busy()
-      while not stopped() do
-        local r, f, a = poll()
-        if f then f(unpack(a)) elseif r == -1 then yield() end
-      end
-    end
-    -- sleeping loop: socket.select on the dss helper's socket
-    function serve_sleeping()
-      local socket = require "socket"
-      local dss = require "dss"
-      local skt = assert(dss.getsocket())
-      local handler = dss.gethandler()
-      while not stopped() do
-        local r = socket.select({skt}, nil, 0.2)
-        if r[1] then handler(skt) end
-      end
-    end
-    -- UDP per-item mode, drained by the dss helper until the socket stays
-    -- quiet: returns items run, datagrams read, items left queued, seconds
-    -- to the last item
-    function drain_udp(target, quiet)
-      local socket = require "socket"
-      local dss = require "dss"
-      local skt = assert(dss.getsocket())
-      local handler = dss.gethandler()
-      local reads, t0, tlast = 0, socket.gettime(), socket.gettime()
-      while true do
-        local r = socket.select({skt}, nil, quiet)
-        if not r[1] then
-          if n >= target or bench_stopped() then break end
-        else
-          handler(skt); reads = reads + 1
-          tlast = socket.gettime()
-        end
-      end
-      last_reads, last_left, last_secs = reads, darksidesync.queuesize(), tlast - t0
-      return n
-    end
-  )");
+  run(L, OURS_LUA);
   g_cbref = ref_global(L, "cb");
   g_rtref = ref_global(L, "rt");
   lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME);
   lua_getfield(L, -1, DSS_API_1v0_KEY);
   g_api = static_cast<const DSS_api_1v0_t*>(lua_touserdata(L, -1));
-  lua_pop(L, 2);
+  lua_getfield(L, -2, DSS_API_2v0_KEY);
+  g_api2 = static_cast<const DSS_api_2v0_t*>(lua_touserdata(L, -1));
+  lua_pop(L, 3);
   if (!g_api) {
     std::fprintf(stderr, "bench: no DSS API 1v0 in the registry\n");
     std::exit(2);
+  }
+  if (!g_api2) {
+    // A module from before 2v0: most rows need it (exit code 77 is the
+    // bench-smoke test's SKIP_RETURN_CODE).
+    std::fprintf(stderr, "bench: no DSS API 2v0 in the registry (a 1.0 module): skipped\n");
+    std::exit(77);
   }
   int err = 0;
   void* utilid = g_api->reg(L, &g_libid, client_cancel, &err);
@@ -487,60 +581,128 @@ void* ours_state(lua_State** out) {
   return utilid;
 }
 
-void deliver_ff(void* utilid, long x) {
-  int rc = g_api->deliver(utilid, decode_ff, nullptr,
-                          reinterpret_cast<void*>(std::intptr_t(x)));
+double stat(lua_State* L, const char* name) {
+  lua_getglobal(L, "stat");
+  lua_pushstring(L, name);
+  if (lua_pcall(L, 1, 1, 0)) {
+    std::fprintf(stderr, "bench: Lua error in stats(): %s\n", lua_tostring(L, -1));
+    std::exit(2);
+  }
+  double r = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return r;
+}
+
+// v2: through the 2v0 deliver2 (no flags, no timeout) instead of 1v0 deliver.
+void deliver_ff(void* utilid, long x, bool v2 = false) {
+  void* data = reinterpret_cast<void*>(std::intptr_t(x));
+  int rc = v2 ? g_api2->deliver2(utilid, decode_ff, nullptr, data, 0, DSS_TIMEOUT_INFINITE)
+              : g_api->deliver(utilid, decode_ff, nullptr, data);
   if (rc < DSS_SUCCESS) {
     std::fprintf(stderr, "bench: deliver failed: %d\n", rc);
     std::abort();
   }
 }
 
-double ours_throughput(int producers, long total) {
+// How Lua takes the items.
+enum class Drain {
+  poll,      // busy: poll() + f(unpack(args)), sched_yield when empty
+  dispatch,  // busy: dispatch(), sched_yield when it ran nothing
+  fd,        // sleeping: poll(2) on getfd(), then dispatch()
+};
+
+const char* drain_fn(Drain d) {
+  switch (d) {
+    case Drain::poll: return "drain";
+    case Drain::dispatch: return "drain_dispatch";
+    case Drain::fd: return "drain_fd";
+  }
+  return "";
+}
+
+struct FfRun {
+  int producers = 1;
+  Drain drain = Drain::poll;
+  bool v2 = false;    // deliver2 instead of deliver
+  long maxqueue = 0;  // setmaxqueue (0: unbounded)
+};
+
+struct FfStats {
+  double rate = 0;       // items/s
+  double notices = 0;    // wake-ups sent per item: stats().notified / delivered
+  double polls = 0;      // poll(2) calls per item (Drain::fd)
+  double maxqueued = 0;  // stats().maxqueued
+};
+
+FfStats ours_ff(const FfRun& r, long total) {
   lua_State* L;
   void* utilid = ours_state(&L);
+  if (r.maxqueue > 0)
+    run(L, ("darksidesync.setmaxqueue(" + std::to_string(r.maxqueue) + ")").c_str());
+  if (r.drain == Drain::fd) run(L, "darksidesync.getfd()");
+  g_polls = 0;
   std::atomic<int> go{0};
   std::vector<std::thread> ths;
-  long per = total / producers;
-  total = per * producers;
-  for (int p = 0; p < producers; ++p)
+  long per = total / r.producers;
+  total = per * r.producers;
+  for (int p = 0; p < r.producers; ++p)
     ths.emplace_back([&, p] {
       while (!go.load(std::memory_order_acquire)) sched_yield();
-      for (long i = 0; i < per; ++i) deliver_ff(utilid, p * per + i);
+      for (long i = 0; i < per; ++i) deliver_ff(utilid, p * per + i, r.v2);
     });
   auto t0 = Clock::now();
   go.store(1, std::memory_order_release);
-  call(L, "drain", {double(total)});
+  call(L, drain_fn(r.drain), {double(total)});
   double s = secs_since(t0);
   for (auto& t : ths) t.join();
+  FfStats st;
+  st.rate = double(total) / s;
+  st.notices = stat(L, "notified") / stat(L, "delivered");
+  st.polls = double(g_polls) / double(total);
+  st.maxqueued = stat(L, "maxqueued");
   lua_close(L);
-  return double(total) / s;
+  return st;
 }
 
-double ours_drain_at_depth(long depth, double* fill_rate) {
+double ours_throughput(int producers, long total, Drain d = Drain::poll) {
+  FfRun r;
+  r.producers = producers;
+  r.drain = d;
+  return ours_ff(r, total).rate;
+}
+
+double ours_drain_at_depth(long depth, double* fill_rate, Drain d, bool v2 = false) {
   lua_State* L;
   void* utilid = ours_state(&L);
   std::thread prod([&] {
     auto t = Clock::now();
-    for (long i = 0; i < depth; ++i) deliver_ff(utilid, i);
+    for (long i = 0; i < depth; ++i) deliver_ff(utilid, i, v2);
     if (fill_rate) *fill_rate = double(depth) / secs_since(t);
   });
   prod.join();
   auto t0 = Clock::now();
-  call(L, "drain", {double(depth)});
+  call(L, drain_fn(d), {double(depth)});
   double s = secs_since(t0);
   lua_close(L);
   return double(depth) / s;
 }
 
-RtStats ours_roundtrip(long count, bool sleeping) {
+// How a round trip's Lua side waits for the request.
+enum class Wake {
+  busy,  // poll() in a busy loop
+  udp,   // socket.select on the dss helper's socket, one datagram per item
+  fd,    // poll(2) on getfd(), then dispatch()
+  wait,  // wait(), then dispatch()
+};
+
+RtStats ours_roundtrip(long count, Wake w) {
   lua_State* L;
   void* utilid = ours_state(&L);
   g_stop.store(false);
   std::vector<double> lat;
   lat.reserve(size_t(count));
   double seconds = 0;
-  std::atomic<bool> ready{!sleeping};
+  std::atomic<bool> ready{false};
   std::thread prod([&] {
     while (!ready.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     auto t0 = Clock::now();
@@ -556,15 +718,18 @@ RtStats ours_roundtrip(long count, bool sleeping) {
     }
     seconds = secs_since(t0);
     g_stop.store(true);
+    deliver_ff(utilid, 0);  // wakes a sleeping loop up to see the stop
   });
-  if (sleeping) {
-    // The helper binds its socket and calls setport inside serve_sleeping;
-    // bind it first so that no request is sent before the port is set.
-    run(L, "require('dss').getsocket()");
-    ready.store(true);
-    call(L, "serve_sleeping", {});
-  } else {
-    call(L, "serve_busy", {});
+  // Set up what the loop sleeps on before the first request: the helper's
+  // socket (it calls setport) or the fd.
+  if (w == Wake::udp) run(L, "require('dss').getsocket()");
+  if (w == Wake::fd) run(L, "darksidesync.getfd()");
+  ready.store(true);
+  switch (w) {
+    case Wake::busy: call(L, "serve_busy", {}); break;
+    case Wake::udp: call(L, "serve_sleeping", {}); break;
+    case Wake::fd: call(L, "serve_fd", {}); break;
+    case Wake::wait: call(L, "serve_wait", {}); break;
   }
   prod.join();
   lua_close(L);
@@ -572,11 +737,11 @@ RtStats ours_roundtrip(long count, bool sleeping) {
 }
 
 struct UdpStats {
-  double rate = 0;       // items/s, dss helper loop
-  double sent = 0;       // datagrams sent (deliver returned SUCCESS)
-  double failed = 0;     // deliver returned UDP_SEND_FAILED
-  double reads = 0;      // datagrams the helper read
-  double run = 0;        // items the helper ran
+  double rate = 0;       // items/s, select loop
+  double sent = 0;       // datagrams sent
+  double failed = 0;     // send failures
+  double reads = 0;      // datagrams the loop read
+  double run = 0;        // items the loop ran
   double stranded = 0;   // items still queued when the socket went quiet
   double dropped = 0;    // kernel RcvbufErrors delta during the run
 };
@@ -601,27 +766,44 @@ double udp_rcvbuf_errors() {
   return r;
 }
 
-// pace_us > 0: the producer sleeps that long between deliveries.
-UdpStats ours_udp(long total, int pace_us = 0) {
+// Whether the dss helper has the coalesced mode: getsocket("coalesce")
+// makes two deliveries to an empty queue send one datagram, not two.
+bool dss_has_coalesce() {
   lua_State* L;
   void* utilid = ours_state(&L);
-  run(L, "require('dss').getsocket()");
+  run(L, "assert(require('dss').getsocket('coalesce'))");
+  deliver_ff(utilid, 1);
+  deliver_ff(utilid, 2);
+  bool yes = stat(L, "notified") == 1;
+  lua_close(L);
+  return yes;
+}
+bool g_dss_coalesce = false;
+
+// One producer delivers `total` items while Lua runs a socket.select loop.
+// coalesced: setport(port, "coalesce") and a reader that drains with
+// dispatch() until the queue is empty; else the dss helper, per-item mode.
+// pace_us > 0: the producer sleeps that long between deliveries.
+UdpStats ours_udp(long total, bool coalesced, int pace_us = 0) {
+  lua_State* L;
+  void* utilid = ours_state(&L);
+  if (coalesced) call(L, "setup_coalesce", {g_dss_coalesce ? 1.0 : 0.0});
+  else run(L, "require('dss').getsocket()");
   g_stop.store(false);
-  std::atomic<long> sent{0}, failed{0};
+  std::atomic<long> failed{0};
   double drops0 = udp_rcvbuf_errors();
   std::thread prod([&] {
     for (long i = 0; i < total; ++i) {
       if (pace_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(pace_us));
       int rc = g_api->deliver(utilid, decode_ff, nullptr,
                               reinterpret_cast<void*>(std::intptr_t(i)));
-      if (rc == DSS_SUCCESS) ++sent;
-      else if (rc == DSS_ERR_UDP_SEND_FAILED) ++failed;
-      else std::abort();
+      if (rc == DSS_ERR_UDP_SEND_FAILED) ++failed;
+      else if (rc != DSS_SUCCESS) std::abort();
     }
-    // Stop once every item was delivered and the socket went quiet.
     g_stop.store(true);
   });
-  call(L, "drain_udp", {double(total), 0.3});
+  double quiet = opt.scale < 1 ? 0.1 : 0.3;
+  call(L, "drain_udp", {double(total), quiet, coalesced ? 1.0 : 0.0});
   prod.join();
   UdpStats u;
   u.run = call(L, "count", {});
@@ -633,7 +815,7 @@ UdpStats ours_udp(long total, int pace_us = 0) {
   double secs = lua_tonumber(L, -1);
   lua_pop(L, 3);
   u.rate = secs > 0 ? u.run / secs : 0;
-  u.sent = double(sent.load());
+  u.sent = stat(L, "notified");
   u.failed = double(failed.load());
   u.dropped = udp_rcvbuf_errors() - drops0;
   lua_close(L);
@@ -700,6 +882,14 @@ MemStats memory(long items) {
 
 std::map<std::string, double> luv;
 
+// Rows whose figure is a must (no item stranded, the bound held): a
+// violation is printed at the end and makes dss_bench exit 3, after the
+// whole table.
+std::vector<std::string> violations;
+void must(bool ok, const std::string& what) {
+  if (!ok) violations.push_back(what);
+}
+
 std::string fmt_rate(double v) {
   char b[64];
   if (v >= 1e6) std::snprintf(b, sizeof b, "%.2f M/s", v / 1e6);
@@ -748,22 +938,45 @@ FILE* dat(const char* name) {
   return std::fopen(p.c_str(), "w");
 }
 
+std::string depth_name(long d) {
+  if (d >= 1000000) return std::to_string(d / 1000000) + " M";
+  return std::to_string(d / 1000) + " k";
+}
+
+// A fraction as a percentage, two significant digits, no exponent.
+std::string pct(double frac) {
+  double v = 100.0 * frac;
+  if (!(v > 0)) return "0 %";
+  int decimals = std::max(0, 1 - int(std::floor(std::log10(v))));
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f %%", decimals, v);
+  return b;
+}
+
+// The run with the median rate, of round trips measured in turn.
+RtStats med_rt(std::vector<RtStats> v) {
+  std::sort(v.begin(), v.end(), [](const RtStats& a, const RtStats& b) { return a.rate < b.rate; });
+  return v[v.size() / 2];
+}
+
 void quick() {
   // One line per Lua version (the driver collects them into one table).
   long n_ceil = scaled(2000000), n_ours = scaled(1000000);
-  std::vector<double> cs, cts, os, p50s, rates;
+  std::vector<double> cs, cts, os, ds, p50s, rates;
   for (int i = 0; i < opt.reps; ++i) {  // interleaved, as in full()
     cs.push_back(ceil_throughput(1, n_ceil, CeilStyle::swap));
     cts.push_back(ceil_throughput(1, n_ceil, CeilStyle::table));
-    os.push_back(ours_throughput(1, n_ours));
-    RtStats r = ours_roundtrip(scaled(20000), false);
+    os.push_back(ours_throughput(1, n_ours, Drain::poll));
+    ds.push_back(ours_throughput(1, n_ceil, Drain::dispatch));
+    RtStats r = ours_roundtrip(scaled(20000), Wake::busy);
     p50s.push_back(r.p50);
     rates.push_back(r.rate);
   }
-  double c = median(cs), ct = median(cts), o = median(os);
-  std::printf("| %s | %s | %s | %s (%s) | %s | %.1f µs |\n", opt.label.c_str(),
+  double c = median(cs), ct = median(cts), o = median(os), d = median(ds);
+  std::printf("| %s | %s | %s | %s (%s) | %s (%s) | %s | %.1f µs |\n", opt.label.c_str(),
               fmt_rate(c).c_str(), fmt_rate(ct).c_str(), fmt_rate(o).c_str(),
-              fmt_ratio(o, c).c_str(), fmt_rate(median(rates)).c_str(), median(p50s));
+              fmt_ratio(o, c).c_str(), fmt_rate(d).c_str(), fmt_ratio(d, c).c_str(),
+              fmt_rate(median(rates)).c_str(), median(p50s));
 }
 
 void full() {
@@ -774,40 +987,82 @@ void full() {
 
   header(("### Fire and forget, producers and consumer running together (" +
           opt.label + ")").c_str());
-  std::map<int, double> ceil_at;
+  // tp keys: the ceiling styles (0-2), then ours by way of taking items.
+  enum { kPoll = 3, kDispatch = 4, kFd = 5 };
   std::map<std::pair<int, int>, double> tp;
+  std::map<int, double> ceil_at, ceil_writes, fd_notices, fd_polls;
   // Repetitions interleaved (each one runs every style), so that a swing in
   // the machine's load hits ceilings and ours alike.
   for (int p : P) {
     std::map<int, std::vector<double>> v;
+    std::vector<double> cw, fn, fp;
     for (int r = 0; r < opt.reps; ++r) {
-      for (CeilStyle s : styles) v[int(s)].push_back(ceil_throughput(p, n_ceil, s));
-      v[3].push_back(ours_throughput(p, n_ours));
+      for (CeilStyle s : styles) {
+        double w = 0;
+        v[int(s)].push_back(ceil_throughput(p, n_ceil, s, &w));
+        if (s == CeilStyle::swap) cw.push_back(w);
+      }
+      v[kPoll].push_back(ours_throughput(p, n_ours, Drain::poll));
+      v[kDispatch].push_back(ours_throughput(p, n_ceil, Drain::dispatch));
+      FfRun fr;
+      fr.producers = p;
+      fr.drain = Drain::fd;
+      FfStats f = ours_ff(fr, n_ceil);
+      v[kFd].push_back(f.rate);
+      fn.push_back(f.notices);
+      fp.push_back(f.polls);
     }
     for (auto& kv : v) tp[{kv.first, p}] = median(kv.second);
     ceil_at[p] = tp[{int(CeilStyle::swap), p}];
+    ceil_writes[p] = median(cw);
+    fd_notices[p] = median(fn);
+    fd_polls[p] = median(fp);
   }
   int k = 1;
   for (CeilStyle s : styles)
     for (int p : P) {
       double v = tp[{int(s), p}];
-      if (v < 0) continue;
       row("C" + std::to_string(k++), std::string(style_name(s)) + ", " + std::to_string(p) + "P",
           fmt_rate(v), fmt_ratio(v, ceil_at[p]), "");
     }
   k = 1;
   for (int p : P) {
-    double v = tp[{3, p}];
+    double v = tp[{kPoll, p}];
     row("F" + std::to_string(k++),
         "ours: deliver → poll() + cb(unpack(args)), " + std::to_string(p) + "P",
         fmt_rate(v), fmt_ratio(v, ceil_at[p]), fmt_ratio(v, luv_lossless),
         "vs table ceiling " + fmt_ratio(v, tp[{int(CeilStyle::table), p}]));
   }
+  for (int p : P) {
+    double v = tp[{kDispatch, p}];
+    std::string notes = "vs poll() (F" + std::to_string(k - 4) + ") " + fmt_ratio(v, tp[{kPoll, p}]);
+    if (p > 1) notes += "; vs 1P " + fmt_ratio(v, tp[{kDispatch, 1}]);
+    row("F" + std::to_string(k++), "ours: deliver → dispatch(), " + std::to_string(p) + "P",
+        fmt_rate(v), fmt_ratio(v, ceil_at[p]), fmt_ratio(v, luv_lossless), notes);
+  }
+
+  header("### Sleeping consumer: poll(2) on getfd(), then dispatch() (producers flooding)");
+  k = 1;
+  for (int p : P) {
+    double v = tp[{kFd, p}];
+    std::string notes =
+        "vs busy dispatch() (F" + std::to_string(k + 4) + ") " + fmt_ratio(v, tp[{kDispatch, p}]);
+    row("W" + std::to_string(k++), "ours: items/s, " + std::to_string(p) + "P", fmt_rate(v),
+        fmt_ratio(v, ceil_at[p]), fmt_ratio(v, luv_lossless), notes);
+  }
+  for (int p : P)
+    row("W" + std::to_string(k++),
+        "ours: wake-up writes per item (stats: notified / delivered), " + std::to_string(p) + "P",
+        pct(fd_notices[p]), fmt_ratio(fd_notices[p], ceil_writes[p]), "",
+        "ceiling's eventfd writes " + pct(ceil_writes[p]) + "; poll(2) calls " +
+            pct(fd_polls[p]) + " of items");
   if (FILE* f = dat("throughput.dat")) {
-    std::fprintf(f, "# producers ceiling_swap ceiling_table ceiling_pop1 ours (items/s)\n");
+    std::fprintf(f, "# producers ceiling_swap ceiling_table ceiling_pop1 ours_poll ours_dispatch"
+                    " ours_fd_dispatch (items/s)\n");
     for (int p : P) {
-      auto g = [&](int s) { double v = tp[{s, p}]; return v < 0 ? std::string("NaN") : fmt("%.0f", v); };
-      std::fprintf(f, "%d %s %s %s %s\n", p, g(0).c_str(), g(1).c_str(), g(2).c_str(), g(3).c_str());
+      std::fprintf(f, "%d", p);
+      for (int s = 0; s <= kFd; ++s) std::fprintf(f, " %.0f", tp[{s, p}]);
+      std::fprintf(f, "\n");
     }
     std::fclose(f);
   }
@@ -815,18 +1070,22 @@ void full() {
   header("### Queue depth: fill with no consumer, then drain alone (1 producer)");
   k = 1;
   for (long depth : {1000L, 10000L, 100000L, 1000000L}) {
-    std::vector<double> cfs, ofs, cds, ods;
+    if (opt.scale < 1) depth = scaled(depth);  // smoke runs
+    std::vector<double> cfs, ofs, cds, ods, dds;
     for (int r = 0; r < opt.reps; ++r) {
       double cf = 0, of = 0;
       cds.push_back(ceil_drain_at_depth(depth, &cf));
-      ods.push_back(ours_drain_at_depth(depth, &of));
+      ods.push_back(ours_drain_at_depth(depth, &of, Drain::poll));
+      dds.push_back(ours_drain_at_depth(depth, nullptr, Drain::dispatch));
       cfs.push_back(cf);
       ofs.push_back(of);
     }
-    double cd = median(cds), od = median(ods);
-    std::string d = depth >= 1000000 ? "1 M" : std::to_string(depth / 1000) + " k";
-    row("D" + std::to_string(k++), "ours: drain " + d + " queued items", fmt_rate(od),
+    double cd = median(cds), od = median(ods), dd = median(dds);
+    std::string d = depth_name(depth);
+    row("D" + std::to_string(k++), "ours: drain " + d + " queued items, poll()", fmt_rate(od),
         fmt_ratio(od, cd), "", "ceiling drains at " + fmt_rate(cd));
+    row("D" + std::to_string(k++), "ours: drain " + d + " queued items, dispatch()", fmt_rate(dd),
+        fmt_ratio(dd, cd), "", "vs poll() " + fmt_ratio(dd, od));
     row("D" + std::to_string(k++), "ours: fill to " + d + " (deliver, no consumer)",
         fmt_rate(median(ofs)), fmt_ratio(median(ofs), median(cfs)), "",
         "ceiling fills at " + fmt_rate(median(cfs)));
@@ -846,28 +1105,31 @@ void full() {
         "ceiling " + fmt("%.1f", c.p50) + " / " + fmt("%.1f", c.p99) + " / " + fmt("%.0f µs", c.p999));
   };
   // 3 interleaved repetitions; the one with the median rate is reported.
-  std::vector<RtStats> vcb, vob, vcs, vos;
+  std::vector<RtStats> vcb, vob, vcs, vos, vof, vow;
   for (int i = 0; i < 3; ++i) {
     vcb.push_back(ceil_roundtrip(n_busy, false));
-    vob.push_back(ours_roundtrip(n_busy, false));
+    vob.push_back(ours_roundtrip(n_busy, Wake::busy));
     vcs.push_back(ceil_roundtrip(n_sleep, true));
-    vos.push_back(ours_roundtrip(n_sleep, true));
+    vos.push_back(ours_roundtrip(n_sleep, Wake::udp));
+    vof.push_back(ours_roundtrip(n_sleep, Wake::fd));
+    vow.push_back(ours_roundtrip(n_sleep, Wake::wait));
   }
-  auto med_rt = [](std::vector<RtStats> v) {
-    std::sort(v.begin(), v.end(), [](const RtStats& a, const RtStats& b) { return a.rate < b.rate; });
-    return v[v.size() / 2];
-  };
   RtStats cb_ = med_rt(vcb), ob = med_rt(vob), cs = med_rt(vcs), os = med_rt(vos);
+  RtStats of = med_rt(vof), ow = med_rt(vow);
   rt_rows("R1", "busy Lua loop (poll, yield when empty)", ob, cb_, true);
   rt_rows("R2", "sleeping Lua loop (UDP notice + socket.select + dss helper)", os, cs, true);
+  rt_rows("R3", "sleeping Lua loop (poll(2) on getfd(), then dispatch())", of, cs, true);
+  rt_rows("R4", "sleeping Lua loop (wait(), then dispatch())", ow, cs, true);
   if (FILE* f = dat("latency.dat")) {
     std::fprintf(f, "# mode p50 p99 p99.9 (µs)\n");
     auto line = [&](const char* name, double a, double b, double c) {
       std::fprintf(f, "\"%s\" %.2f %.2f %.2f\n", name, a, b, c);
     };
     line("ceiling busy", cb_.p50, cb_.p99, cb_.p999);
-    line("ours busy", ob.p50, ob.p99, ob.p999);
+    line("ours busy poll()", ob.p50, ob.p99, ob.p999);
     line("ceiling eventfd", cs.p50, cs.p99, cs.p999);
+    line("ours getfd+poll(2)", of.p50, of.p99, of.p999);
+    line("ours wait()", ow.p50, ow.p99, ow.p999);
     line("ours UDP+select", os.p50, os.p99, os.p999);
     if (luv_get("rt_p50") > 0)
       line("luv async+pipe", luv_get("rt_p50"), luv_get("rt_p99"), luv_get("rt_p999"));
@@ -876,24 +1138,92 @@ void full() {
 
   header("### UDP notification, per-item mode (1 producer flooding; the dss helper drains)");
   long n_udp = scaled(100000);
+  auto med_udp = [](std::vector<UdpStats> v) {
+    std::sort(v.begin(), v.end(), [](const UdpStats& a, const UdpStats& b) { return a.rate < b.rate; });
+    return v[v.size() / 2];
+  };
+  auto worst_stranded = [](const std::vector<UdpStats>& v) {
+    double w = 0;
+    for (auto& x : v) w = std::max(w, x.stranded);
+    return w;
+  };
   std::vector<UdpStats> us;
-  for (int i = 0; i < 3; ++i) us.push_back(ours_udp(n_udp));
-  std::sort(us.begin(), us.end(), [](const UdpStats& a, const UdpStats& b) { return a.rate < b.rate; });
-  UdpStats u = us[1];
-  double worst_stranded = 0;
-  for (auto& x : us) worst_stranded = std::max(worst_stranded, x.stranded);
+  for (int i = 0; i < 3; ++i) us.push_back(ours_udp(n_udp, false));
+  UdpStats u = med_udp(us);
   row("U1", "items/s run by the dss helper loop", fmt_rate(u.rate), fmt_ratio(u.rate, ceil_at[1]),
-      "", "vs notification off (F1): " + fmt_ratio(u.rate, tp[{3, 1}]));
+      "", "vs notification off (F1): " + fmt_ratio(u.rate, tp[{kPoll, 1}]));
   row("U2", "datagrams sent / items delivered", fmt("%.0f", u.sent) + " / " + fmt("%.0f", double(n_udp)),
       "", "", fmt("send failures %.0f", u.failed));
   row("U3", "datagrams read by the helper / items run", fmt("%.0f", u.reads) + " / " + fmt("%.0f", u.run),
       "", "", fmt("kernel UDP RcvbufErrors during the run: %.0f", u.dropped));
   row("U4", "items stranded when the helper's socket went quiet (must be 0)",
-      fmt("%.0f", u.stranded), "", "", fmt("worst of 3 runs: %.0f", worst_stranded));
-  UdpStats paced = ours_udp(scaled(10000), 50);
+      fmt("%.0f", u.stranded), "", "", fmt("worst of 3 runs: %.0f", worst_stranded(us)));
+  UdpStats paced = ours_udp(scaled(10000), false, 50);
   row("U5", "paced producer (50 µs sleep per item): items/s / stranded",
       fmt_rate(paced.rate) + " / " + fmt("%.0f", paced.stranded), "", "",
       fmt("datagrams read %.0f, ", paced.reads) + fmt("kernel drops %.0f", paced.dropped));
+
+  g_dss_coalesce = dss_has_coalesce();
+  header(g_dss_coalesce
+             ? "### UDP notification, coalesced mode (1 producer flooding; the dss helper: "
+               "getsocket(\"coalesce\") and its handler, in a select loop)"
+             : "### UDP notification, coalesced mode (1 producer flooding; setport(port, "
+               "\"coalesce\"), a LuaSocket select loop: one datagram read, dispatch() until "
+               "queuesize() is 0)");
+  std::vector<UdpStats> vc;
+  for (int i = 0; i < 3; ++i) vc.push_back(ours_udp(n_udp, true));
+  UdpStats c = med_udp(vc);
+  row("U6", "items/s run by the select loop", fmt_rate(c.rate), fmt_ratio(c.rate, ceil_at[1]), "",
+      "vs per-item mode (U1) " + fmt_ratio(c.rate, u.rate) + "; vs busy dispatch() (F5) " +
+          fmt_ratio(c.rate, tp[{kDispatch, 1}]));
+  row("U7", "datagrams sent per item (stats: notified / items)",
+      pct(c.sent / double(n_udp)), "", "",
+      fmt("datagrams sent: %.0f, ", c.sent) + fmt("send failures %.0f", c.failed));
+  row("U8", "datagrams read by the loop / items run", fmt("%.0f", c.reads) + " / " + fmt("%.0f", c.run),
+      "", "", fmt("kernel UDP RcvbufErrors during the run: %.0f", c.dropped));
+  row("U9", "items stranded when the socket went quiet (must be 0)", fmt("%.0f", c.stranded), "",
+      "", fmt("worst of 3 runs: %.0f", worst_stranded(vc)));
+  must(worst_stranded(vc) == 0, "U9: coalesced UDP mode stranded " +
+                                    fmt("%.0f", worst_stranded(vc)) + " items");
+
+  header("### API 2v0 deliver2, and the bounded queue (dispatch() drains, busy loop)");
+  {
+    std::vector<double> v1, v2, f1, f2, bq, ub, mq;
+    long n_fill = scaled(100000);
+    for (int r = 0; r < opt.reps; ++r) {
+      FfRun a;
+      a.drain = Drain::dispatch;
+      v1.push_back(ours_ff(a, n_ceil).rate);
+      a.v2 = true;
+      v2.push_back(ours_ff(a, n_ceil).rate);
+      double fa = 0, fb = 0;
+      ours_drain_at_depth(n_fill, &fa, Drain::dispatch, false);
+      ours_drain_at_depth(n_fill, &fb, Drain::dispatch, true);
+      f1.push_back(fa);
+      f2.push_back(fb);
+      FfRun b;
+      b.producers = 4;
+      b.drain = Drain::dispatch;
+      ub.push_back(ours_ff(b, n_ceil).rate);
+      b.maxqueue = 1024;
+      FfStats s = ours_ff(b, n_ceil);
+      bq.push_back(s.rate);
+      mq.push_back(s.maxqueued);
+    }
+    double a1 = median(v1), a2 = median(v2), b = median(bq), m = *std::max_element(mq.begin(), mq.end());
+    row("A1", "ours: 1v0 deliver → dispatch(), 1P", fmt_rate(a1), fmt_ratio(a1, ceil_at[1]), "", "");
+    row("A2", "ours: 2v0 deliver2 (flags 0, no timeout) → dispatch(), 1P", fmt_rate(a2),
+        fmt_ratio(a2, ceil_at[1]), "", "vs 1v0 (A1) " + fmt_ratio(a2, a1) + " (should be ~1)");
+    row("A3", "ours: fill to " + depth_name(n_fill) + " with deliver2 (no consumer)",
+        fmt_rate(median(f2)), "", "",
+        "vs 1v0 deliver " + fmt_ratio(median(f2), median(f1)) + " (it fills at " +
+            fmt_rate(median(f1)) + ")");
+    row("A4", "ours: setmaxqueue(1024), 4P deliver → dispatch()", fmt_rate(b),
+        fmt_ratio(b, ceil_at[4]), "",
+        "vs unbounded, same reps " + fmt_ratio(b, median(ub)) + "; stats maxqueued " +
+            fmt("%.0f", m) + " (must be ≤ 1024)");
+    must(m <= 1024, "A4: stats().maxqueued " + fmt("%.0f", m) + " with setmaxqueue(1024)");
+  }
 
   header("### Memory (200 k queued, payload carried in pData: no client allocation)");
   MemStats m = memory(200000);
@@ -915,7 +1245,8 @@ void full() {
         fmt("%.1f%% lost", 100.0 * (1 - got / sent)));
     row("L2", "lossless route: uv.new_work (thread pool → Lua), items/s",
         fmt_rate(luv_get("work_rate")), fmt_ratio(luv_get("work_rate"), ceil_at[1]), "",
-        "ours 1P (F1) " + fmt_ratio(tp[{3, 1}], luv_get("work_rate")));
+        "ours 1P: poll() (F1) " + fmt_ratio(tp[{kPoll, 1}], luv_get("work_rate")) +
+            ", dispatch() (F5) " + fmt_ratio(tp[{kDispatch, 1}], luv_get("work_rate")));
     row("L3", "blocking round trip (async:send + pipe reply): round trips/s",
         fmt_rate(luv_get("rt_rate")), fmt_ratio(luv_get("rt_rate"), cs.rate) + " (vs eventfd)", "",
         "p50 / p99 / p99.9 " + fmt("%.1f", luv_get("rt_p50")) + " / " + fmt("%.1f", luv_get("rt_p99")) +
@@ -964,5 +1295,6 @@ int main(int argc, char** argv) {
   load_luv();
   if (opt.quick) quick();
   else full();
-  return 0;
+  for (auto& v : violations) std::fprintf(stderr, "bench: FAILED: %s\n", v.c_str());
+  return violations.empty() ? 0 : 3;
 }

@@ -2,11 +2,12 @@
 # writes. Usage: gnuplot -e "resdir='bench/results'" bench/plots.gp
 if (!exists("resdir")) resdir = "bench/results"
 
-set terminal pngcairo size 900,560 font ",11" noenhanced
+set terminal pngcairo size 960,600 font ",11" noenhanced
 set grid ytics
 set key below
 
-# Throughput vs producers, per consumer style.
+# Throughput vs producers, per consumer style (the ceilings; ours busy
+# with poll() or dispatch(), and sleeping on the fd).
 set output resdir."/throughput.png"
 set title "Fire and forget: items/s vs producers (same run; 2 CPUs shared)"
 set xlabel "producer threads"
@@ -19,9 +20,12 @@ set datafile missing "NaN"
 plot resdir."/throughput.dat" using 1:($2/1e6) with linespoints lw 2 pt 7 title "ceiling: swap drain, pcall/item", \
      ''                        using 1:($3/1e6) with linespoints lw 2 pt 5 title "ceiling + args table/item", \
      ''                        using 1:($4/1e6) with linespoints lw 2 pt 9 title "ceiling, one item per lock", \
-     ''                        using 1:($5/1e6) with linespoints lw 3 pt 13 title "ours: poll() + cb(unpack(args))"
+     ''                        using 1:($5/1e6) with linespoints lw 3 pt 13 title "ours: busy poll() + cb(unpack(args))", \
+     ''                        using 1:($6/1e6) with linespoints lw 3 pt 11 title "ours: busy dispatch()", \
+     ''                        using 1:($7/1e6) with linespoints lw 3 pt 15 title "ours: poll(2) on getfd(), dispatch()"
 
-# Latency percentiles per wake-up mode.
+# Latency percentiles per wake-up mode (busy, eventfd ceiling, getfd +
+# poll(2), wait(), UDP + select, luv).
 unset logscale x
 unset xrange
 unset xtics
