@@ -2,10 +2,16 @@
 #include "hub.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
 
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <new>
 #include <unordered_map>
@@ -51,11 +57,26 @@ Hub* erase_ref(std::uint64_t id) {
   return hub;
 }
 
-void unlink_pending(Item** list, Item* item) {
-  if (item->prev) item->prev->next = item->next;
-  else *list = item->next;
-  if (item->next) item->next->prev = item->prev;
-  item->next = item->prev = nullptr;
+void unlink_pending(Blocking** list, Blocking* b) {
+  if (b->prev) b->prev->next = b->next;
+  else *list = b->next;
+  if (b->next) b->next->prev = b->prev;
+  b->next = b->prev = nullptr;
+}
+
+// Identifies the calling thread (for the deadlock guard).
+thread_local char tls_tag;
+std::uintptr_t my_tag() { return reinterpret_cast<std::uintptr_t>(&tls_tag); }
+
+using Clock = std::chrono::steady_clock;
+
+// A deadline `seconds` from now; false when there is none (no limit, or
+// too far to matter).
+bool deadline_in(double seconds, Clock::time_point* out) {
+  if (!(seconds >= 0) || seconds > 1e8) return false;
+  *out = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                            std::chrono::duration<double>(seconds));
+  return true;
 }
 
 }  // namespace
@@ -70,6 +91,14 @@ Hub::~Hub() {
     std::lock_guard<std::mutex> lock(t.mu);
     for (const Registration& r : regs_) t.ids.erase(r.id);
   }
+  while (qhead_) {
+    Block* b = qhead_;
+    qhead_ = b->next;
+    delete b;
+  }
+  delete spare_;
+  if (efd_ >= 0) ::close(efd_);
+  if (efd_w_ >= 0 && efd_w_ != efd_) ::close(efd_w_);
   int fd = sock_.load();
   if (fd >= 0) ::close(fd);
 }
@@ -145,6 +174,26 @@ bool Hub::registered_locked(std::uint64_t id) const {
   return false;
 }
 
+std::size_t Hub::size_locked() const {
+  std::size_t c = count_.load(std::memory_order_relaxed);
+  std::size_t u = unsettled_.load(std::memory_order_relaxed);
+  return c > u ? c - u : 0;
+}
+
+std::size_t Hub::size() const { return size_locked(); }
+
+bool Hub::draining_here(const Hub* hub) {
+  return hub->drainer_.load(std::memory_order_relaxed) == my_tag();
+}
+
+void Hub::drain_enter() {
+  if (drain_depth_++ == 0) drainer_.store(my_tag(), std::memory_order_relaxed);
+}
+
+void Hub::drain_leave() {
+  if (--drain_depth_ == 0) drainer_.store(0, std::memory_order_relaxed);
+}
+
 // --- deliver -----------------------------------------------------------
 
 int Hub::deliver(void* utilid, DSS_decoder_1v0_t decode, DSS_return_1v0_t ret,
@@ -152,72 +201,238 @@ int Hub::deliver(void* utilid, DSS_decoder_1v0_t decode, DSS_return_1v0_t ret,
   std::uint64_t id = id_of(utilid);
   Hub* hub = find_ref(id);
   if (!hub) return DSS_ERR_INVALID_UTILID;
-  int rc = decode ? hub->deliver_local(id, decode, ret, data)
+  int rc = decode ? hub->deliver_local(id, decode, ret, data, 0, -1, false)
                   : DSS_ERR_NO_DECODE_PROVIDED;
   hub->unref();
   return rc;
 }
 
-int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
-                       DSS_return_1v0_t ret, void* data) {
-  Waiter waiter;
-  Item local;
-  Item* item = &local;
-  if (!ret) {
-    item = new (std::nothrow) Item;
-    if (!item) return DSS_ERR_OUT_OF_MEMORY;
-  } else {
-    item->waiter = &waiter;
-  }
-  item->id = id;
-  item->decode = decode;
-  item->ret = ret;
-  item->data = data;
-
-  std::size_t count;
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    int rc = DSS_SUCCESS;
-    if (state() != State::running) rc = DSS_ERR_NOT_STARTED;
-    else if (!registered_locked(id)) rc = DSS_ERR_INVALID_UTILID;
-    if (rc != DSS_SUCCESS) {
-      lock.unlock();
-      if (item != &local) delete item;
-      return rc;
-    }
-    if (tail_) tail_->next = item;
-    else head_ = item;
-    tail_ = item;
-    count = ++count_;
-    if (!ret) {
-      // Fire and forget: the item may be gone already once we unlock.
-      lock.unlock();
-      return notify(count);
-    }
-  }
-  int rc = notify(count);
-  std::unique_lock<std::mutex> lock(mu_);
-  waiter.cv.wait(lock, [&] { return waiter.released; });
+int Hub::deliver2(void* utilid, DSS_decoder_1v0_t decode, DSS_return_1v0_t ret,
+                  void* data, unsigned flags, long timeout_ms) {
+  std::uint64_t id = id_of(utilid);
+  Hub* hub = find_ref(id);
+  if (!hub) return DSS_ERR_INVALID_UTILID;
+  int rc;
+  if (!decode) rc = DSS_ERR_NO_DECODE_PROVIDED;
+  else if (flags & ~unsigned(DSS_DELIVER_NOWAIT)) rc = DSS_ERR_INVALID_ARGUMENT;
+  else rc = hub->deliver_local(id, decode, ret, data, flags, timeout_ms, true);
+  hub->unref();
   return rc;
 }
 
-int Hub::notify(std::size_t count) {
+int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
+                       DSS_return_1v0_t ret, void* data, unsigned flags,
+                       long timeout_ms, bool v2) {
+  Clock::time_point deadline{};
+  bool timed = timeout_ms >= 0;
+  if (timed) deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  Blocking rec;
+  std::size_t depth;
+  bool send;
+  std::unique_lock<std::mutex> lock(mu_);
+  if (state() != State::running) return DSS_ERR_NOT_STARTED;
+  if (!registered_locked(id)) return DSS_ERR_INVALID_UTILID;
+  if (ret && draining_here(this)) return DSS_ERR_WOULD_DEADLOCK;
+  if (max_ && size_locked() >= max_) {
+    // Full: wait for room (1v0 always; 2v0 unless told not to).
+    if ((flags & DSS_DELIVER_NOWAIT) || timeout_ms == 0) {
+      ++rejected_;
+      return DSS_ERR_QUEUE_FULL;
+    }
+    if (draining_here(this)) return DSS_ERR_WOULD_DEADLOCK;
+    ++blocked_;
+    room_waiters_.fetch_add(1, std::memory_order_relaxed);
+    bool late = false;
+    while (state() == State::running && registered_locked(id) && max_ &&
+           size_locked() >= max_) {
+      if (!timed) {
+        room_cv_.wait(lock);
+      } else if (room_cv_.wait_until(lock, deadline) ==
+                 std::cv_status::timeout) {
+        late = true;
+      }
+      if (late) break;
+    }
+    room_waiters_.fetch_sub(1, std::memory_order_relaxed);
+    --blocked_;
+    if (state() != State::running) return DSS_ERR_NOT_STARTED;
+    if (!registered_locked(id)) return DSS_ERR_INVALID_UTILID;
+    if (late && max_ && size_locked() >= max_) {
+      ++rejected_;
+      return DSS_ERR_TIMEOUT;
+    }
+  }
+  Block* t = qtail_;
+  if (!t || t->end == kEntries) {
+    Block* nb = spare_;
+    if (nb) spare_ = nullptr;
+    else nb = new (std::nothrow) Block;
+    if (!nb) return DSS_ERR_OUT_OF_MEMORY;
+    nb->next = nullptr;
+    nb->end = 0;
+    if (t) t->next = nb;
+    else qhead_ = nb;
+    qtail_ = t = nb;
+  }
+  Entry& e = t->e[t->end];
+  e.decode = decode;
+  e.data = data;
+  e.blk = ret ? &rec : nullptr;
+  e.id.store(id, std::memory_order_relaxed);
+  ++t->end;
+  count_.store(count_.load(std::memory_order_relaxed) + 1,
+               std::memory_order_relaxed);
+  ++delivered_;
+  depth = size_locked();
+  if (depth > maxqueued_) maxqueued_ = depth;
+  bool transition = !signalled_;
+  if (transition) signal_locked();
+  if (lua_waiting_) wait_cv_.notify_one();
+  send = port_.load(std::memory_order_relaxed) != 0 &&
+         (transition || !coalesce_.load(std::memory_order_relaxed));
+  if (!ret) {
+    // Fire and forget: the entry may be gone already once we unlock.
+    lock.unlock();
+    return send ? notify_udp(depth) : DSS_SUCCESS;
+  }
+  rec.id = id;
+  rec.decode = decode;
+  rec.ret = ret;
+  rec.data = data;
+  rec.entry = &e;
+  ++blocked_;
+  lock.unlock();
+  int rc = send ? notify_udp(depth) : DSS_SUCCESS;
+  lock.lock();
+  int end = wait_blocking(lock, rec, timed, deadline);
+  --blocked_;
+  if (v2 && end != DSS_SUCCESS) return end;
+  return rc;
+}
+
+// Waits (under the lock) until a blocking item ends; past the deadline,
+// ends it by cancellation on this thread if it is queued or parked.
+int Hub::wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
+                       bool timed, Clock::time_point deadline) {
+  for (;;) {
+    if (b.st == Blocking::St::done)
+      return b.cancelled ? DSS_ERR_CANCELLED : DSS_SUCCESS;
+    if (!b.expired && timed && Clock::now() >= deadline) b.expired = true;
+    if (b.expired) {
+      if (b.st == Blocking::St::queued) {
+        std::uint64_t expect = b.id;
+        if (b.entry->id.compare_exchange_strong(expect, 0)) {
+          b.st = Blocking::St::done;
+          count_.store(count_.load(std::memory_order_relaxed) - 1,
+                       std::memory_order_relaxed);
+          ++timedout_;
+          if (size_locked() == 0) reset_locked();
+          if (room_waiters_.load(std::memory_order_relaxed))
+            room_cv_.notify_all();
+          lock.unlock();
+          b.decode(nullptr, b.data, to_utilid(b.id));
+          lock.lock();
+          return DSS_ERR_TIMEOUT;
+        }
+        // The Lua thread claimed it a moment ago: it is being decoded.
+      } else if (b.st == Blocking::St::parked) {
+        unlink_pending(&pending_, &b);
+        b.ticket->item = nullptr;  // the waiting-thread callback is spent
+        b.ticket = nullptr;
+        b.st = Blocking::St::done;
+        ++timedout_;
+        lock.unlock();
+        b.ret(nullptr, b.data, to_utilid(b.id), 0);
+        lock.lock();
+        return DSS_ERR_TIMEOUT;
+      }
+      b.cv.wait(lock);  // busy: its callback is running; parked/done notify
+    } else if (timed) {
+      b.cv.wait_until(lock, deadline);
+    } else {
+      b.cv.wait(lock);
+    }
+  }
+}
+
+// Under the lock: the queue just became non-empty.
+void Hub::signal_locked() {
+  signalled_ = true;
+  if (efd_w_ < 0) return;
+#ifdef __linux__
+  std::uint64_t one = 1;
+  ssize_t n = ::write(efd_w_, &one, sizeof one);
+#else
+  char one = 1;
+  ssize_t n = ::write(efd_w_, &one, 1);
+#endif
+  (void)n;  // EAGAIN: already readable
+  notified_.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Under the lock: the queue is empty.
+void Hub::reset_locked() {
+  if (!signalled_) return;
+  signalled_ = false;
+  if (efd_ < 0) return;
+#ifdef __linux__
+  std::uint64_t v;
+  ssize_t n = ::read(efd_, &v, sizeof v);
+  (void)n;
+#else
+  char buf[64];
+  while (::read(efd_, buf, sizeof buf) > 0) {
+  }
+#endif
+}
+
+int Hub::fd() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (efd_ >= 0) return efd_;
+  if (state() != State::running) {
+    errno = EBADF;
+    return -1;
+  }
+#ifdef __linux__
+  int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return -1;
+  efd_ = efd_w_ = fd;
+#else
+  int p[2];
+  if (::pipe(p) != 0) return -1;
+  for (int f : p) {
+    ::fcntl(f, F_SETFL, ::fcntl(f, F_GETFL) | O_NONBLOCK);
+    ::fcntl(f, F_SETFD, FD_CLOEXEC);
+  }
+  efd_ = p[0];
+  efd_w_ = p[1];
+#endif
+  if (size_locked() > 0) signal_locked();
+  return efd_;
+}
+
+int Hub::notify_udp(std::size_t count) {
   int port = port_.load(std::memory_order_acquire);
   if (port == 0) return DSS_SUCCESS;
   int fd = sock_.load(std::memory_order_acquire);
-  if (fd < 0) return DSS_ERR_UDP_SEND_FAILED;
-  char buf[32];
-  int len = std::snprintf(buf, sizeof buf, " %zu", count);
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(std::uint16_t(port));
-  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ssize_t sent = ::sendto(fd, buf, std::size_t(len), MSG_NOSIGNAL,
-                          reinterpret_cast<sockaddr*>(&to), sizeof to);
-  return sent == len ? DSS_SUCCESS : DSS_ERR_UDP_SEND_FAILED;
+  int rc = DSS_ERR_UDP_SEND_FAILED;
+  if (fd >= 0) {
+    char buf[32];
+    int len = std::snprintf(buf, sizeof buf, " %zu", count);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(std::uint16_t(port));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ssize_t sent = ::sendto(fd, buf, std::size_t(len), MSG_NOSIGNAL,
+                            reinterpret_cast<sockaddr*>(&to), sizeof to);
+    if (sent == len) rc = DSS_SUCCESS;
+  }
+  (rc == DSS_SUCCESS ? notified_ : notifyfailed_)
+      .fetch_add(1, std::memory_order_relaxed);
+  return rc;
 }
 
-bool Hub::set_port(int port) {
+bool Hub::set_port(int port, bool coalesce) {
   if (port < 0 || port > 65535) return false;
   if (port != 0 && sock_.load() < 0) {
     int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -225,8 +440,204 @@ bool Hub::set_port(int port) {
     int expected = -1;
     if (!sock_.compare_exchange_strong(expected, fd)) ::close(fd);
   }
+  coalesce_.store(coalesce, std::memory_order_release);
   port_.store(port, std::memory_order_release);  // after the socket exists
   return true;
+}
+
+void Hub::set_max(std::size_t max) {
+  std::lock_guard<std::mutex> lock(mu_);
+  max_ = max;
+  room_cv_.notify_all();
+}
+
+std::size_t Hub::max() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return max_;
+}
+
+// --- consumer side -------------------------------------------------------
+
+void Hub::settle_locked() {
+  std::size_t u = unsettled_.load(std::memory_order_relaxed);
+  if (u) {
+    count_.store(count_.load(std::memory_order_relaxed) - u,
+                 std::memory_order_relaxed);
+    unsettled_.store(0, std::memory_order_relaxed);
+  }
+  if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_all();
+}
+
+bool Hub::extend() {
+  Block* freed = nullptr;
+  bool more;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    settle_locked();
+    if (!cblock_) {
+      cblock_ = qhead_;
+      cpos_ = 0;
+    } else if (cpos_ == kEntries && cblock_->next) {
+      cblock_ = cblock_->next;
+      cpos_ = 0;
+    }
+    // Blocks the consumer has passed are done with.
+    while (qhead_ && qhead_ != cblock_) {
+      Block* b = qhead_;
+      qhead_ = b->next;
+      if (!spare_) {
+        spare_ = b;
+      } else {
+        b->next = freed;
+        freed = b;
+      }
+    }
+    // Passed everything: start the last block over.
+    if (cblock_ && cblock_ == qtail_ && cpos_ == cblock_->end) {
+      cblock_->end = 0;
+      cpos_ = 0;
+    }
+    lim_block_ = qtail_;
+    lim_end_ = qtail_ ? qtail_->end : 0;
+    more = size_locked() > 0;
+    if (!more) reset_locked();
+  }
+  while (freed) {
+    Block* b = freed;
+    freed = b->next;
+    delete b;
+  }
+  return more;
+}
+
+Taken Hub::take() {
+  if (room_waiters_.load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    settle_locked();
+  }
+  for (;;) {
+    while (cblock_ && (cblock_ != lim_block_ || cpos_ < lim_end_)) {
+      if (cpos_ == kEntries) {
+        cblock_ = cblock_->next;  // linked before the reservation was made
+        cpos_ = 0;
+        continue;
+      }
+      Entry& e = cblock_->e[cpos_++];
+      std::uint64_t id = e.id.exchange(0, std::memory_order_acquire);
+      if (!id) continue;  // killed by unreg, close or a timeout
+      Taken t;
+      t.id = id;
+      t.decode = e.decode;
+      t.data = e.data;
+      t.blk = e.blk;
+      unsettled_.store(unsettled_.load(std::memory_order_relaxed) + 1,
+                       std::memory_order_relaxed);
+      if (t.blk) {
+        std::lock_guard<std::mutex> lock(mu_);
+        t.blk->st = Blocking::St::busy;
+        t.blk->entry = nullptr;
+      }
+      // At the end of the reservation, or only killed entries left in it:
+      // settle now, so the wake-ups reset as soon as the queue is empty.
+      if ((cblock_ == lim_block_ && cpos_ == lim_end_) || size_locked() == 0)
+        extend();
+      return t;
+    }
+    if (!extend()) return Taken{};
+  }
+}
+
+void Hub::finish(const Taken& item) {
+  if (Blocking* b = item.blk) {
+    // The record lives on the waiting producer's stack: notify under the
+    // lock so the producer cannot return (and pop its stack) before we are
+    // done.
+    std::lock_guard<std::mutex> lock(mu_);
+    b->st = Blocking::St::done;
+    b->cv.notify_one();
+  }
+}
+
+bool Hub::park(const Taken& item, Ticket* ticket) {
+  Blocking* b = item.blk;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state() != State::running || !registered_locked(item.id)) return false;
+  b->st = Blocking::St::parked;
+  b->ticket = ticket;
+  ticket->item = b;
+  b->prev = nullptr;
+  b->next = pending_;
+  if (pending_) pending_->prev = b;
+  pending_ = b;
+  if (b->expired) b->cv.notify_one();
+  return true;
+}
+
+Blocking* Hub::claim(Ticket* ticket) {
+  Hub* hub = ticket->hub;
+  if (!hub) return nullptr;
+  std::lock_guard<std::mutex> lock(hub->mu_);
+  Blocking* b = ticket->item;
+  if (!b) return nullptr;
+  unlink_pending(&hub->pending_, b);
+  b->ticket = nullptr;
+  b->st = Blocking::St::busy;
+  ticket->item = nullptr;
+  return b;
+}
+
+void Hub::finish_returned(Blocking* b) {
+  std::lock_guard<std::mutex> lock(mu_);
+  b->st = Blocking::St::done;
+  b->cv.notify_one();
+}
+
+bool Hub::pending(Ticket* ticket) {
+  Hub* hub = ticket->hub;
+  if (!hub) return false;
+  std::lock_guard<std::mutex> lock(hub->mu_);
+  return ticket->item != nullptr;
+}
+
+void Hub::cancel_decoded(Blocking* b) {
+  b->ret(nullptr, b->data, to_utilid(b->id), 0);
+  std::lock_guard<std::mutex> lock(mu_);
+  ++cancelled_;
+  b->cancelled = true;
+  b->st = Blocking::St::done;
+  b->cv.notify_one();
+}
+
+std::size_t Hub::wait(double timeout_s) {
+  Clock::time_point deadline;
+  bool timed = deadline_in(timeout_s, &deadline);
+  std::unique_lock<std::mutex> lock(mu_);
+  if (size_locked() > 0 || timeout_s == 0) return size_locked();
+  auto ready = [this] {
+    return size_locked() > 0 || state() != State::running;
+  };
+  lua_waiting_ = true;
+  if (timed) wait_cv_.wait_until(lock, deadline, ready);
+  else wait_cv_.wait(lock, ready);
+  lua_waiting_ = false;
+  return size_locked();
+}
+
+Stats Hub::stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stats s;
+  s.delivered = delivered_;
+  s.decoded = decoded_;
+  s.returned = returned_;
+  s.cancelled = cancelled_;
+  s.timedout = timedout_;
+  s.rejected = rejected_;
+  s.notified = notified_.load(std::memory_order_relaxed);
+  s.notifyfailed = notifyfailed_.load(std::memory_order_relaxed);
+  s.queued = size_locked();
+  s.maxqueued = maxqueued_;
+  s.blocked = blocked_;
+  return s;
 }
 
 // --- unreg and cancellation ---------------------------------------------
@@ -241,8 +652,6 @@ int Hub::unreg(void* utilid) {
 }
 
 int Hub::unreg_local(std::uint64_t id) {
-  Item* queued = nullptr;
-  Item* pending = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
     bool found = false;
@@ -254,142 +663,142 @@ int Hub::unreg_local(std::uint64_t id) {
       }
     }
     if (!found) return DSS_ERR_INVALID_UTILID;
-    take_items_locked(id, &queued, &pending);
+    room_cv_.notify_all();  // its producers waiting for room give up
   }
-  cancel_lists(queued, pending);
+  cancel_items(id);
   return DSS_SUCCESS;
 }
 
-void Hub::take_items_locked(std::uint64_t id, Item** queued, Item** pending) {
-  // Split the queue, keeping order in both halves.
-  Item* keep_head = nullptr;
-  Item* keep_tail = nullptr;
-  Item* out_tail = nullptr;
-  for (Item* it = head_; it;) {
-    Item* next = it->next;
-    it->next = nullptr;
-    if (id == 0 || it->id == id) {
-      if (out_tail) out_tail->next = it;
-      else *queued = it;
-      out_tail = it;
-      --count_;
-    } else {
-      if (keep_tail) keep_tail->next = it;
-      else keep_head = it;
-      keep_tail = it;
-    }
-    it = next;
-  }
-  head_ = keep_head;
-  tail_ = keep_tail;
-
-  for (Item* it = pending_; it;) {
-    Item* next = it->next;
-    if (id == 0 || it->id == id) {
-      unlink_pending(&pending_, it);
-      it->ticket->item = nullptr;  // the Lua side's call becomes a no-op
-      it->ticket = nullptr;
-      it->next = *pending;
-      *pending = it;
-    }
-    it = next;
-  }
+long Hub::queued(void* utilid) {
+  std::uint64_t id = id_of(utilid);
+  Hub* hub = find_ref(id);
+  if (!hub) return DSS_ERR_INVALID_UTILID;
+  long n = hub->queued_local(id);
+  hub->unref();
+  return n;
 }
 
-void Hub::cancel_lists(Item* queued, Item* pending) {
-  while (queued) {
-    Item* next = queued->next;
-    queued->decode(nullptr, queued->data, queued->utilid());
-    finish(queued);
-    queued = next;
-  }
-  while (pending) {
-    Item* next = pending->next;
-    cancel_decoded(pending);
-    pending = next;
-  }
-}
-
-void Hub::cancel_decoded(Item* item) {
-  item->ret(nullptr, item->data, item->utilid(), 0);
-  finish(item);
-}
-
-// --- consumer side -------------------------------------------------------
-
-Item* Hub::pop() {
+long Hub::queued_local(std::uint64_t id) {
   std::lock_guard<std::mutex> lock(mu_);
-  Item* item = head_;
-  if (!item) return nullptr;
-  head_ = item->next;
-  if (!head_) tail_ = nullptr;
-  item->next = nullptr;
-  --count_;
-  return item;
+  if (!registered_locked(id)) return DSS_ERR_INVALID_UTILID;
+  long n = 0;
+  for (Block* b = qhead_; b; b = b->next)
+    for (std::uint32_t i = 0; i < b->end; ++i)
+      if (b->e[i].id.load(std::memory_order_relaxed) == id) ++n;
+  return n;
 }
 
-std::size_t Hub::size() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return count_;
+void Hub::cancel_items(std::uint64_t id) {
+  // No allocation on this path: a bounded batch at a time, resuming where
+  // the last one stopped (or from the front, if the consumer has freed that
+  // block since: then it has passed it, too).
+  constexpr std::size_t kBatch = 64;
+  Taken batch[kBatch];
+  Block* resume = nullptr;
+  std::uint32_t resume_at = 0;
+  for (;;) {
+    std::size_t n = 0;
+    bool more = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Block* b = qhead_;
+      std::uint32_t i = 0;
+      for (Block* x = qhead_; resume && x; x = x->next) {
+        if (x == resume) {
+          b = resume;
+          i = resume_at;
+          break;
+        }
+      }
+      std::size_t killed = 0;
+      while (b && !more) {
+        for (; i < b->end; ++i) {
+          Entry& e = b->e[i];
+          std::uint64_t v = e.id.load(std::memory_order_relaxed);
+          if (!v || (id && v != id)) continue;
+          if (n == kBatch) {
+            more = true;
+            resume = b;
+            resume_at = i;
+            break;
+          }
+          if (!e.id.compare_exchange_strong(v, 0)) continue;  // Lua took it
+          Taken& t = batch[n++];
+          t.id = v;
+          t.decode = e.decode;
+          t.data = e.data;
+          t.blk = e.blk;
+          if (t.blk) {
+            t.blk->st = Blocking::St::busy;
+            t.blk->entry = nullptr;
+          }
+          ++killed;
+        }
+        if (!more) {
+          b = b->next;
+          i = 0;
+        }
+      }
+      for (Blocking* p = pending_; p && !more;) {
+        Blocking* next = p->next;
+        if (!id || p->id == id) {
+          if (n == kBatch) {
+            more = true;
+            break;
+          }
+          unlink_pending(&pending_, p);
+          p->ticket->item = nullptr;  // the Lua side's call becomes a no-op
+          p->ticket = nullptr;
+          p->st = Blocking::St::busy;
+          Taken& t = batch[n++];
+          t.id = p->id;
+          t.decode = nullptr;  // decoded: cancel through ret
+          t.data = p->data;
+          t.blk = p;
+        }
+        p = next;
+      }
+      if (killed) {
+        count_.store(count_.load(std::memory_order_relaxed) - killed,
+                     std::memory_order_relaxed);
+        if (size_locked() == 0) reset_locked();
+        if (room_waiters_.load(std::memory_order_relaxed))
+          room_cv_.notify_all();
+      }
+    }
+    end_cancelled(batch, n);
+    if (!more) return;
+  }
 }
 
-void Hub::finish(Item* item) {
-  if (Waiter* w = item->waiter) {
-    // The item lives on the waiting producer's stack: notify under the lock
-    // so the producer cannot return (and pop its stack) before we are done.
+void Hub::end_cancelled(Taken* items, std::size_t n) {
+  for (std::size_t k = 0; k < n; ++k) {
+    Taken& t = items[k];
+    if (t.decode) t.decode(nullptr, t.data, t.utilid());
+    else t.blk->ret(nullptr, t.data, t.utilid(), 0);
     std::lock_guard<std::mutex> lock(mu_);
-    w->released = true;
-    w->cv.notify_one();
-  } else {
-    delete item;
+    ++cancelled_;
+    if (Blocking* b = t.blk) {
+      b->cancelled = true;
+      b->st = Blocking::St::done;
+      b->cv.notify_one();
+    }
   }
-}
-
-bool Hub::park(Item* item, Ticket* ticket) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (state() != State::running || !registered_locked(item->id)) return false;
-  item->ticket = ticket;
-  ticket->item = item;
-  item->prev = nullptr;
-  item->next = pending_;
-  if (pending_) pending_->prev = item;
-  pending_ = item;
-  return true;
-}
-
-Item* Hub::claim(Ticket* ticket) {
-  Hub* hub = ticket->hub;
-  if (!hub) return nullptr;
-  std::lock_guard<std::mutex> lock(hub->mu_);
-  Item* item = ticket->item;
-  if (!item) return nullptr;
-  unlink_pending(&hub->pending_, item);
-  item->ticket = nullptr;
-  ticket->item = nullptr;
-  return item;
-}
-
-bool Hub::pending(Ticket* ticket) {
-  Hub* hub = ticket->hub;
-  if (!hub) return false;
-  std::lock_guard<std::mutex> lock(hub->mu_);
-  return ticket->item != nullptr;
 }
 
 // --- close -----------------------------------------------------------------
 
 void Hub::close() {
-  Item* queued = nullptr;
-  Item* pending = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (state() != State::running) return;
     state_.store(State::closing, std::memory_order_release);
-    // Cancel the items first: none can be polled any more, and a client
-    // whose cancel waits for its producers must not wait on us.
-    take_items_locked(0, &queued, &pending);
+    room_cv_.notify_all();
+    wait_cv_.notify_all();
   }
-  cancel_lists(queued, pending);
+  // Cancel the items first: none can be taken any more, and a client whose
+  // cancel waits for its producers must not wait on us.
+  cancel_items(0);
   // Cancel the clients one at a time, without copying the list (no
   // allocation on this path). Each registration is cancelled once: the flag
   // also covers one that another thread is unregistering right now (it has
@@ -414,14 +823,17 @@ void Hub::close() {
     unreg(utilid);  // INVALID_UTILID here just means the client did it
   }
   {
-    // Nothing can have been queued or parked since (the state is closing),
-    // but make sure of it.
     std::lock_guard<std::mutex> lock(mu_);
-    queued = pending = nullptr;
-    take_items_locked(0, &queued, &pending);
     state_.store(State::closed, std::memory_order_release);
   }
-  cancel_lists(queued, pending);
+  // Nothing can have been queued or parked since (the state is closing),
+  // but make sure of it.
+  cancel_items(0);
+  std::lock_guard<std::mutex> lock(mu_);
+  signalled_ = false;
+  if (efd_ >= 0) ::close(efd_);
+  if (efd_w_ >= 0 && efd_w_ != efd_) ::close(efd_w_);
+  efd_ = efd_w_ = -1;
 }
 
 }  // namespace dss

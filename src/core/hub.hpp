@@ -1,10 +1,18 @@
 // hub.hpp -- the per-Lua-state core of darksidesync: queue, registrations,
-// blocking waits and the UDP notifier. No Lua in here: the Lua state is an
-// opaque pointer handed to client callbacks, and the binding layer
-// (src/lua/) does everything that touches Lua.
+// blocking waits and the wake-ups (UDP datagrams, an fd, a condition
+// variable). No Lua in here: the Lua state is an opaque pointer handed to
+// client callbacks, and the binding layer (src/lua/) does everything that
+// touches Lua.
 //
 // Threading: every member is safe from any thread unless it says "Lua
 // thread". No lock is ever held while a client callback runs.
+//
+// The queue is a chain of blocks of 32-byte entries (no allocation per
+// item). Producers append under the hub's lock. The Lua thread, the only
+// consumer, reserves everything queued under one lock and then claims the
+// entries one by one without it (an atomic exchange of the entry's id);
+// unreg, close and timed-out producers kill entries the same way under the
+// lock, so whoever claims an entry first owns it.
 #ifndef DSS_CORE_HUB_HPP
 #define DSS_CORE_HUB_HPP
 
@@ -12,6 +20,7 @@
 #include "darksidesync_api.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -23,35 +32,57 @@ namespace dss {
 class Hub;
 struct Ticket;
 
-// A producer blocked in deliver() waits on this, on its own stack.
-struct Waiter {
-  std::condition_variable cv;
-  bool released = false;
-};
-
-// One delivered item. Fire-and-forget items live on the heap; a blocking
-// item lives on its producer's stack, which stays valid until the item ends
-// (the producer cannot return before that).
-struct Item {
-  Item* next = nullptr;  // queue link, or pending-list link
-  Item* prev = nullptr;  // pending-list link
-  std::uint64_t id = 0;  // the registration's id (utilid)
+// A blocking item's record. It lives on its producer's stack, which stays
+// valid until the item ends: the producer cannot return before that.
+// Every field is read and written under the hub's lock.
+struct Blocking {
+  enum class St : unsigned char {
+    queued,  // in the queue (entry valid)
+    busy,    // owned by whoever claimed it: decoding, returning, cancelling
+    parked,  // decoded; waits on the Lua side for its return (ticket set)
+    done     // ended; the producer may return
+  };
+  std::uint64_t id = 0;
   DSS_decoder_1v0_t decode = nullptr;
   DSS_return_1v0_t ret = nullptr;
   void* data = nullptr;
-  Waiter* waiter = nullptr;  // set for blocking items
-  Ticket* ticket = nullptr;  // set while pending on the Lua side
+  struct Entry* entry = nullptr;  // while queued
+  Ticket* ticket = nullptr;       // while parked
+  Blocking* prev = nullptr;       // pending list, while parked
+  Blocking* next = nullptr;
+  std::condition_variable cv;
+  St st = St::queued;
+  bool expired = false;  // the producer's deadline passed
+  bool cancelled = false;
+};
 
+// One queued item: 32 bytes.
+struct Entry {
+  std::atomic<std::uint64_t> id;  // the registration's id; 0 once claimed
+  DSS_decoder_1v0_t decode;
+  void* data;
+  Blocking* blk;  // nullptr: fire and forget
+};
+
+// An item the Lua thread took off the queue. It owns it until it ends:
+// finish(), park(), or cancel_decoded(). Empty (false) when none.
+struct Taken {
+  std::uint64_t id = 0;
+  DSS_decoder_1v0_t decode = nullptr;
+  void* data = nullptr;
+  Blocking* blk = nullptr;
+
+  explicit operator bool() const { return id != 0; }
   void* utilid() const;
 };
 
 // The Lua side's handle on an item waiting for its return callback (the body
 // of the waiting-thread callback userdata). Plain data: the binding layer
 // places it in Lua-owned memory. `item` is non-null exactly while the item
-// is pending and not yet ended; it is read and written under the hub's lock.
+// is parked and not yet ended; it is read and written under the hub's lock.
 struct Ticket {
-  Hub* hub;    // holds a reference
-  Item* item;  // see above
+  Hub* hub;        // holds a reference
+  Blocking* item;  // see above
 };
 
 // Turns a utilid handed in from C into an id, and back.
@@ -61,7 +92,13 @@ inline std::uint64_t id_of(void* utilid) {
 inline void* to_utilid(std::uint64_t id) {
   return reinterpret_cast<void*>(std::uintptr_t(id));
 }
-inline void* Item::utilid() const { return to_utilid(id); }
+inline void* Taken::utilid() const { return to_utilid(id); }
+
+// Counters of stats(); see docs/lua-api.md.
+struct Stats {
+  std::uint64_t delivered, decoded, returned, cancelled, timedout, rejected,
+      notified, notifyfailed, queued, maxqueued, blocked;
+};
 
 class Hub {
  public:
@@ -77,53 +114,87 @@ class Hub {
   void* reg(void* libid, DSS_cancel_1v0_t cancel, int* err);
   void* getutilid(void* libid, int* err);
 
-  // --- any thread: the 1v0 deliver and unreg ---------------------------
+  // --- any thread: the 1v0 and 2v0 entry points -------------------------
   // Look the utilid up in the process-wide registration table; a stale or
   // garbage id yields DSS_ERR_INVALID_UTILID and is never dereferenced.
   static int deliver(void* utilid, DSS_decoder_1v0_t decode,
                      DSS_return_1v0_t ret, void* data);
+  static int deliver2(void* utilid, DSS_decoder_1v0_t decode,
+                      DSS_return_1v0_t ret, void* data, unsigned flags,
+                      long timeout_ms);
   static int unreg(void* utilid);
+  static long queued(void* utilid);
 
   // --- consumer side (Lua thread) ---------------------------------------
-  // Takes the oldest item off the queue; nullptr when empty. The caller now
-  // owns the item and must end it: finish(), park(), or cancel_decoded().
-  Item* pop();
-  std::size_t size();
+  // Takes the oldest item off the queue; empty when there is none.
+  Taken take();
+  // Items queued and not yet taken.
+  std::size_t size() const;
 
-  // Ends an item: releases its producer, frees it if on the heap.
-  void finish(Item* item);
+  // Ends a taken item (decoded, or its decoder raised or returned 0):
+  // releases its producer.
+  void finish(const Taken& item);
 
   // A decoded blocking item now waits on the Lua side for its return
   // callback: links it to `ticket`. Returns false (and does nothing) when
   // its registration went away meanwhile or the hub is closing; the caller
   // then ends it with cancel_decoded().
-  bool park(Item* item, Ticket* ticket);
+  bool park(const Taken& item, Ticket* ticket);
 
-  // Takes the item back from a ticket to end it; nullptr when it already
-  // ended (cancelled by unreg or close). Safe on an empty ticket.
-  static Item* claim(Ticket* ticket);
+  // Takes the item back from a ticket to call its return callback (then
+  // end it with finish_returned); nullptr when it already ended. Safe on an
+  // empty ticket.
+  static Blocking* claim(Ticket* ticket);
+  void finish_returned(Blocking* b);
 
-  // Whether the ticket's item is still pending (not yet ended).
+  // Whether the ticket's item is still parked (not yet ended).
   static bool pending(Ticket* ticket);
 
-  // Ends a decoded item by cancellation: ret(NULL, data, utilid, 0).
-  void cancel_decoded(Item* item);
+  // Ends a decoded blocking item by cancellation: ret(NULL, data, id, 0).
+  void cancel_decoded(Blocking* b);
+
+  // The thread running poll/dispatch/wait marks itself, so that a
+  // delivery from it that would wait fails instead of deadlocking.
+  // Nests. Lua thread.
+  void drain_enter();
+  void drain_leave();
+
+  // Blocks until the queue is non-empty or the timeout (seconds; < 0 = no
+  // limit) passed; returns the queue size. Lua thread.
+  std::size_t wait(double timeout_s);
+
+  // Lua-thread counters of what the binding did.
+  void count_decoded() { ++decoded_; }
+  void count_returned() { ++returned_; }
+
+  Stats stats();
 
   // Runs the close sequence: stop accepting, cancel every queued and
-  // pending item, call each client's cancel, unregister what is left.
-  // Idempotent; call from the thread closing the Lua state.
+  // pending item, call each client's cancel, unregister what is left,
+  // close the fd. Idempotent; call from the thread closing the Lua state.
   void close();
   State state() const { return state_.load(std::memory_order_acquire); }
 
-  // --- UDP notification ---------------------------------------------------
-  // 0 disables; 1..65535 sends " <count>" to 127.0.0.1:port per item.
-  // Returns false when a socket could not be created, or port is out of
-  // range.
-  bool set_port(int port);
+  // --- wake-ups -------------------------------------------------------------
+  // 0 disables; 1..65535 sends " <count>" to 127.0.0.1:port per item
+  // (coalesce: only when the queue goes from empty to non-empty). Returns
+  // false when a socket could not be created, or port is out of range.
+  bool set_port(int port, bool coalesce);
   int port() const { return port_.load(std::memory_order_acquire); }
+  bool coalesce() const { return coalesce_.load(std::memory_order_acquire); }
+
+  // The wake-up fd, made on first use: readable exactly while the queue is
+  // non-empty. -1 (errno set) when it cannot be made. Lua thread.
+  int fd();
+
+  // 0 = unbounded.
+  void set_max(std::size_t max);
+  std::size_t max() const;
 
   // Lua-thread scratch owned by the binding layer (see closer in src/lua).
   void* lua_closer = nullptr;
+
+  static constexpr std::uint32_t kEntries = 255;  // a block is 8 KiB
 
  private:
   Hub() = default;
@@ -137,29 +208,82 @@ class Hub {
     DSS_cancel_1v0_t cancel;
     bool cancelled;  // close() has called (or is calling) its cancel
   };
+  struct Block {
+    Block* next;
+    std::uint32_t end;  // entries [0, end) are written
+    Entry e[kEntries];
+  };
 
   int deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
-                    DSS_return_1v0_t ret, void* data);
+                    DSS_return_1v0_t ret, void* data, unsigned flags,
+                    long timeout_ms, bool v2);
+  int wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
+                    bool timed,
+                    std::chrono::steady_clock::time_point deadline);
   int unreg_local(std::uint64_t id);
+  long queued_local(std::uint64_t id);
   bool registered_locked(std::uint64_t id) const;
-  // The id registered for libid, or 0.
   std::uint64_t find_libid_locked(void* libid) const;
-  // Moves the queued and pending items of `id` (all when id == 0) into the
-  // two lists; under the lock.
-  void take_items_locked(std::uint64_t id, Item** queued, Item** pending);
-  void cancel_lists(Item* queued, Item* pending);
-  int notify(std::size_t count);
+  std::size_t size_locked() const;
+  // Moves the consumer's reservation forward under the lock; false when
+  // the queue is empty (and then resets the wake-ups).
+  bool extend();
+  void settle_locked();
+  // Kills the queued and parked items of id (all when id == 0) and ends
+  // them by cancellation, a bounded batch at a time.
+  void cancel_items(std::uint64_t id);
+  void end_cancelled(Taken* items, std::size_t n);
+  void signal_locked();
+  void reset_locked();
+  int notify_udp(std::size_t count);
+  static bool draining_here(const Hub* hub);
 
   std::atomic<int> refs_{1};
   std::atomic<State> state_{State::running};
-  std::mutex mu_;
-  Item* head_ = nullptr;  // queue, oldest first
-  Item* tail_ = nullptr;
-  std::size_t count_ = 0;
-  Item* pending_ = nullptr;  // decoded items waiting for their return
+  mutable std::mutex mu_;
+
+  // The queue (under mu_): blocks from qhead_ to qtail_.
+  Block* qhead_ = nullptr;
+  Block* qtail_ = nullptr;
+  Block* spare_ = nullptr;
+  // Items queued, not killed by others, not yet settled by the consumer.
+  std::atomic<std::size_t> count_{0};
+  // Items the consumer took since it last settled (written by the Lua
+  // thread only; read by producers to see room).
+  std::atomic<std::size_t> unsettled_{0};
+  // The consumer's position and reservation (Lua thread; changed under
+  // mu_ when blocks are unlinked).
+  Block* cblock_ = nullptr;
+  std::uint32_t cpos_ = 0;
+  Block* lim_block_ = nullptr;
+  std::uint32_t lim_end_ = 0;
+
+  Blocking* pending_ = nullptr;  // parked items
   std::vector<Registration> regs_;
+
+  std::size_t max_ = 0;  // under mu_
+  std::condition_variable room_cv_;
+  std::atomic<int> room_waiters_{0};
+  std::condition_variable wait_cv_;
+  bool lua_waiting_ = false;
+
+  bool signalled_ = false;  // a wake-up is out for the current non-empty run
+  int efd_ = -1;            // wake-up fd (read end); under mu_
+  int efd_w_ = -1;          // write end (same as efd_ for an eventfd)
   std::atomic<int> port_{0};
+  std::atomic<bool> coalesce_{false};
   std::atomic<int> sock_{-1};
+
+  std::atomic<std::uintptr_t> drainer_{0};
+  int drain_depth_ = 0;  // Lua thread
+
+  // stats: under mu_ ...
+  std::uint64_t delivered_ = 0, cancelled_ = 0, timedout_ = 0, rejected_ = 0,
+                maxqueued_ = 0, blocked_ = 0;
+  // ... atomic ...
+  std::atomic<std::uint64_t> notified_{0}, notifyfailed_{0};
+  // ... Lua thread.
+  std::uint64_t decoded_ = 0, returned_ = 0;
 };
 
 }  // namespace dss

@@ -15,8 +15,9 @@
 
 #include "../core/hub.hpp"
 
+using dss::Blocking;
 using dss::Hub;
-using dss::Item;
+using dss::Taken;
 using dss::Ticket;
 
 namespace {
@@ -27,6 +28,7 @@ const char closer_key = 0;  // the current closer userdata (see below)
 // The value of registry[&hub_key] once the hub closed: the state is
 // stopping, and must not start a new hub from a late require.
 const char stopped_mark = 0;
+const char errh_key = 0;  // dispatch's error handler (seterrorhandler)
 
 const char* const WT_MT = "darksidesync.waitingthread";
 const char* const CLOSER_MT = "darksidesync.closer";
@@ -58,6 +60,21 @@ Hub* check_hub(lua_State* L) {
 
 void push_closer(lua_State* L, Hub* hub);
 int renew_closer(lua_State* L);
+
+// A non-negative integer argument (a count), or raises.
+lua_Integer check_count(lua_State* L, int arg) {
+  lua_Integer v = 0;
+  if (lua_type(L, arg) != LUA_TNUMBER)
+    luaL_argerror(L, arg,
+                  lua_pushfstring(L, "non-negative integer expected, got %s",
+                                  lua_isnone(L, arg) ? "no value"
+                                                     : luaL_typename(L, arg)));
+  if (!dss_tointegerx(L, arg, &v) || v < 0)
+    luaL_argerror(L, arg,
+                  lua_pushfstring(L, "non-negative integer expected, got %f",
+                                  lua_tonumber(L, arg)));
+  return v;
+}
 
 // --- the 1v0 C ABI ---------------------------------------------------------
 
@@ -97,10 +114,21 @@ static int api_deliver(void* utilid, DSS_decoder_1v0_t decode,
 
 static int api_unreg(void* utilid) { return Hub::unreg(utilid); }
 
+static int api_deliver2(void* utilid, DSS_decoder_1v0_t decode,
+                        DSS_return_1v0_t ret, void* data, unsigned flags,
+                        long timeout_ms) {
+  return Hub::deliver2(utilid, decode, ret, data, flags, timeout_ms);
+}
+
+static long api_queued(void* utilid) { return Hub::queued(utilid); }
+
 }  // extern "C"
 
 DSS_api_1v0_t api_1v0 = {DSS_API_1v0_KEY, api_reg, api_getutilid, api_deliver,
                          api_unreg};
+DSS_api_2v0_t api_2v0 = {DSS_API_2v0_KEY, api_reg,      api_getutilid,
+                         api_deliver,     api_unreg,    api_deliver2,
+                         api_queued};
 
 // --- closers: close the hub when the Lua state closes -----------------------
 //
@@ -161,28 +189,47 @@ int renew_closer(lua_State* L) {
 
 struct PollCtx {
   Hub* hub;
-  Item* item;
+  Taken item;
   int n;           // what the decoder returned
   Ticket* ticket;  // the waiting-thread callback made, if any
 };
+
+// Makes a waiting-thread callback for hub and leaves it on the stack; also
+// renews the closer (see above). May raise (allocation).
+Ticket* push_ticket(lua_State* L, Hub* hub) {
+  Ticket* t = static_cast<Ticket*>(lua_newuserdata(L, sizeof(Ticket)));
+  t->hub = nullptr;
+  t->item = nullptr;
+  luaL_getmetatable(L, WT_MT);
+  lua_setmetatable(L, -2);
+  t->hub = hub;
+  hub->ref();
+  push_closer(L, hub);
+  lua_pop(L, 1);
+  return t;
+}
+
+// Checks what a decoder returned against what it pushed. May raise.
+void check_pushed(lua_State* L, int n) {
+  int top = lua_gettop(L);
+  if (n > top)
+    luaL_error(L, "darksidesync: decoder returned %d but pushed %d value(s)",
+               n, top);
+}
 
 // Runs under lua_pcall from poll: decodes the item and builds poll's
 // callback and args table. Returns nothing when the decoder returned <= 0.
 int decode_tramp(lua_State* L) {
   PollCtx* c = static_cast<PollCtx*>(lua_touserdata(L, 1));
   lua_settop(L, 0);
-  Item* item = c->item;
-  int n = item->decode(L, item->data, item->utilid());
+  const Taken& item = c->item;
+  c->hub->count_decoded();
+  int n = item.decode(L, item.data, item.utilid());
   c->n = n;
   if (n <= 0) return 0;
-  int top = lua_gettop(L);
-  if (n > top)
-    return luaL_error(L,
-                      "darksidesync: decoder returned %d but pushed %d "
-                      "value(s)",
-                      n, top);
-  int first = top - n + 1;  // the callback; its arguments follow
-  int off = item->ret ? 1 : 0;
+  check_pushed(L, n);
+  int first = lua_gettop(L) - n + 1;  // the callback; its arguments follow
+  int off = item.blk ? 1 : 0;
   luaL_checkstack(L, 4, "darksidesync: poll");
   lua_createtable(L, n - 1 + off, 0);
   int args = lua_gettop(L);
@@ -190,22 +237,25 @@ int decode_tramp(lua_State* L) {
     lua_pushvalue(L, first + i);
     lua_rawseti(L, args, i + off);
   }
-  if (item->ret) {
-    Ticket* t = static_cast<Ticket*>(lua_newuserdata(L, sizeof(Ticket)));
-    t->hub = nullptr;
-    t->item = nullptr;
-    luaL_getmetatable(L, WT_MT);
-    lua_setmetatable(L, -2);
-    t->hub = c->hub;
-    c->hub->ref();
-    c->ticket = t;
+  if (item.blk) {
+    c->ticket = push_ticket(L, c->hub);
     lua_rawseti(L, args, 1);
-    push_closer(L, c->hub);
-    lua_pop(L, 1);
   }
   lua_pushvalue(L, first);
   lua_pushvalue(L, args);
   return 2;
+}
+
+// Ends an item the Lua side has decoded: a blocking one now waits for its
+// return (or is cancelled, if its registration went away meanwhile).
+void settle_decoded(Hub* hub, const Taken& item, Ticket* ticket) {
+  if (!item.blk) {
+    hub->finish(item);
+  } else if (!hub->park(item, ticket)) {
+    // Unregistered (or closing) while it was being decoded: cancel it; the
+    // waiting-thread callback Lua gets is already spent.
+    hub->cancel_decoded(item.blk);
+  }
 }
 
 // poll() -> -1 | remaining | remaining, callback, args
@@ -213,43 +263,155 @@ int l_poll(lua_State* L) {
   Hub* hub = check_hub(L);
   luaL_checkstack(L, 4, "darksidesync: poll");
   int base = lua_gettop(L);
-  PollCtx c = {hub, nullptr, 0, nullptr};
-  c.item = hub->pop();
+  PollCtx c = {hub, Taken(), 0, nullptr};
+  c.item = hub->take();
   if (!c.item) {
     lua_pushinteger(L, -1);
     return 1;
   }
   // From here the item is ours until it ends; nothing may raise until the
   // pcall has returned and the item is settled.
+  hub->drain_enter();
   lua_pushvalue(L, lua_upvalueindex(1));  // decode_tramp
   lua_pushlightuserdata(L, &c);
   int status = lua_pcall(L, 1, LUA_MULTRET, 0);
   if (status != LUA_OK) {
     hub->finish(c.item);  // a raising decoder ends the item, as 0 would
+    hub->drain_leave();
     return lua_error(L);
   }
   if (c.n <= 0) {
     hub->finish(c.item);
+    hub->drain_leave();
     lua_settop(L, base);
     lua_pushinteger(L, lua_Integer(hub->size()));
     return 1;
   }
-  if (!c.item->ret) {
-    hub->finish(c.item);
-  } else if (!hub->park(c.item, c.ticket)) {
-    // Unregistered (or closing) while it was being decoded: cancel it; the
-    // waiting-thread callback Lua gets is already spent.
-    hub->cancel_decoded(c.item);
-  }
+  settle_decoded(hub, c.item, c.ticket);
+  hub->drain_leave();
   lua_pushinteger(L, lua_Integer(hub->size()));
   lua_insert(L, base + 1);
   return 3;
 }
 
+// --- dispatch ------------------------------------------------------------------
+
+struct DispatchCtx {
+  Hub* hub;
+  lua_Integer max;  // items to run
+  lua_Integer ran;  // items taken so far
+  Taken cur;        // taken and not yet settled: the pcall's owner ends it
+};
+
+// Runs under lua_pcall from dispatch: takes, decodes and calls items until
+// `max` ran or the queue is empty. A raise leaves the item that raised
+// either settled (its callback raised) or in c->cur (its decoder, or our
+// own allocation, raised).
+int dispatch_tramp(lua_State* L) {
+  DispatchCtx* c = static_cast<DispatchCtx*>(lua_touserdata(L, 1));
+  Hub* hub = c->hub;
+  lua_settop(L, 0);
+  while (c->ran < c->max) {
+    c->cur = hub->take();
+    if (!c->cur) break;
+    ++c->ran;
+    hub->count_decoded();
+    int n = c->cur.decode(L, c->cur.data, c->cur.utilid());
+    if (n <= 0) {
+      hub->finish(c->cur);
+      c->cur = Taken();
+      lua_settop(L, 0);
+      continue;
+    }
+    check_pushed(L, n);
+    int first = lua_gettop(L) - n + 1;  // the callback
+    if (c->cur.blk) {
+      luaL_checkstack(L, 4, "darksidesync: dispatch");
+      Ticket* t = push_ticket(L, hub);
+      lua_insert(L, first + 1);  // the first argument
+      ++n;
+      Taken item = c->cur;
+      c->cur = Taken();
+      settle_decoded(hub, item, t);
+    } else {
+      c->cur = Taken();  // fire and forget: decoded is ended
+    }
+    lua_call(L, n - 1, 0);
+    lua_settop(L, 0);  // whatever a decoder left below its values
+  }
+  return 0;
+}
+
+// The message handler of dispatch's pcall while an error handler is set:
+// calls it once, at the point of the error, under its own pcall. Returns
+// &errh_key when it ran (the error is handled) or the error it raised.
+int errh_tramp(lua_State* L) {
+  if (!lua_checkstack(L, 3)) return 1;  // the error, unhandled
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
+  if (!lua_isfunction(L, -1)) {  // removed meanwhile: unhandled
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_insert(L, 1);  // f, error
+  lua_settop(L, 2);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) return 1;  // f's own error
+  lua_pushlightuserdata(L, const_cast<char*>(&errh_key));
+  return 1;
+}
+
+// dispatch([max]) -> how many items ran
+int l_dispatch(lua_State* L) {
+  Hub* hub = check_hub(L);
+  lua_Integer max;
+  if (lua_isnoneornil(L, 1)) max = lua_Integer(hub->size());
+  else max = check_count(L, 1);
+  lua_settop(L, 0);
+  luaL_checkstack(L, 4, "darksidesync: dispatch");
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
+  bool handler = lua_isfunction(L, 1);
+  lua_pop(L, 1);
+  if (handler) lua_pushvalue(L, lua_upvalueindex(2));  // 1: errh_tramp
+  DispatchCtx c = {hub, max, 0, Taken()};
+  int status = LUA_OK;
+  hub->drain_enter();
+  while (c.ran < c.max) {
+    lua_pushvalue(L, lua_upvalueindex(1));  // dispatch_tramp
+    lua_pushlightuserdata(L, &c);
+    status = lua_pcall(L, 1, 0, handler ? 1 : 0);
+    if (c.cur) {
+      hub->finish(c.cur);  // a raising decoder ends the item, as 0 would
+      c.cur = Taken();
+    }
+    if (status == LUA_OK) break;  // ran max, or the queue is empty
+    if (!handler || status != LUA_ERRRUN ||
+        lua_touserdata(L, -1) != static_cast<const void*>(&errh_key))
+      break;
+    lua_pop(L, 1);  // handled
+    status = LUA_OK;
+  }
+  hub->drain_leave();
+  if (status != LUA_OK) return lua_error(L);
+  lua_pushinteger(L, c.ran);
+  return 1;
+}
+
+// seterrorhandler([f])
+int l_seterrorhandler(lua_State* L) {
+  check_hub(L);
+  int t = lua_type(L, 1);
+  if (t != LUA_TNONE && t != LUA_TNIL && t != LUA_TFUNCTION)
+    return luaL_argerror(L, 1,
+                         lua_pushfstring(L, "function or nil expected, got %s",
+                                         luaL_typename(L, 1)));
+  lua_settop(L, 1);
+  dss_rawsetp(L, LUA_REGISTRYINDEX, &errh_key);
+  return 0;
+}
+
 // --- the waiting-thread callback ------------------------------------------
 
 struct RetCtx {
-  Item* item;
+  Blocking* item;
   int garbage;
 };
 
@@ -258,8 +420,8 @@ struct RetCtx {
 int ret_tramp(lua_State* L) {
   RetCtx* c = static_cast<RetCtx*>(lua_touserdata(L, 1));
   lua_remove(L, 1);
-  Item* item = c->item;
-  int n = item->ret(L, item->data, item->utilid(), c->garbage);
+  Blocking* item = c->item;
+  int n = item->ret(L, item->data, dss::to_utilid(item->id), c->garbage);
   int top = lua_gettop(L);
   if (n < 0) n = 0;
   if (n > top)
@@ -275,7 +437,7 @@ int ret_tramp(lua_State* L) {
 int wt_call(lua_State* L) {
   Ticket* t = static_cast<Ticket*>(luaL_checkudata(L, 1, WT_MT));
   luaL_checkstack(L, 3, "darksidesync: waiting-thread callback");
-  Item* item = Hub::claim(t);
+  Blocking* item = Hub::claim(t);
   if (!item) return 0;
   // The userdata stays at index 1 (keeping it, and its hub, alive).
   int nargs = lua_gettop(L) - 1;
@@ -284,8 +446,9 @@ int wt_call(lua_State* L) {
   lua_insert(L, 2);
   lua_pushlightuserdata(L, &c);
   lua_insert(L, 3);
+  t->hub->count_returned();
   int status = lua_pcall(L, nargs + 1, LUA_MULTRET, 0);
-  t->hub->finish(item);  // releases the producer, raising or not
+  t->hub->finish_returned(item);  // releases the producer, raising or not
   if (status != LUA_OK) return lua_error(L);
   return lua_gettop(L) - 1;
 }
@@ -296,13 +459,14 @@ int wt_gc(lua_State* L) {
   Ticket* t = static_cast<Ticket*>(lua_touserdata(L, 1));
   Hub* hub = t->hub;
   if (!hub) return 0;
-  if (Item* item = Hub::claim(t)) {
+  if (Blocking* item = Hub::claim(t)) {
     if (lua_checkstack(L, 2)) {
       RetCtx c = {item, 1};
       lua_pushvalue(L, lua_upvalueindex(1));  // ret_tramp
       lua_pushlightuserdata(L, &c);
+      hub->count_returned();
       if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
-      hub->finish(item);
+      hub->finish_returned(item);
     } else {
       hub->cancel_decoded(item);
     }
@@ -343,10 +507,84 @@ int l_setport(lua_State* L) {
                         lua_isnone(L, 1) ? "no value" : luaL_typename(L, 1)));
   if (!dss_tointegerx(L, 1, &port) || port < 0 || port > 65535)
     return luaL_argerror(L, 1, "port must be an integer from 0 to 65535");
-  if (!hub->set_port(int(port)))
+  static const char* const modes[] = {"each", "coalesce", nullptr};
+  int mt = lua_type(L, 2);
+  if (mt != LUA_TNONE && mt != LUA_TNIL && mt != LUA_TSTRING &&
+      mt != LUA_TNUMBER)
+    return luaL_argerror(L, 2,
+                         lua_pushfstring(L, "string expected, got %s",
+                                         luaL_typename(L, 2)));
+  int mode = luaL_checkoption(L, 2, "each", modes);
+  if (!hub->set_port(int(port), mode == 1))
     return luaL_error(L, "darksidesync: cannot create the UDP socket: %s",
                       std::strerror(errno));
   lua_pushinteger(L, 1);
+  return 1;
+}
+
+int l_getfd(lua_State* L) {
+  Hub* hub = check_hub(L);
+  int fd = hub->fd();
+  if (fd < 0)
+    return luaL_error(L, "darksidesync: cannot create the wake-up fd: %s",
+                      std::strerror(errno));
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+// wait([timeout]) -> queue size, 0 on timeout
+int l_wait(lua_State* L) {
+  Hub* hub = check_hub(L);
+  double timeout = -1;
+  if (!lua_isnoneornil(L, 1)) {
+    if (lua_type(L, 1) != LUA_TNUMBER)
+      return luaL_argerror(
+          L, 1,
+          lua_pushfstring(L, "non-negative number of seconds expected, got %s",
+                          luaL_typename(L, 1)));
+    timeout = double(lua_tonumber(L, 1));
+    if (!(timeout >= 0))
+      return luaL_argerror(
+          L, 1,
+          lua_pushfstring(L, "non-negative number of seconds expected, got %f",
+                          lua_tonumber(L, 1)));
+  }
+  hub->drain_enter();
+  std::size_t n = hub->wait(timeout);
+  hub->drain_leave();
+  lua_pushinteger(L, lua_Integer(n));
+  return 1;
+}
+
+int l_setmaxqueue(lua_State* L) {
+  Hub* hub = check_hub(L);
+  hub->set_max(std::size_t(check_count(L, 1)));
+  return 0;
+}
+
+int l_getmaxqueue(lua_State* L) {
+  Hub* hub = check_hub(L);
+  lua_pushinteger(L, lua_Integer(hub->max()));
+  return 1;
+}
+
+int l_stats(lua_State* L) {
+  Hub* hub = check_hub(L);
+  dss::Stats s = hub->stats();
+  const struct {
+    const char* name;
+    std::uint64_t value;
+  } fields[] = {{"delivered", s.delivered}, {"decoded", s.decoded},
+                {"returned", s.returned},   {"cancelled", s.cancelled},
+                {"timedout", s.timedout},   {"rejected", s.rejected},
+                {"notified", s.notified},   {"notifyfailed", s.notifyfailed},
+                {"queued", s.queued},       {"maxqueued", s.maxqueued},
+                {"blocked", s.blocked}};
+  lua_createtable(L, 0, int(sizeof fields / sizeof fields[0]));
+  for (const auto& f : fields) {
+    lua_pushinteger(L, lua_Integer(f.value));
+    lua_setfield(L, -2, f.name);
+  }
   return 1;
 }
 
@@ -433,15 +671,27 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
   lua_setfield(L, -2, DSS_VERSION_KEY);
   lua_pushlightuserdata(L, &api_1v0);
   lua_setfield(L, -2, DSS_API_1v0_KEY);
+  lua_pushlightuserdata(L, &api_2v0);
+  lua_setfield(L, -2, DSS_API_2v0_KEY);
   lua_pop(L, 1);
 
   lua_newtable(L);
   lua_pushcfunction(L, decode_tramp);
   lua_pushcclosure(L, l_poll, 1);
   lua_setfield(L, -2, "poll");
+  lua_pushcfunction(L, dispatch_tramp);
+  lua_pushcfunction(L, errh_tramp);
+  lua_pushcclosure(L, l_dispatch, 2);
+  lua_setfield(L, -2, "dispatch");
   const luaL_Reg funcs[] = {{"queuesize", l_queuesize},
                             {"setport", l_setport},
                             {"getport", l_getport},
+                            {"getfd", l_getfd},
+                            {"wait", l_wait},
+                            {"seterrorhandler", l_seterrorhandler},
+                            {"setmaxqueue", l_setmaxqueue},
+                            {"getmaxqueue", l_getmaxqueue},
+                            {"stats", l_stats},
                             {nullptr, nullptr}};
   dss_setfuncs(L, funcs, 0);
   lua_pushliteral(L, DSS_VERSION);
