@@ -6,28 +6,64 @@
 // loading and unloading it is real.
 //
 // S state threads each own a Lua state in turn: create it, require
-// darksidesync, register two client "libraries", poll and run the callbacks
-// (answering, dropping to the GC or holding waiting-thread callbacks),
-// unregister and re-register mid-flight, and close it while producers are
-// blocked; then open a new one. P producer threads deliver items (fire and
-// forget or blocking, random decoder and Lua-side behaviour) to whatever
-// utilid a state currently publishes, racing the closes, plus stale utilids.
+// darksidesync, register two client "libraries", drain the queue and run the
+// callbacks (answering, dropping to the GC or holding waiting-thread
+// callbacks), unregister and re-register mid-flight, and close it while
+// producers are blocked; then open a new one. A state drains in one of five
+// ways, switched at random while it runs: poll(); dispatch([max]) with or
+// without an error handler (some callbacks and decoders raise); wait(timeout)
+// then dispatch(); poll(2) on getfd() then dispatch(); poll(2) on a UDP
+// socket that setport(port, "each" | "coalesce") notifies, then dispatch()
+// until queuesize() is 0. States also change setmaxqueue(n) (small n) at run
+// time. P producer threads deliver items (fire and forget or blocking, random
+// decoder and Lua-side behaviour) to whatever utilid a state currently
+// publishes, racing the closes, plus stale utilids: through the 1v0 deliver,
+// or the 2v0 deliver2 with DSS_DELIVER_NOWAIT or not, invalid flag bits now
+// and then, and timeouts from 0 to 200 ms or none (tiny ones time out while
+// the item is queued, and while Lua holds its waiting-thread callback).
 //
 // Every item has an id and a byte of atomic flags: how many times it ended,
 // how many times it was decoded, whether deliver accepted or refused it. At
 // the end: accepted items must have ended exactly once (lost / doubled),
-// refused ones never seen by a callback. A watchdog fails the run when a
-// producer stays inside deliver too long (hung).
+// refused ones never seen by a callback. An item ended by its producer's
+// timeout ends on the producer's own thread, inside deliver2 (the harness
+// checks that). A watchdog fails the run when a producer stays inside deliver
+// too long (hung); deliver2 must return within its timeout (plus slack).
+//
+// Exact checks as it goes: dispatch() returns how many decoders ran; wait()
+// returning 0 waited its timeout; the wake-up fd and the coalesced datagram
+// are never missing while items are queued; the queue never grows above a
+// limit it was seen under; every error raised reaches the handler or the
+// caller exactly once; a blocking delivery from a decoder (the Lua thread
+// inside poll or dispatch) returns DSS_ERR_WOULD_DEADLOCK.
+//
+// Half the states end with a quiet moment: the state unregisters its
+// libraries (no producer can reach it any more), waits until no producer is
+// inside a delivery of its items, and checks stats() against the harness's
+// own per-state counts (delivered, decoded, returned, cancelled, timedout,
+// rejected exactly; queued == blocked == 0; delivered == decoded + cancelled
+// while queued + timed out while queued), that the wake-up fd is not
+// readable; then delivers n items itself with DSS_DELIVER_NOWAIT into the
+// empty bounded queue (exactly min(n, limit) accepted, the rest QUEUE_FULL;
+// timeout 0 -> QUEUE_FULL, 1 ms -> TIMEOUT), checks queued(utilid),
+// queuesize(), stats().queued, wait(0) and the fd's readability against that
+// count, dispatches them (dispatch() returns the count) and checks again.
 //
 // Repeatedly, the run goes through moments when every state is closed (so
 // Lua has dlclosed darksidesync.so): then the module must still be mapped
 // (it pins itself), every producer blocked before must have been released,
 // and deliveries with stale utilids, through the API struct pointer obtained
 // earlier, must return DSS_ERR_INVALID_UTILID.
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <link.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdarg>
@@ -70,6 +106,7 @@ struct Options {
   double hang_seconds = 30;
   double window_every = 2;  // seconds between all-closed moments
   int max_open_ms = 150;    // a state stays open 1..max_open_ms
+  double scale = 1;         // DSS_TEST_TIMESCALE: stretches the bounded waits
   std::string module_dir = DSS_STRESS_MODULE_DIR;
 };
 Options opt;
@@ -104,7 +141,13 @@ struct Stats {
       decoded{0}, returned{0}, garbage{0}, dec0{0}, cancels{0},
       client_cancels{0}, releases{0}, states_opened{0}, states_closed{0},
       unregs{0}, reregs{0}, stale{0}, windows{0}, window_probes{0},
-      window_delivers{0}, max_queue{0};
+      window_delivers{0}, max_queue{0},
+      // 2v0
+      v2{0}, timedout_queued{0}, timedout_pending{0}, queue_full{0},
+      timeout_noroom{0}, cancelled_v2{0}, bad_flags{0}, queued_calls{0},
+      deadlock_probes{0}, raised{0}, dispatched{0}, waits{0}, wait_timeouts{0},
+      fd_wakeups{0}, fd_spurious{0}, datagrams{0}, coalesce_modes{0},
+      maxqueue_changes{0}, stats_checks{0}, self_items{0}, mode_switches{0};
   std::atomic<int> hung{0};
 };
 Stats st;
@@ -122,15 +165,17 @@ enum : std::uint8_t {
   F_ENDS = 0x07,      // times ended (saturates into F_DECODES only on a bug)
   F_DEC_ONE = 0x08,   // blocking item decoded with L (count, 2 bits)
   F_DECODES = 0x18,
-  F_ACCEPTED = 0x20,  // deliver returned SUCCESS / UDP_SEND_FAILED
-  F_REFUSED = 0x40,   // deliver returned an error
+  F_ACCEPTED = 0x20,  // deliver queued it (SUCCESS, UDP_SEND_FAILED,
+                      // CANCELLED, or TIMEOUT after it was queued)
+  F_REFUSED = 0x40,   // deliver returned an error, nothing queued
   F_STARTED = 0x80,   // deliver was called
 };
 std::unique_ptr<std::atomic<std::uint8_t>[]> g_items;
 std::atomic<std::uint64_t> g_next_item{0};
 
 const std::uint32_t MAGIC = 0x5eed5eedu;
-const std::uint32_t PROBE = 0xffffffffu;  // idx of the all-closed probes
+const std::uint32_t PROBE = 0xffffffffu;  // idx of refused probes
+const std::uint32_t SELF = 0xfffffffeu;   // idx of a state's own items
 
 // Actions, chosen by the producer.
 enum {
@@ -140,9 +185,38 @@ enum {
   A_DROP = 2,        // ... drops it to the GC
   A_HOLD = 3,        // ... keeps it, calls or drops it later (or never)
   A_CALL_TWICE = 4,  // ... calls it twice (the second call is a no-op)
+  A_RAISE = 5,       // fire and forget: the Lua callback raises
+  A_DECRAISE = 6,    // fire and forget: the decoder raises
 };
 // How an item ended, as the producer sees it.
-enum { ANS_NONE = 0, ANS_RETURNED, ANS_GARBAGE, ANS_DEC0, ANS_CANCELLED };
+enum { ANS_NONE = 0, ANS_RETURNED, ANS_GARBAGE, ANS_DEC0, ANS_CANCELLED, ANS_TIMEDOUT };
+
+// One opened Lua state, as producers see it (published in its slot), with
+// the harness's own counts of what happened to its items. Never freed
+// before the end of the run: producers may still hold it.
+struct StateRec {
+  std::atomic<std::uintptr_t> utilid[2];
+  // Counted by the callbacks.
+  std::atomic<std::uint64_t> dec_L{0}, returned{0}, garbage{0}, cancel_q{0},
+      cancel_p{0}, timeout_q{0}, timeout_p{0}, self_ended{0};
+  // Counted by producers once deliver returned.
+  std::atomic<std::uint64_t> accepted{0}, rejected{0};
+  // Producers between loading this record and counting their result.
+  std::atomic<int> inflight{0};
+  StateRec() {
+    utilid[0].store(0);
+    utilid[1].store(0);
+  }
+};
+
+std::mutex g_recs_mu;
+std::vector<std::unique_ptr<StateRec>> g_recs;
+
+StateRec* new_rec() {
+  std::lock_guard<std::mutex> lock(g_recs_mu);
+  g_recs.emplace_back(new StateRec());
+  return g_recs.back().get();
+}
 
 struct Payload {
   std::uint32_t magic;
@@ -151,18 +225,30 @@ struct Payload {
   bool blocking;
   void* utilid;
   int answer;  // written by the ending callback, read by a released producer
+  StateRec* sr;
 };
 
-// Records that p's item ended; returns false (and reports) if it had already.
+// The item this thread is delivering right now: a decoder or return
+// callback with L == NULL for it, on this thread, is its timeout.
+thread_local const Payload* t_delivering = nullptr;
+// Decoders run with a Lua state on this thread, and those that raised.
+thread_local std::uint64_t t_decoded = 0, t_decraised = 0;
+// This state thread's UDP socket.
+thread_local int t_udp = -1;
+
+// Records that p's item ended; doubles are counted at the end from the flags.
 void end_item(Payload* p, int answer) {
   p->answer = answer;
   if (p->idx == PROBE) {
-    fail("a callback ran for a refused all-closed probe");
+    fail("a callback ran for a refused probe");
+    return;
+  }
+  if (p->idx == SELF) {
+    if (p->sr) p->sr->self_ended++;
     return;
   }
   std::uint8_t old = g_items[p->idx].fetch_add(1);
   if (old & F_REFUSED) fail("item %u: callback after deliver refused it", p->idx);
-  // doubles are counted at the end from the flags
 }
 
 bool check_payload(Payload* p, void* utilid, const char* who) {
@@ -179,6 +265,9 @@ bool check_payload(Payload* p, void* utilid, const char* who) {
 
 const char* const CB_KEY = "stress.cb";
 const char* const STEP_KEY = "stress.step";
+const char* const MODE_KEY = "stress.setmode";
+const char* const REPORT_KEY = "stress.report";
+const char* const DSS_KEY = "stress.dss";
 
 void push_callback(lua_State* L, Payload* p) {
   lua_getfield(L, LUA_REGISTRYINDEX, CB_KEY);
@@ -193,22 +282,55 @@ double uniform() {
 }
 
 const DSS_api_1v0_t* api();
+const DSS_api_2v0_t* api2();
 
 extern "C" {
+
+static int stress_ret(lua_State* L, void* pData, void* utilid, int garbage);
 
 static int stress_decode(lua_State* L, void* pData, void* utilid) {
   Payload* p = static_cast<Payload*>(pData);
   if (!check_payload(p, utilid, "decoder")) return 0;
+  StateRec* sr = p->sr;
   if (!L) {
+    if (p == t_delivering) {  // its producer's timeout, while queued
+      if (!p->blocking) fail("item %u: fire-and-forget item ended by a timeout", p->idx);
+      st.timedout_queued++;
+      if (sr) sr->timeout_q++;
+      end_item(p, ANS_TIMEDOUT);
+      return 0;
+    }
     st.cancels++;
+    if (sr) sr->cancel_q++;
     end_item(p, ANS_CANCELLED);
     if (!p->blocking) delete p;
     return 0;
   }
-  if (p->action == A_DEC0) {
+  t_decoded++;
+  if (sr) sr->dec_L++;
+  // A blocking delivery from here (the Lua thread, inside poll or dispatch)
+  // would wait for this very thread: refused at once.
+  if (!p->blocking && p->idx != SELF && uniform() < 0.003) {
+    Payload probe = {MAGIC, PROBE, A_CALL, true, p->utilid, ANS_NONE, nullptr};
+    int rc = uniform() < 0.5
+                 ? api2()->deliver2(p->utilid, stress_decode, stress_ret, &probe, 0,
+                                    uniform() < 0.5 ? DSS_TIMEOUT_INFINITE : 1000)
+                 : api()->deliver(p->utilid, stress_decode, stress_ret, &probe);
+    // INVALID_UTILID: a producer unregistered the library meanwhile.
+    if (rc != DSS_ERR_WOULD_DEADLOCK && rc != DSS_ERR_INVALID_UTILID)
+      fail("a blocking deliver from a decoder returned %d, not WOULD_DEADLOCK", rc);
+    st.deadlock_probes++;
+  }
+  if (p->action == A_DEC0 || p->action == A_DECRAISE) {
     st.dec0++;
     end_item(p, ANS_DEC0);
+    bool raise = p->action == A_DECRAISE;
     if (!p->blocking) delete p;
+    if (raise) {
+      t_decraised++;
+      st.raised++;
+      luaL_error(L, "stress decoder raise");
+    }
     return 0;
   }
   if (!lua_checkstack(L, 3)) {
@@ -222,7 +344,7 @@ static int stress_decode(lua_State* L, void* pData, void* utilid) {
     delete p;
     return 3;
   }
-  if (p->idx != PROBE) {
+  if (p->idx < PROBE - 1) {
     std::uint8_t old = g_items[p->idx].fetch_add(F_DEC_ONE);
     if (old & (F_DECODES | F_ENDS))
       fail("item %u: decoded again, or after it ended (flags %#x)", p->idx,
@@ -235,12 +357,23 @@ static int stress_decode(lua_State* L, void* pData, void* utilid) {
 static int stress_ret(lua_State* L, void* pData, void* utilid, int garbage) {
   Payload* p = static_cast<Payload*>(pData);
   if (!check_payload(p, utilid, "return callback")) return 0;
-  if (!p->blocking) fail("item %u: return callback of a fire-and-forget item", p->idx);
-  if (p->idx != PROBE && !(g_items[p->idx].load() & F_DECODES))
+  StateRec* sr = p->sr;
+  if (!p->blocking) {
+    fail("item %u: return callback of a fire-and-forget item", p->idx);
+    return 0;
+  }
+  if (p->idx < PROBE - 1 && !(g_items[p->idx].load() & F_DECODES))
     fail("item %u: return callback before it was decoded", p->idx);
   if (!L) {
     if (garbage) fail("item %u: return callback with L == NULL and garbage", p->idx);
+    if (p == t_delivering) {  // its producer's timeout, while Lua held it
+      st.timedout_pending++;
+      if (sr) sr->timeout_p++;
+      end_item(p, ANS_TIMEDOUT);
+      return 0;
+    }
     st.cancels++;
+    if (sr) sr->cancel_p++;
     end_item(p, ANS_CANCELLED);
     return 0;
   }
@@ -248,6 +381,7 @@ static int stress_ret(lua_State* L, void* pData, void* utilid, int garbage) {
     if (p->action != A_DROP && p->action != A_HOLD)
       fail("item %u: collected, but its action was %d", p->idx, p->action);
     st.garbage++;
+    if (sr) sr->garbage++;
     end_item(p, ANS_GARBAGE);
     return 0;
   }
@@ -255,6 +389,7 @@ static int stress_ret(lua_State* L, void* pData, void* utilid, int garbage) {
       lua_tointeger(L, 1) != lua_Integer(p->idx))
     fail("item %u: return callback got the wrong Lua arguments", p->idx);
   st.returned++;
+  if (sr) sr->returned++;
   end_item(p, ANS_RETURNED);
   if (!lua_checkstack(L, 1)) return 0;
   lua_pushinteger(L, lua_Integer(p->idx) * 2);
@@ -274,10 +409,12 @@ static void stress_cancel(void* utilid) {
 
 }  // extern "C"
 
-// --- the API struct, found through the registry ---------------------------
+// --- the API structs, found through the registry ---------------------------
 
 std::atomic<const DSS_api_1v0_t*> g_api{nullptr};
+std::atomic<const DSS_api_2v0_t*> g_api2{nullptr};
 const DSS_api_1v0_t* api() { return g_api.load(); }
+const DSS_api_2v0_t* api2() { return g_api2.load(); }
 
 // --- is darksidesync.so mapped? ------------------------------------------------
 
@@ -336,11 +473,17 @@ StaleList g_stale;
 
 const int NLIBS = 2;
 const char g_libids[NLIBS] = {0, 0};  // libids: their addresses
+const char g_self_libid = 0;          // a state's own library (quiet moments)
 
 struct Slot {
-  std::atomic<std::uintptr_t> utilid[NLIBS];
+  std::atomic<StateRec*> rec{nullptr};
 };
 std::unique_ptr<Slot[]> g_slots;
+
+std::uintptr_t slot_utilid(int s, int k) {
+  StateRec* r = g_slots[std::size_t(s)].rec.load();
+  return r ? r->utilid[k].load() : 0;
+}
 
 // --- run control ---------------------------------------------------------------
 
@@ -360,14 +503,38 @@ std::unique_ptr<ProducerInfo[]> g_prod;
 // --- the Lua side ----------------------------------------------------------------
 
 const char* const DRIVER = R"LUA(
+local H = ...
 local dss = require "darksidesync"
 local unpack = table.unpack or unpack
 local random = math.random
 local held, nheld = {}, 0
 local maxq = 0
+local scale = H.scale
+-- errors raised by callbacks (raised) or decoders (H.decraised()) must each
+-- reach the error handler (handled) or a caller (caught), exactly once
+local raised, handled, caught = 0, 0, 0
+local decraised0 = H.decraised()  -- a per-thread count: this state's start
+local mode, coalesce, has_handler = 0, false, false
+local armed = false        -- coalesce: the queue was seen empty since the last datagram
+local limit, bounded = 0, false
+local fd
+local C = { dispatched = 0, waits = 0, wait_timeouts = 0, fd_wakeups = 0,
+            fd_spurious = 0, datagrams = 0, maxqueue_changes = 0 }
+local WAITS = { 0, 0.001, 0.002, 0.01, 0.03 }
+local LIMITS = { 0, 0, 1, 2, 3, 5, 16, 100 }
 
--- wt(idx) returns idx * 2, or nothing at all when the item was cancelled
--- meanwhile (an unreg from a producer thread): the producer checks that.
+local function ours(msg)
+  return type(msg) == "string" and
+    (msg:find("stress raise", 1, true) or msg:find("stress decoder raise", 1, true)) ~= nil
+end
+
+local function handler(msg)
+  if not ours(msg) then H.fail("error handler got: " .. tostring(msg)) end
+  handled = handled + 1
+end
+
+-- wt(idx) returns idx * 2, or nothing at all when the item ended meanwhile
+-- (an unreg from a producer thread, or its producer's timeout).
 local function check(idx, ...)
   local n, r = select('#', ...), ...
   if n ~= 0 and (n ~= 1 or r ~= idx * 2) then
@@ -378,7 +545,12 @@ end
 -- fire and forget: cb(idx, action); blocking: cb(wt, idx, action)
 local function cb(a, b, c)
   if type(a) == "number" then
-    if c ~= nil or b ~= 1 then error("bad fire-and-forget arguments") end
+    if c ~= nil then error("bad fire-and-forget arguments") end
+    if b == 5 then
+      raised = raised + 1
+      error("stress raise " .. a)
+    end
+    if b ~= 1 then error("bad fire-and-forget arguments") end
     return
   end
   local wt, idx, action = a, b, c
@@ -395,14 +567,123 @@ local function cb(a, b, c)
   end
 end
 
-local function step(maxpolls, resolve, gc)
-  local polled = 0
+local function run_dispatch(max)
+  local d0 = H.decoded()
+  local ok, n
+  if max then ok, n = pcall(dss.dispatch, max) else ok, n = pcall(dss.dispatch) end
+  local d = H.decoded() - d0
+  if ok then
+    if n ~= d then
+      H.fail(("dispatch(%s) returned %s, %d decoders ran"):format(tostring(max), tostring(n), d))
+    end
+    if max and n > max then H.fail(("dispatch(%d) ran %d"):format(max, n)) end
+    C.dispatched = C.dispatched + d
+    return d
+  end
+  if has_handler then H.fail("dispatch raised with an error handler set: " .. tostring(n)) end
+  if not ours(n) then error(n, 0) end
+  caught = caught + 1
+  C.dispatched = C.dispatched + d
+  return d
+end
+
+local function run_poll(maxpolls)
+  local ran = 0
   for _ = 1, maxpolls do
-    local n, f, args = dss.poll()
-    if n == -1 then break end
-    polled = polled + 1
-    if n > maxq then maxq = n end
-    if f then f(unpack(args)) end
+    local ok, n, f, args = pcall(dss.poll)
+    if not ok then
+      if not ours(n) then error(n, 0) end
+      caught = caught + 1
+      ran = ran + 1
+    else
+      if n == -1 then break end
+      ran = ran + 1
+      if n > maxq then maxq = n end
+      if f then
+        local ok2, e = pcall(f, unpack(args))
+        if not ok2 then
+          if not ours(e) then error(e, 0) end
+          caught = caught + 1
+        end
+      end
+    end
+  end
+  return ran
+end
+
+-- dispatch until the queue is seen empty (bounded)
+local function drain()
+  local total = 0
+  for _ = 1, 16 do
+    total = total + run_dispatch()
+    if dss.queuesize() == 0 then
+      armed = coalesce
+      return total
+    end
+  end
+  armed = false
+  return total
+end
+
+local function step(resolve, gc)
+  local ran = 0
+  if mode == 0 then
+    ran = run_poll(64)
+  elseif mode == 1 then
+    ran = run_dispatch(random() < 0.5 and random(0, 64) or nil)
+  elseif mode == 2 then
+    local t = WAITS[random(#WAITS)]
+    local t0 = H.now()
+    local n = dss.wait(t)
+    C.waits = C.waits + 1
+    if n == 0 then
+      C.wait_timeouts = C.wait_timeouts + 1
+      local el = H.now() - t0
+      if el < t - 0.001 then H.fail(("wait(%g) returned 0 after %.4f s"):format(t, el)) end
+      if dss.queuesize() > 0 and dss.wait(2 * scale) == 0 and dss.queuesize() > 0 then
+        H.fail("wait(2) returned 0 with items queued")
+      end
+    elseif type(n) ~= "number" or n < 1 then
+      H.fail("wait returned " .. tostring(n))
+    else
+      ran = run_dispatch()
+    end
+  elseif mode == 3 then
+    local f = dss.getfd()
+    if fd and f ~= fd then H.fail("getfd returned " .. tostring(f) .. ", before " .. fd) end
+    fd = f
+    if H.fdready(fd, 20) then
+      C.fd_wakeups = C.fd_wakeups + 1
+      ran = run_dispatch()
+      if ran == 0 then C.fd_spurious = C.fd_spurious + 1 end
+    elseif dss.queuesize() > 0 and not H.fdready(fd, 2000 * scale) and dss.queuesize() > 0 then
+      H.fail("the wake-up fd stayed unreadable for 2 s with items queued")
+    end
+  else
+    local got = H.udp(20)
+    if got == 0 and armed and dss.queuesize() > 0 then
+      local nf = dss.stats().notifyfailed
+      got = H.udp(2000 * scale)
+      if got == 0 and dss.queuesize() > 0 and dss.stats().notifyfailed == nf then
+        H.fail("coalesce: items queued since the queue was seen empty, and no datagram in 2 s")
+      end
+    end
+    C.datagrams = C.datagrams + got
+    if got > 0 or not armed then ran = drain() end
+  end
+  local q = dss.queuesize()
+  if limit > 0 then
+    if bounded and q > limit then
+      H.fail(("queuesize() %d above the limit %d it was seen under"):format(q, limit))
+    end
+    if q <= limit then bounded = true end
+  end
+  if random() < 0.01 then
+    limit = LIMITS[random(#LIMITS)]
+    dss.setmaxqueue(limit)
+    if dss.getmaxqueue() ~= limit then H.fail("getmaxqueue() is not " .. limit) end
+    bounded = false
+    C.maxqueue_changes = C.maxqueue_changes + 1
   end
   if nheld > 0 and random() < resolve then
     local k = random(nheld)
@@ -415,10 +696,40 @@ local function step(maxpolls, resolve, gc)
     end
   end
   if gc then collectgarbage() end
-  return polled, maxq
+  local r = raised + H.decraised() - decraised0
+  if r ~= handled + caught then
+    H.fail(("%d errors raised, %d reached the handler, %d a caller"):format(r, handled, caught))
+  end
+  return ran, maxq
 end
 
-return cb, step
+-- mode: 0 poll, 1 dispatch, 2 wait, 3 getfd, 4 UDP (port, co: coalesce);
+-- h: set the error handler
+local function setmode(m, port, co, h)
+  mode = m
+  armed = false
+  if m == 4 then
+    if co then dss.setport(port, "coalesce")
+    elseif random() < 0.5 then dss.setport(port)
+    else dss.setport(port, "each") end
+    if dss.getport() ~= port then H.fail("getport() is not " .. port) end
+  elseif dss.setport(0) ~= 1 then
+    H.fail("setport(0) did not return 1")
+  end
+  coalesce = m == 4 and co
+  if h then dss.seterrorhandler(handler)
+  elseif random() < 0.5 then dss.seterrorhandler(nil)
+  else dss.seterrorhandler() end
+  has_handler = h
+end
+
+local function report()
+  C.raised = raised
+  C.fd = fd or -1
+  return C
+end
+
+return cb, step, setmode, report, dss
 )LUA";
 
 bool lua_do(lua_State* L, int nargs, int nres, const char* what) {
@@ -428,6 +739,144 @@ bool lua_do(lua_State* L, int nargs, int nres, const char* what) {
     return false;
   }
   return true;
+}
+
+// --- helpers the driver calls (table H) ------------------------------------------
+
+extern "C" {
+
+static int h_decoded(lua_State* L) {
+  lua_pushnumber(L, lua_Number(t_decoded));
+  return 1;
+}
+
+static int h_decraised(lua_State* L) {
+  lua_pushnumber(L, lua_Number(t_decraised));
+  return 1;
+}
+
+static int h_now(lua_State* L) {
+  lua_pushnumber(L, lua_Number(now_ns()) / 1e9);
+  return 1;
+}
+
+static int h_fail(lua_State* L) {
+  fail("lua: %s", luaL_checkstring(L, 1));
+  return 0;
+}
+
+// fdready(fd, ms): whether fd is readable within ms (poll(2)).
+static int h_fdready(lua_State* L) {
+  int fd = int(luaL_checkinteger(L, 1));
+  int ms = int(luaL_checknumber(L, 2));
+  pollfd p = {fd, POLLIN, 0};
+  int r;
+  do {
+    r = ::poll(&p, 1, ms);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0 || (p.revents & (POLLNVAL | POLLERR)))
+    fail("poll(2) on the wake-up fd %d: r=%d revents=%#x", fd, r, unsigned(p.revents));
+  lua_pushboolean(L, r > 0 && (p.revents & POLLIN));
+  return 1;
+}
+
+// udp(ms): waits up to ms for a datagram on this thread's socket, then reads
+// every one there; returns how many.
+static int h_udp(lua_State* L) {
+  int ms = int(luaL_checknumber(L, 1));
+  pollfd p = {t_udp, POLLIN, 0};
+  int r;
+  do {
+    r = ::poll(&p, 1, ms);
+  } while (r < 0 && errno == EINTR);
+  int n = 0;
+  for (;;) {
+    char buf[64];
+    ssize_t len = ::recv(t_udp, buf, sizeof buf - 1, MSG_DONTWAIT);
+    if (len < 0) break;
+    buf[len] = 0;
+    if (len < 2 || buf[0] != ' ' || std::atol(buf + 1) < 1)
+      fail("a datagram reads '%s', not ' <count>'", buf);
+    ++n;
+  }
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+}  // extern "C"
+
+void push_helpers(lua_State* L) {
+  lua_newtable(L);
+  lua_pushcfunction(L, h_decoded);
+  lua_setfield(L, -2, "decoded");
+  lua_pushcfunction(L, h_decraised);
+  lua_setfield(L, -2, "decraised");
+  lua_pushcfunction(L, h_now);
+  lua_setfield(L, -2, "now");
+  lua_pushcfunction(L, h_fail);
+  lua_setfield(L, -2, "fail");
+  lua_pushcfunction(L, h_fdready);
+  lua_setfield(L, -2, "fdready");
+  lua_pushcfunction(L, h_udp);
+  lua_setfield(L, -2, "udp");
+  lua_pushnumber(L, lua_Number(opt.scale));
+  lua_setfield(L, -2, "scale");
+}
+
+// Calls darksidesync.<fn>(args...) with number arguments, leaving nres
+// results; false (reported) if it raised.
+bool dcall(lua_State* L, const char* fn, std::initializer_list<lua_Number> args,
+           int nres) {
+  lua_getfield(L, LUA_REGISTRYINDEX, DSS_KEY);
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  for (lua_Number a : args) lua_pushnumber(L, a);
+  std::string what = std::string("darksidesync.") + fn;
+  return lua_do(L, int(args.size()), nres, what.c_str());
+}
+
+// darksidesync.<fn>() as an integer, or -1 (reported) if it raised.
+long long dcall_int(lua_State* L, const char* fn,
+                    std::initializer_list<lua_Number> args = {}) {
+  if (!dcall(L, fn, args, 1)) return -1;
+  long long v = static_cast<long long>(lua_tonumber(L, -1));
+  lua_pop(L, 1);
+  return v;
+}
+
+struct DssStats {
+  std::uint64_t delivered, decoded, returned, cancelled, timedout, rejected,
+      notified, notifyfailed, queued, maxqueued, blocked;
+};
+
+bool get_stats(lua_State* L, DssStats* s) {
+  if (!dcall(L, "stats", {}, 1)) return false;
+  if (!lua_istable(L, -1)) {
+    fail("stats() returned a %s", luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return false;
+  }
+  struct {
+    const char* name;
+    std::uint64_t* v;
+  } fields[] = {{"delivered", &s->delivered}, {"decoded", &s->decoded},
+                {"returned", &s->returned},   {"cancelled", &s->cancelled},
+                {"timedout", &s->timedout},   {"rejected", &s->rejected},
+                {"notified", &s->notified},   {"notifyfailed", &s->notifyfailed},
+                {"queued", &s->queued},       {"maxqueued", &s->maxqueued},
+                {"blocked", &s->blocked}};
+  bool ok = true;
+  for (auto& f : fields) {
+    lua_getfield(L, -1, f.name);
+    if (!lua_isnumber(L, -1)) {
+      fail("stats().%s is a %s", f.name, luaL_typename(L, -1));
+      ok = false;
+    }
+    *f.v = std::uint64_t(lua_tonumber(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return ok;
 }
 
 // Opens a state as a client library's host would. Returns nullptr on failure.
@@ -456,14 +905,18 @@ lua_State* open_state(std::uint64_t lua_seed) {
     lua_close(L);
     return nullptr;
   }
-  if (!lua_do(L, 0, 2, "require darksidesync / driver")) {
+  push_helpers(L);
+  if (!lua_do(L, 1, 5, "require darksidesync / driver")) {
     lua_close(L);
     return nullptr;
   }
+  lua_setfield(L, LUA_REGISTRYINDEX, DSS_KEY);
+  lua_setfield(L, LUA_REGISTRYINDEX, REPORT_KEY);
+  lua_setfield(L, LUA_REGISTRYINDEX, MODE_KEY);
   lua_setfield(L, LUA_REGISTRYINDEX, STEP_KEY);
   lua_setfield(L, LUA_REGISTRYINDEX, CB_KEY);
 
-  // registry["DSS.DarkSideSync"]["DSS API 1v0"]
+  // registry["DSS.DarkSideSync"]["DSS API 1v0"] and ["DSS API 2v0"]
   lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME);
   if (!lua_istable(L, -1)) {
     fail("registry has no %s table", DSS_REGISTRY_NAME);
@@ -472,9 +925,16 @@ lua_State* open_state(std::uint64_t lua_seed) {
   }
   lua_getfield(L, -1, DSS_API_1v0_KEY);
   auto a = static_cast<const DSS_api_1v0_t*>(lua_touserdata(L, -1));
-  lua_pop(L, 2);
+  lua_getfield(L, -2, DSS_API_2v0_KEY);
+  auto a2 = static_cast<const DSS_api_2v0_t*>(lua_touserdata(L, -1));
+  lua_pop(L, 3);
   if (!a || std::strcmp(a->version, DSS_API_1v0_KEY) != 0) {
     fail("no valid '%s' in the registry", DSS_API_1v0_KEY);
+    lua_close(L);
+    return nullptr;
+  }
+  if (!a2 || std::strcmp(a2->version, DSS_API_2v0_KEY) != 0) {
+    fail("no valid '%s' in the registry", DSS_API_2v0_KEY);
     lua_close(L);
     return nullptr;
   }
@@ -482,12 +942,15 @@ lua_State* open_state(std::uint64_t lua_seed) {
   if (!g_api.compare_exchange_strong(expected, a) && expected != a)
     fail("the API struct moved: %p, was %p (module reloaded elsewhere?)",
          static_cast<const void*>(a), static_cast<const void*>(expected));
+  const DSS_api_2v0_t* expected2 = nullptr;
+  if (!g_api2.compare_exchange_strong(expected2, a2) && expected2 != a2)
+    fail("the 2v0 API struct moved: %p, was %p", static_cast<const void*>(a2),
+         static_cast<const void*>(expected2));
   return L;
 }
 
-// Makes sure lib k is registered in L; publishes its utilid. Returns false
-// on an unexpected error.
-void ensure_registered(lua_State* L, Slot& slot, int k) {
+// Makes sure lib k is registered in L; publishes its utilid in sr.
+void ensure_registered(lua_State* L, StateRec* sr, int k) {
   void* libid = const_cast<char*>(&g_libids[k]);
   int err = 0;
   void* id = api()->getutilid(L, libid, &err);
@@ -509,7 +972,7 @@ void ensure_registered(lua_State* L, Slot& slot, int k) {
   if (again != id || err2 != DSS_ERR_ALREADY_REGISTERED)
     fail("reg again returned %p code %d, expected %p ALREADY_REGISTERED", again,
          err2, id);
-  slot.utilid[k].store(reinterpret_cast<std::uintptr_t>(id));
+  sr->utilid[k].store(reinterpret_cast<std::uintptr_t>(id));
 }
 
 void wait_window() {
@@ -520,9 +983,198 @@ void wait_window() {
   g_closed_waiting.fetch_sub(1);
 }
 
+// Sets how the state drains (see setmode in the driver).
+bool set_mode(lua_State* L, int mode, int port) {
+  bool co = mode == 4 && uniform() < 0.5;
+  if (co) st.coalesce_modes++;
+  st.mode_switches++;
+  lua_getfield(L, LUA_REGISTRYINDEX, MODE_KEY);
+  lua_pushinteger(L, mode);
+  lua_pushinteger(L, port);
+  lua_pushboolean(L, co);
+  lua_pushboolean(L, uniform() < 0.5);
+  return lua_do(L, 4, 0, "setmode");
+}
+
+int pick_mode() {
+  static const int weights[] = {0, 0, 1, 1, 2, 3, 4, 4};  // poll, dispatch, wait, fd, UDP
+  return weights[t_rng() % 8];
+}
+
+bool fd_readable(int fd) {
+  pollfd p = {fd, POLLIN, 0};
+  int r = ::poll(&p, 1, 0);
+  return r > 0 && (p.revents & POLLIN);
+}
+
+// Adds the driver's counters to the totals; returns the wake-up fd, or -1.
+int collect_report(lua_State* L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, REPORT_KEY);
+  if (!lua_do(L, 0, 1, "report")) return -1;
+  struct {
+    const char* name;
+    std::atomic<std::uint64_t>* v;
+  } fields[] = {{"dispatched", &st.dispatched},   {"waits", &st.waits},
+                {"wait_timeouts", &st.wait_timeouts}, {"fd_wakeups", &st.fd_wakeups},
+                {"fd_spurious", &st.fd_spurious}, {"datagrams", &st.datagrams},
+                {"maxqueue_changes", &st.maxqueue_changes}, {"raised", &st.raised}};
+  for (auto& f : fields) {
+    lua_getfield(L, -1, f.name);
+    *f.v += std::uint64_t(lua_tonumber(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, -1, "fd");
+  int fd = int(lua_tonumber(L, -1));
+  lua_pop(L, 2);
+  return fd;
+}
+
+// The harness's counts of a quiet state against its stats().
+void compare_stats(lua_State* L, StateRec* sr, const char* when) {
+  DssStats s;
+  if (!get_stats(L, &s)) return;
+  std::uint64_t accepted = sr->accepted.load(), rejected = sr->rejected.load(),
+                dec = sr->dec_L.load(), ret = sr->returned.load() + sr->garbage.load(),
+                cq = sr->cancel_q.load(), cp = sr->cancel_p.load(),
+                tq = sr->timeout_q.load(), tp = sr->timeout_p.load();
+  struct {
+    const char* name;
+    std::uint64_t got, want;
+  } rows[] = {{"delivered", s.delivered, accepted},
+              {"decoded", s.decoded, dec},
+              {"returned", s.returned, ret},
+              {"cancelled", s.cancelled, cq + cp},
+              {"timedout", s.timedout, tq + tp},
+              {"rejected", s.rejected, rejected},
+              {"queued", s.queued, 0},
+              {"blocked", s.blocked, 0},
+              {"delivered - decoded - cancelled/timedout while queued",
+               s.delivered - s.decoded - cq - tq, 0}};
+  for (auto& r : rows)
+    if (r.got != r.want)
+      fail("%s: stats().%s is %" PRIu64 ", the harness counted %" PRIu64, when,
+           r.name, r.got, r.want);
+  if (s.delivered && s.maxqueued == 0)
+    fail("%s: stats().maxqueued is 0 after %" PRIu64 " deliveries", when, s.delivered);
+  if (dcall_int(L, "queuesize") != 0) fail("%s: queuesize() is not 0", when);
+}
+
+// A quiet moment before closing (see the header). sr is the state's record,
+// published in slot.
+void quiet_check(lua_State* L, Slot& slot, StateRec* sr) {
+  // Nobody can reach the state any more: its libraries are unregistered,
+  // and producers that loaded its record have counted their results.
+  for (int k = 0; k < NLIBS; ++k) {
+    std::uintptr_t id = sr->utilid[k].load();
+    int rc = api()->unreg(reinterpret_cast<void*>(id));
+    if (rc == DSS_SUCCESS) {
+      st.unregs++;
+      g_stale.push(id);
+    } else if (rc != DSS_ERR_INVALID_UTILID) {
+      fail("quiet: unreg returned %d", rc);
+    }
+  }
+  StateRec* tomb = new_rec();
+  for (int k = 0; k < NLIBS; ++k) tomb->utilid[k].store(sr->utilid[k].load());
+  slot.rec.store(tomb);
+  auto deadline = Clock::now() + std::chrono::milliseconds(std::int64_t(10000 * opt.scale));
+  while (sr->inflight.load() != 0) {
+    if (Clock::now() > deadline) {
+      fail("quiet: a producer stayed inside deliver to an unregistered library for 10 s");
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  compare_stats(L, sr, "quiet");
+  // The fd: the queue is empty, so it is not readable.
+  int fd = int(dcall_int(L, "getfd"));
+  if (fd < 0) return;
+  if (fd_readable(fd)) fail("quiet: the wake-up fd is readable with an empty queue");
+  if (dcall_int(L, "wait", {0}) != 0) fail("quiet: wait(0) is not 0 with an empty queue");
+
+  // The state's own items, into its empty queue.
+  int err = 0;
+  void* self = api()->reg(L, const_cast<char*>(&g_self_libid), stress_cancel, &err);
+  if (!self || err != DSS_SUCCESS) {
+    fail("quiet: reg returned %p, code %d", self, err);
+    return;
+  }
+  long long limit = dcall_int(L, "getmaxqueue");
+  long long m = std::int64_t(t_rng() % 12);
+  long long want = limit > 0 && limit < m ? limit : m;
+  long long accepted = 0;
+  const DSS_api_2v0_t* a2 = api2();
+  auto self_item = [&](unsigned flags, long timeout_ms, int expect) {
+    Payload* p = new Payload{MAGIC, SELF, A_PUSH, false, self, ANS_NONE, sr};
+    int rc = a2->deliver2(self, stress_decode, nullptr, p, flags, timeout_ms);
+    if (rc == DSS_SUCCESS || rc == DSS_ERR_UDP_SEND_FAILED) {
+      sr->accepted++;
+      accepted++;
+      st.self_items++;
+    } else {
+      if (rc == DSS_ERR_QUEUE_FULL || rc == DSS_ERR_TIMEOUT) sr->rejected++;
+      delete p;
+    }
+    bool ok = expect == DSS_SUCCESS ? rc == DSS_SUCCESS || rc == DSS_ERR_UDP_SEND_FAILED
+                                    : rc == expect;
+    if (!ok)
+      fail("quiet: deliver2(flags %#x, timeout %ld) #%lld into a queue of %lld "
+           "(limit %lld) returned %d, expected %d",
+           flags, timeout_ms, accepted, accepted, limit, rc, expect);
+  };
+  for (long long i = 0; i < m; ++i)
+    self_item(DSS_DELIVER_NOWAIT, uniform() < 0.5 ? -1 : 0,
+              i < want ? DSS_SUCCESS : DSS_ERR_QUEUE_FULL);
+  if (limit > 0 && accepted == limit) {
+    self_item(0, 0, DSS_ERR_QUEUE_FULL);  // timeout 0: never wait
+    self_item(0, 1, DSS_ERR_TIMEOUT);     // nobody makes room in 1 ms
+  }
+  long q = a2->queued(self);
+  if (q != accepted) fail("quiet: queued(utilid) is %ld, %lld queued", q, accepted);
+  q = a2->queued(reinterpret_cast<void*>(sr->utilid[0].load()));
+  if (q != DSS_ERR_INVALID_UTILID)
+    fail("quiet: queued(unregistered utilid) returned %ld", q);
+  if (dcall_int(L, "queuesize") != accepted)
+    fail("quiet: queuesize() is not %lld", accepted);
+  DssStats s;
+  if (get_stats(L, &s) && s.queued != std::uint64_t(accepted))
+    fail("quiet: stats().queued is %" PRIu64 ", %lld queued", s.queued, accepted);
+  if (dcall_int(L, "wait", {0}) != accepted) fail("quiet: wait(0) is not %lld", accepted);
+  if (fd_readable(fd) != (accepted > 0))
+    fail("quiet: the wake-up fd is %sreadable with %lld queued",
+         accepted > 0 ? "not " : "", accepted);
+  std::uint64_t d0 = t_decoded;
+  long long ran = dcall_int(L, "dispatch");
+  if (ran != accepted || t_decoded - d0 != std::uint64_t(accepted))
+    fail("quiet: dispatch() returned %lld, %" PRIu64 " decoders ran, %lld queued", ran,
+         t_decoded - d0, accepted);
+  if (sr->self_ended.load() != std::uint64_t(accepted))
+    fail("quiet: %" PRIu64 " of %lld own items ended", sr->self_ended.load(), accepted);
+  if (fd_readable(fd)) fail("quiet: the wake-up fd is readable once dispatch() emptied the queue");
+  int rc = api()->unreg(self);
+  if (rc != DSS_SUCCESS) fail("quiet: unreg of the own library returned %d", rc);
+  compare_stats(L, sr, "quiet, own items");
+  st.stats_checks++;
+}
+
 void state_thread(int s) {
   t_rng.seed(opt.seed * 1000003u + 17u + std::uint64_t(s));
   Slot& slot = g_slots[std::size_t(s)];
+  // A UDP socket for setport, bound to a free port on localhost.
+  t_udp = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t salen = sizeof sa;
+  if (t_udp < 0 || ::bind(t_udp, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
+      ::getsockname(t_udp, reinterpret_cast<sockaddr*>(&sa), &salen) != 0) {
+    fail("state %d: no UDP socket: %s", s, std::strerror(errno));
+    g_stop = true;
+    g_states_exited.fetch_add(1);
+    return;
+  }
+  int port = ntohs(sa.sin_port);
   while (!g_stop.load()) {
     wait_window();
     if (g_stop.load()) break;
@@ -532,24 +1184,27 @@ void state_thread(int s) {
       break;
     }
     st.states_opened++;
+    StateRec* sr = new_rec();
     bool first = true;
-    for (int k = 0; k < NLIBS; ++k) ensure_registered(L, slot, k);
+    for (int k = 0; k < NLIBS; ++k) ensure_registered(L, sr, k);
+    slot.rec.store(sr);
+    int mode = pick_mode();
+    bool ok = set_mode(L, mode, port);
     auto until = Clock::now() +
                  std::chrono::milliseconds(1 + std::int64_t(t_rng() % std::uint64_t(opt.max_open_ms)));
     int steps = 0;
-    while (!g_stop.load() && Clock::now() < until) {
+    while (ok && !g_stop.load() && Clock::now() < until) {
       lua_getfield(L, LUA_REGISTRYINDEX, STEP_KEY);
-      lua_pushinteger(L, 64);
       lua_pushnumber(L, 0.05);
       lua_pushboolean(L, ++steps % 16 == 0);
-      if (!lua_do(L, 3, 2, "step")) break;
-      lua_Integer polled = lua_tointeger(L, -2);
+      if (!lua_do(L, 2, 2, "step")) break;
+      lua_Integer ran = lua_tointeger(L, -2);
       update_max(st.max_queue, std::uint64_t(lua_tointeger(L, -1)));
       lua_pop(L, 2);
       // Unregister a client mid-flight, now and then, from the Lua thread.
       if (uniform() < 0.004) {
         int k = int(t_rng() % NLIBS);
-        std::uintptr_t id = slot.utilid[k].load();
+        std::uintptr_t id = sr->utilid[k].load();
         int rc = api()->unreg(reinterpret_cast<void*>(id));
         if (rc == DSS_SUCCESS) {
           st.unregs++;
@@ -561,26 +1216,37 @@ void state_thread(int s) {
       // Re-register what was unregistered (here or by a producer).
       if (uniform() < 0.3 || first) {
         for (int k = 0; k < NLIBS; ++k) {
-          std::uintptr_t before = slot.utilid[k].load();
-          ensure_registered(L, slot, k);
-          if (!first && slot.utilid[k].load() != before) st.reregs++;
+          std::uintptr_t before = sr->utilid[k].load();
+          ensure_registered(L, sr, k);
+          if (!first && sr->utilid[k].load() != before) st.reregs++;
         }
         first = false;
       }
-      if (polled == 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+      if (uniform() < 0.02) {
+        mode = pick_mode();
+        ok = set_mode(L, mode, port);
+      }
+      if (ran == 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
-    // Close while producers are blocked and deliveries race the close. The
-    // slot keeps publishing the utilids: they are stale from now on.
+    // Half the time a quiet moment first; else close while producers are
+    // blocked and deliveries race the close. The slot keeps publishing the
+    // utilids: they are stale from now on.
+    if (ok && t_rng() % 2 == 0) quiet_check(L, slot, sr);
+    collect_report(L);
     lua_close(L);
     st.states_closed++;
-    for (int k = 0; k < NLIBS; ++k) g_stale.push(slot.utilid[k].load());
+    for (int k = 0; k < NLIBS; ++k) g_stale.push(sr->utilid[k].load());
     if (t_rng() % 4 == 0)
       std::this_thread::sleep_for(std::chrono::microseconds(t_rng() % 3000));
   }
+  ::close(t_udp);
   g_states_exited.fetch_add(1);
 }
 
 // --- producers ---------------------------------------------------------------------
+
+const long TIMEOUTS[] = {DSS_TIMEOUT_INFINITE, DSS_TIMEOUT_INFINITE, DSS_TIMEOUT_INFINITE,
+                         0, 1, 1, 2, 5, 5, 20, 200, -7};
 
 void producer_thread(int pi) {
   t_rng.seed(opt.seed * 7919u + 1000u + std::uint64_t(pi));
@@ -592,11 +1258,12 @@ void producer_thread(int pi) {
       g_stop = true;
       break;
     }
-    Slot& slot = g_slots[std::size_t(t_rng() % std::uint64_t(opt.states))];
+    int s = int(t_rng() % std::uint64_t(opt.states));
+    Slot& slot = g_slots[std::size_t(s)];
     int k = int(t_rng() % NLIBS);
     // Unregister from a foreign thread, now and then.
     if (uniform() < 0.002) {
-      std::uintptr_t id = slot.utilid[k].load();
+      std::uintptr_t id = slot_utilid(s, k);
       int rc = api() ? api()->unreg(reinterpret_cast<void*>(id))
                      : DSS_ERR_INVALID_UTILID;
       if (rc == DSS_SUCCESS) {
@@ -606,16 +1273,33 @@ void producer_thread(int pi) {
         fail("unreg (producer) returned %d", rc);
       }
     }
+    const DSS_api_2v0_t* a2 = api2();
+    // queued(): live, stale and garbage ids, now and then.
+    if (a2 && uniform() < 0.01) {
+      static const std::uintptr_t garbage[] = {1, 0xdeadbeef, ~std::uintptr_t(0), 12345};
+      std::uintptr_t id = uniform() < 0.5 ? slot_utilid(s, k) : g_stale.pick();
+      long q = a2->queued(reinterpret_cast<void*>(id));
+      if (q < 0 && q != DSS_ERR_INVALID_UTILID) fail("queued(%#" PRIxPTR ") returned %ld", id, q);
+      q = a2->queued(reinterpret_cast<void*>(garbage[t_rng() % 4]));
+      if (q != DSS_ERR_INVALID_UTILID) fail("queued(garbage) returned %ld", q);
+      st.queued_calls++;
+    }
     bool stale = uniform() < 0.03;
     std::uintptr_t id = 0;
+    StateRec* sr = nullptr;
     if (stale) {
       id = g_stale.pick();
       if (!id) stale = false;
     }
-    if (!stale) id = slot.utilid[k].load();
+    if (!stale) {
+      sr = slot.rec.load();
+      if (sr) sr->inflight++;
+      id = sr ? sr->utilid[k].load() : 0;
+    }
     const DSS_api_1v0_t* a = api();
     if (!a) {  // no state opened yet
       g_items[idx].fetch_or(F_STARTED | F_REFUSED);
+      if (sr) sr->inflight--;
       std::this_thread::yield();
       continue;
     }
@@ -625,7 +1309,7 @@ void producer_thread(int pi) {
     int action;
     double r = uniform();
     if (!blocking) {
-      action = r < 0.1 ? A_DEC0 : A_PUSH;
+      action = r < 0.1 ? A_DEC0 : r < 0.13 ? A_RAISE : r < 0.15 ? A_DECRAISE : A_PUSH;
     } else {
       action = r < 0.1    ? A_DEC0
                : r < 0.45 ? A_CALL
@@ -633,28 +1317,60 @@ void producer_thread(int pi) {
                : r < 0.9  ? A_HOLD
                           : A_CALL_TWICE;
     }
+    // 1v0 deliver, or 2v0 deliver2 with flags and a timeout.
+    bool v2 = a2 && uniform() < 0.6;
+    unsigned flags = 0;
+    long timeout = DSS_TIMEOUT_INFINITE;
+    bool bad_flags = false;
+    if (v2) {
+      st.v2++;
+      if (uniform() < 0.3) flags |= DSS_DELIVER_NOWAIT;
+      if (uniform() < 0.01) {
+        static const unsigned bad[] = {0x2u, 0x80000000u, 0xfffffffeu, 0x10u};
+        flags |= bad[t_rng() % 4];
+        bad_flags = true;
+        st.bad_flags++;
+      }
+      timeout = TIMEOUTS[t_rng() % (sizeof TIMEOUTS / sizeof TIMEOUTS[0])];
+    }
     Payload local = {MAGIC, std::uint32_t(idx), action, blocking,
-                     reinterpret_cast<void*>(id), ANS_NONE};
+                     reinterpret_cast<void*>(id), ANS_NONE, sr};
     Payload* p = blocking ? &local : new Payload(local);
     (blocking ? st.blocking : st.ff)++;
     if (stale) st.stale++;
 
     g_items[idx].fetch_or(F_STARTED);
     std::uint64_t gen1 = g_window_gen.load();
-    me.enter_ns.store(now_ns());
-    int rc = a->deliver(reinterpret_cast<void*>(id), stress_decode,
-                        blocking ? stress_ret : nullptr, p);
+    std::int64_t t0 = now_ns();
+    me.enter_ns.store(t0);
+    t_delivering = p;
+    int rc = v2 ? a2->deliver2(reinterpret_cast<void*>(id), stress_decode,
+                               blocking ? stress_ret : nullptr, p, flags, timeout)
+                : a->deliver(reinterpret_cast<void*>(id), stress_decode,
+                             blocking ? stress_ret : nullptr, p);
+    t_delivering = nullptr;
+    std::int64_t t1 = now_ns();
     me.enter_ns.store(0);
     me.calls.fetch_add(1);
     std::uint64_t gen2 = g_window_gen.load();
     bool in_window = (gen1 & 1) && gen1 == gen2;  // all states closed throughout
     if (in_window) st.window_delivers++;
+    if (timeout >= 0 && double(t1 - t0) / 1e6 > double(timeout) + 10000 * opt.scale)
+      fail("item %" PRIu64 ": deliver2 with timeout %ld ms took %.0f ms", idx, timeout,
+           double(t1 - t0) / 1e6);
 
-    if (rc == DSS_SUCCESS || rc == DSS_ERR_UDP_SEND_FAILED) {
+    // Did it queue the item? A TIMEOUT after the item was queued did.
+    bool queued = rc == DSS_SUCCESS || rc == DSS_ERR_UDP_SEND_FAILED ||
+                  (v2 && blocking && rc == DSS_ERR_CANCELLED) ||
+                  (v2 && blocking && rc == DSS_ERR_TIMEOUT && local.answer == ANS_TIMEDOUT);
+    if (queued) {
       st.accepted++;
+      if (sr) sr->accepted++;
       std::uint8_t old = g_items[idx].fetch_or(F_ACCEPTED);
       if (stale) fail("item %" PRIu64 ": stale utilid %#" PRIxPTR " accepted", idx, id);
       if (in_window) fail("item %" PRIu64 ": accepted while all states were closed", idx);
+      if (bad_flags) fail("item %" PRIu64 ": flags %#x accepted (rc %d)", idx, flags, rc);
+      if (rc == DSS_ERR_CANCELLED) st.cancelled_v2++;
       if (blocking) {
         st.releases++;
         if ((old & F_ENDS) != 1)
@@ -666,22 +1382,44 @@ void producer_thread(int pi) {
           case ANS_GARBAGE: ok = action == A_DROP || action == A_HOLD; break;
           case ANS_DEC0: ok = action == A_DEC0; break;
           case ANS_CANCELLED: ok = true; break;
+          case ANS_TIMEDOUT: ok = rc == DSS_ERR_TIMEOUT; break;
           default: ok = false;
         }
+        // What deliver2 returns says how the item ended.
+        if (v2 && (local.answer == ANS_CANCELLED) != (rc == DSS_ERR_CANCELLED)) ok = false;
+        if (v2 && (local.answer == ANS_TIMEDOUT) != (rc == DSS_ERR_TIMEOUT)) ok = false;
         if (!ok)
-          fail("item %" PRIu64 ": released with answer %d for action %d", idx,
-               local.answer, action);
+          fail("item %" PRIu64 ": released with rc %d, answer %d for action %d", idx,
+               rc, local.answer, action);
       }
+      if (sr) sr->inflight--;
     } else {
       st.refused++;
       if (rc == DSS_ERR_NOT_STARTED) st.not_started++;
       std::uint8_t old = g_items[idx].fetch_or(F_REFUSED);
       if (old & (F_ENDS | F_DECODES))
         fail("item %" PRIu64 ": refused (%d) but its callbacks ran", idx, rc);
-      if (rc != DSS_ERR_INVALID_UTILID && rc != DSS_ERR_NOT_STARTED)
-        fail("item %" PRIu64 ": deliver returned %d", idx, rc);
-      if ((stale || in_window) && rc != DSS_ERR_INVALID_UTILID)
+      bool ok = rc == DSS_ERR_INVALID_UTILID || rc == DSS_ERR_NOT_STARTED;
+      if (v2) {
+        bool room = rc == DSS_ERR_QUEUE_FULL || rc == DSS_ERR_TIMEOUT;
+        if (rc == DSS_ERR_QUEUE_FULL) {
+          st.queue_full++;
+          ok = (flags & DSS_DELIVER_NOWAIT) || timeout == 0;
+        } else if (rc == DSS_ERR_TIMEOUT) {
+          st.timeout_noroom++;
+          ok = timeout >= 0;
+        } else if (rc == DSS_ERR_INVALID_ARGUMENT) {
+          ok = bad_flags;
+        }
+        if (room && bad_flags) ok = false;
+        if (room && sr) sr->rejected++;
+      }
+      if (!ok) fail("item %" PRIu64 ": deliver%s returned %d (flags %#x, timeout %ld)", idx,
+                    v2 ? "2" : "", rc, flags, timeout);
+      if ((stale || in_window) && rc != DSS_ERR_INVALID_UTILID &&
+          !(bad_flags && rc == DSS_ERR_INVALID_ARGUMENT))
         fail("item %" PRIu64 ": stale utilid: deliver returned %d, not INVALID_UTILID", idx, rc);
+      if (sr) sr->inflight--;
       if (!blocking) delete p;
       // Back off a little, as a client would: refusals are instant, and
       // would otherwise crowd out the deliveries that get through.
@@ -697,7 +1435,7 @@ void producer_thread(int pi) {
 
 void do_window() {
   g_want_window = true;
-  auto deadline = Clock::now() + std::chrono::seconds(10);
+  auto deadline = Clock::now() + std::chrono::milliseconds(std::int64_t(10000 * opt.scale));
   while (g_closed_waiting.load() + g_states_exited.load() < opt.states) {
     if (Clock::now() > deadline) {
       fail("the states did not all close within 10 s for an all-closed moment");
@@ -723,7 +1461,7 @@ void do_window() {
     inside[std::size_t(i)] = g_prod[std::size_t(i)].enter_ns.load() != 0;
     calls[std::size_t(i)] = g_prod[std::size_t(i)].calls.load();
   }
-  deadline = Clock::now() + std::chrono::seconds(10);
+  deadline = Clock::now() + std::chrono::milliseconds(std::int64_t(10000 * opt.scale));
   for (int i = 0; i < opt.producers; ++i) {
     while (inside[std::size_t(i)] && g_prod[std::size_t(i)].calls.load() == calls[std::size_t(i)] &&
            g_prod[std::size_t(i)].enter_ns.load() != 0) {
@@ -736,19 +1474,30 @@ void do_window() {
     }
   }
 
-  // Stale utilids, through the API pointer obtained earlier.
+  // Stale utilids, through the API pointers obtained earlier.
+  const DSS_api_2v0_t* a2 = api2();
   if (a) {
     if (std::strcmp(a->version, DSS_API_1v0_KEY) != 0)
       fail("all states closed: the API struct's version reads '%s'", a->version);
     for (int i = 0; i < 8; ++i) {
-      std::uintptr_t id = i < opt.states * NLIBS
-                              ? g_slots[std::size_t(i / NLIBS)].utilid[i % NLIBS].load()
-                              : g_stale.pick();
-      Payload probe = {MAGIC, PROBE, A_CALL, i % 2 == 1, reinterpret_cast<void*>(id), ANS_NONE};
+      std::uintptr_t id = i < opt.states * NLIBS ? slot_utilid(i / NLIBS, i % NLIBS)
+                                                 : g_stale.pick();
+      Payload probe = {MAGIC, PROBE, A_CALL, i % 2 == 1, reinterpret_cast<void*>(id), ANS_NONE,
+                       nullptr};
       int rc = a->deliver(reinterpret_cast<void*>(id), stress_decode,
                           probe.blocking ? stress_ret : nullptr, &probe);
       if (rc != DSS_ERR_INVALID_UTILID)
         fail("all states closed: deliver(stale %#" PRIxPTR ") returned %d", id, rc);
+      if (a2) {
+        rc = a2->deliver2(reinterpret_cast<void*>(id), stress_decode,
+                          probe.blocking ? stress_ret : nullptr, &probe,
+                          i < 4 ? 0u : DSS_DELIVER_NOWAIT, i % 3 == 0 ? 0 : 50);
+        if (rc != DSS_ERR_INVALID_UTILID)
+          fail("all states closed: deliver2(stale %#" PRIxPTR ") returned %d", id, rc);
+        long q = a2->queued(reinterpret_cast<void*>(id));
+        if (q != DSS_ERR_INVALID_UTILID)
+          fail("all states closed: queued(stale %#" PRIxPTR ") returned %ld", id, q);
+      }
       rc = a->unreg(reinterpret_cast<void*>(id));
       if (rc != DSS_ERR_INVALID_UTILID)
         fail("all states closed: unreg(stale %#" PRIxPTR ") returned %d", id, rc);
@@ -806,6 +1555,10 @@ void parse(int argc, char** argv) {
     std::random_device rd;
     opt.seed = (std::uint64_t(rd()) << 32 | rd()) % 1000000000u;
   }
+  if (const char* sc = std::getenv("DSS_TEST_TIMESCALE")) {
+    double v = std::atof(sc);
+    if (v >= 1) opt.scale = v;
+  }
 }
 
 struct Result {
@@ -843,15 +1596,28 @@ void summary(const Result& r, double secs, bool passed) {
       " client_cancels=%" PRIu64 " releases=%" PRIu64 " returned=%" PRIu64
       " garbage=%" PRIu64 " decoded=%" PRIu64 " decoder0=%" PRIu64
       " unregs=%" PRIu64 " reregs=%" PRIu64 " stale=%" PRIu64
-      " max_queue_depth=%" PRIu64 " lost=%" PRIu64 " doubled=%" PRIu64
-      " hung=%d errors=%d duration=%.1fs\n",
+      " max_queue_depth=%" PRIu64
+      " deliver2=%" PRIu64 " timedout_queued=%" PRIu64 " timedout_pending=%" PRIu64
+      " queue_full=%" PRIu64 " timeout_noroom=%" PRIu64 " cancelled_v2=%" PRIu64
+      " bad_flags=%" PRIu64 " queued_calls=%" PRIu64 " deadlock_probes=%" PRIu64
+      " raised=%" PRIu64 " dispatched=%" PRIu64 " waits=%" PRIu64 " wait_timeouts=%" PRIu64
+      " fd_wakeups=%" PRIu64 " fd_spurious=%" PRIu64 " datagrams=%" PRIu64
+      " coalesce_modes=%" PRIu64 " mode_switches=%" PRIu64 " maxqueue_changes=%" PRIu64
+      " stats_checks=%" PRIu64 " own_items=%" PRIu64
+      " lost=%" PRIu64 " doubled=%" PRIu64 " hung=%d errors=%d duration=%.1fs\n",
       opt.seed, r.issued, st.accepted.load(), st.refused.load(), st.not_started.load(),
       st.blocking.load(), st.ff.load(), st.states_opened.load(),
       st.states_closed.load(), st.windows.load(), st.cancels.load(),
       st.client_cancels.load(), st.releases.load(), st.returned.load(),
       st.garbage.load(), st.decoded.load(), st.dec0.load(), st.unregs.load(),
-      st.reregs.load(), st.stale.load(), st.max_queue.load(), r.lost,
-      r.doubled, st.hung.load(), g_errors.load(), secs);
+      st.reregs.load(), st.stale.load(), st.max_queue.load(), st.v2.load(),
+      st.timedout_queued.load(), st.timedout_pending.load(), st.queue_full.load(),
+      st.timeout_noroom.load(), st.cancelled_v2.load(), st.bad_flags.load(),
+      st.queued_calls.load(), st.deadlock_probes.load(), st.raised.load(),
+      st.dispatched.load(), st.waits.load(), st.wait_timeouts.load(), st.fd_wakeups.load(),
+      st.fd_spurious.load(), st.datagrams.load(), st.coalesce_modes.load(),
+      st.mode_switches.load(), st.maxqueue_changes.load(), st.stats_checks.load(),
+      st.self_items.load(), r.lost, r.doubled, st.hung.load(), g_errors.load(), secs);
   std::printf("stress: %d passed, %d failed\n", passed ? 1 : 0, passed ? 0 : 1);
   std::fflush(stdout);
 }
@@ -869,8 +1635,6 @@ int main(int argc, char** argv) {
 
   g_items.reset(new std::atomic<std::uint8_t>[opt.items + 1]());
   g_slots.reset(new Slot[std::size_t(opt.states)]);
-  for (int s = 0; s < opt.states; ++s)
-    for (int k = 0; k < NLIBS; ++k) g_slots[std::size_t(s)].utilid[k].store(0);
   g_prod.reset(new ProducerInfo[std::size_t(opt.producers)]);
 
   auto t0 = Clock::now();
