@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -14,6 +15,8 @@
 #include <cmath>
 #include <cstdio>
 #include <new>
+#include <shared_mutex>
+#include <type_traits>
 #include <unordered_map>
 
 namespace dss {
@@ -25,7 +28,7 @@ namespace {
 // The table is leaked on purpose: producer threads may still call in while
 // the process exits, after static destructors would have run.
 struct Table {
-  std::mutex mu;
+  std::shared_mutex mu;  // shared: lookups (every deliver); unique: changes
   std::unordered_map<std::uint64_t, Hub*> ids;
   std::uint64_t next_id = 0x5d55000;  // arbitrary, far from small garbage
 };
@@ -38,7 +41,7 @@ Table& table() {
 // Looks up the hub of a utilid and takes a reference on it.
 Hub* find_ref(std::uint64_t id) {
   Table& t = table();
-  std::lock_guard<std::mutex> lock(t.mu);
+  std::shared_lock<std::shared_mutex> lock(t.mu);
   auto it = t.ids.find(id);
   if (it == t.ids.end()) return nullptr;
   it->second->ref();
@@ -48,7 +51,7 @@ Hub* find_ref(std::uint64_t id) {
 // Removes id from the table; returns its hub with a reference, or nullptr.
 Hub* erase_ref(std::uint64_t id) {
   Table& t = table();
-  std::lock_guard<std::mutex> lock(t.mu);
+  std::lock_guard<std::shared_mutex> lock(t.mu);
   auto it = t.ids.find(id);
   if (it == t.ids.end()) return nullptr;
   Hub* hub = it->second;
@@ -64,9 +67,17 @@ void unlink_pending(Blocking** list, Blocking* b) {
   b->next = b->prev = nullptr;
 }
 
-// Identifies the calling thread (for the deadlock guard).
-thread_local char tls_tag;
-std::uintptr_t my_tag() { return reinterpret_cast<std::uintptr_t>(&tls_tag); }
+// Identifies the calling thread (for the deadlock guard). Not a
+// thread_local: the module is dlopen'ed, and LeakSanitizer crashes
+// scanning the dynamic TLS of such libraries at exit.
+template <typename T>
+std::uintptr_t tag_of(T t) {
+  if constexpr (std::is_pointer<T>::value)
+    return reinterpret_cast<std::uintptr_t>(t);
+  else
+    return static_cast<std::uintptr_t>(t);
+}
+std::uintptr_t my_tag() { return tag_of(pthread_self()); }
 
 using Clock = std::chrono::steady_clock;
 
@@ -88,7 +99,7 @@ Hub::~Hub() {
   // its ids from the table; make sure no id can outlive the hub anyway.
   {
     Table& t = table();
-    std::lock_guard<std::mutex> lock(t.mu);
+    std::lock_guard<std::shared_mutex> lock(t.mu);
     for (const Registration& r : regs_) t.ids.erase(r.id);
   }
   while (qhead_) {
@@ -131,7 +142,7 @@ void* Hub::reg(void* libid, DSS_cancel_1v0_t cancel, int* err) {
     }
     Table& t = table();
     try {
-      std::lock_guard<std::mutex> tlock(t.mu);
+      std::lock_guard<std::shared_mutex> tlock(t.mu);
       id = ++t.next_id;
       t.ids.emplace(id, this);
       try {
@@ -201,8 +212,13 @@ int Hub::deliver(void* utilid, DSS_decoder_1v0_t decode, DSS_return_1v0_t ret,
   std::uint64_t id = id_of(utilid);
   Hub* hub = find_ref(id);
   if (!hub) return DSS_ERR_INVALID_UTILID;
-  int rc = decode ? hub->deliver_local(id, decode, ret, data, 0, -1, false)
-                  : DSS_ERR_NO_DECODE_PROVIDED;
+  int rc = DSS_ERR_NO_DECODE_PROVIDED;
+  if (decode && ret) {
+    Blocking rec;  // only a blocking item needs one (it has a condvar)
+    rc = hub->deliver_local(id, decode, ret, data, 0, -1, false, &rec);
+  } else if (decode) {
+    rc = hub->deliver_local(id, decode, nullptr, data, 0, -1, false, nullptr);
+  }
   hub->unref();
   return rc;
 }
@@ -215,18 +231,24 @@ int Hub::deliver2(void* utilid, DSS_decoder_1v0_t decode, DSS_return_1v0_t ret,
   int rc;
   if (!decode) rc = DSS_ERR_NO_DECODE_PROVIDED;
   else if (flags & ~unsigned(DSS_DELIVER_NOWAIT)) rc = DSS_ERR_INVALID_ARGUMENT;
-  else rc = hub->deliver_local(id, decode, ret, data, flags, timeout_ms, true);
+  else if (ret) {
+    Blocking rec;
+    rc = hub->deliver_local(id, decode, ret, data, flags, timeout_ms, true,
+                            &rec);
+  } else {
+    rc = hub->deliver_local(id, decode, nullptr, data, flags, timeout_ms, true,
+                            nullptr);
+  }
   hub->unref();
   return rc;
 }
 
 int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
                        DSS_return_1v0_t ret, void* data, unsigned flags,
-                       long timeout_ms, bool v2) {
+                       long timeout_ms, bool v2, Blocking* rec) {
   Clock::time_point deadline{};
   bool timed = timeout_ms >= 0;
   if (timed) deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  Blocking rec;
   std::size_t depth;
   bool send;
   std::unique_lock<std::mutex> lock(mu_);
@@ -277,7 +299,7 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
   Entry& e = t->e[t->end];
   e.decode = decode;
   e.data = data;
-  e.blk = ret ? &rec : nullptr;
+  e.blk = rec;
   e.id.store(id, std::memory_order_relaxed);
   ++t->end;
   count_.store(count_.load(std::memory_order_relaxed) + 1,
@@ -295,16 +317,16 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
     lock.unlock();
     return send ? notify_udp(depth) : DSS_SUCCESS;
   }
-  rec.id = id;
-  rec.decode = decode;
-  rec.ret = ret;
-  rec.data = data;
-  rec.entry = &e;
+  rec->id = id;
+  rec->decode = decode;
+  rec->ret = ret;
+  rec->data = data;
+  rec->entry = &e;
   ++blocked_;
   lock.unlock();
   int rc = send ? notify_udp(depth) : DSS_SUCCESS;
   lock.lock();
-  int end = wait_blocking(lock, rec, timed, deadline);
+  int end = wait_blocking(lock, *rec, timed, deadline);
   --blocked_;
   if (v2 && end != DSS_SUCCESS) return end;
   return rc;

@@ -216,7 +216,7 @@ class Hub {
 
   int deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
                     DSS_return_1v0_t ret, void* data, unsigned flags,
-                    long timeout_ms, bool v2);
+                    long timeout_ms, bool v2, Blocking* rec);
   int wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
                     bool timed,
                     std::chrono::steady_clock::time_point deadline);
