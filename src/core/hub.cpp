@@ -203,6 +203,7 @@ void Hub::drain_enter() {
 
 void Hub::drain_leave() {
   if (--drain_depth_ == 0) drainer_.store(0, std::memory_order_relaxed);
+  flush_room();
 }
 
 // --- deliver -----------------------------------------------------------
@@ -470,6 +471,9 @@ bool Hub::set_port(int port, bool coalesce) {
 void Hub::set_max(std::size_t max) {
   std::lock_guard<std::mutex> lock(mu_);
   max_ = max;
+  // Producers waiting for room are woken a batch of room at a time while
+  // the consumer runs, and at once when it stops (drain_leave).
+  room_batch_.store(max / 8 > 0 ? max / 8 : 1, std::memory_order_relaxed);
   room_cv_.notify_all();
 }
 
@@ -532,8 +536,18 @@ bool Hub::extend() {
   return more;
 }
 
+void Hub::flush_room() {
+  if (room_waiters_.load(std::memory_order_relaxed) &&
+      unsettled_.load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    settle_locked();
+  }
+}
+
 Taken Hub::take() {
-  if (room_waiters_.load(std::memory_order_relaxed)) {
+  if (room_waiters_.load(std::memory_order_relaxed) &&
+      unsettled_.load(std::memory_order_relaxed) >=
+          room_batch_.load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(mu_);
     settle_locked();
   }

@@ -159,6 +159,11 @@ class Hub {
   void drain_enter();
   void drain_leave();
 
+  // Wakes the producers waiting for room if the consumer made any since it
+  // last did (take() does so a batch of room at a time). drain_leave()
+  // calls it. Lua thread.
+  void flush_room();
+
   // Blocks until the queue is non-empty or the timeout (seconds; < 0 = no
   // limit) passed; returns the queue size. Lua thread.
   std::size_t wait(double timeout_s);
@@ -264,6 +269,7 @@ class Hub {
   std::size_t max_ = 0;  // under mu_
   std::condition_variable room_cv_;
   std::atomic<int> room_waiters_{0};
+  std::atomic<std::size_t> room_batch_{1};  // see set_max
   std::condition_variable wait_cv_;
   bool lua_waiting_ = false;
 
