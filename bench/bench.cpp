@@ -566,10 +566,8 @@ void* ours_state(lua_State** out) {
     std::exit(2);
   }
   if (!g_api2) {
-    // A module from before 2v0: most rows need it (exit code 77 is the
-    // bench-smoke test's SKIP_RETURN_CODE).
-    std::fprintf(stderr, "bench: no DSS API 2v0 in the registry (a 1.0 module): skipped\n");
-    std::exit(77);
+    std::fprintf(stderr, "bench: no DSS API 2v0 in the registry\n");
+    std::exit(2);
   }
   int err = 0;
   void* utilid = g_api->reg(L, &g_libid, client_cancel, &err);
