@@ -1,22 +1,34 @@
---- dss -- the LuaSocket helper of darksidesync, as 1.0 shipped it.
+--- dss -- the LuaSocket helper of darksidesync, as 1.0 shipped it, with the
+-- coalesced mode of "Beyond 1.0".
 --
 -- Lets a `socket.select` or Copas loop sleep until a background thread
--- delivers something: darksidesync sends a UDP datagram to a socket this
--- module binds on localhost, and the handler reads one datagram and runs one
--- queued item.
+-- delivers something: darksidesync sends UDP datagrams to a socket this
+-- module binds on localhost, and the handler reads a datagram and runs
+-- queued items.
 --
 --     local copas = require "copas"
 --     local dss = require "dss"
---     copas.addserver(dss.getsocket(), function(skt)
+--     copas.addserver(dss.getsocket(), function(skt)   -- or getsocket("coalesce")
 --       skt = copas.wrap(skt)
 --       local handler = dss.gethandler()
 --       while true do handler(skt) end
 --     end)
 --     copas.loop()
 --
--- Works on Lua 5.1-5.4 and LuaJIT. On plain Lua 5.1, where a callback that
--- yields (as Copas callbacks may) cannot run under pcall, callbacks run under
--- coxpcall when it is installed.
+-- Two modes, picked by getsocket(mode):
+--   "each"      (the default, 1.0's) one datagram per delivered item; the
+--               handler reads one datagram and runs one item.
+--   "coalesce"  one datagram when the queue goes from empty to non-empty;
+--               the handler reads it and runs items until the queue is empty.
+-- In both, the handler returns only when the queue is empty or a datagram is
+-- waiting on the socket (so the loop calls it again): no item is left queued
+-- with nothing to wake the loop up, even when the kernel dropped datagrams.
+--
+-- Callbacks are called from Lua (poll, then the callback under xpcall),
+-- never from inside darksidesync.dispatch: a callback may yield, as Copas
+-- callbacks do. Works on Lua 5.1-5.4 and LuaJIT. On plain Lua 5.1, where a
+-- callback that yields cannot run under pcall, callbacks run under coxpcall
+-- when it is installed.
 local socket = require "socket"
 local darksidesync = require "darksidesync"
 
@@ -25,6 +37,13 @@ local unpack = unpack or table.unpack
 local dss = {}
 
 local FIRST_PORT, LAST_PORT = 50000, 50200
+
+-- The most items one handler call runs. Past it the handler sends its socket
+-- a datagram itself and returns, so that a flood of items cannot keep a Copas
+-- loop from running its other coroutines.
+local BATCH = 1000
+
+local MODES = { each = true, coalesce = true }
 
 -- xpcall(f, handler, ...) with arguments, on every version; yield-safe on
 -- 5.1 through coxpcall when available.
@@ -52,13 +71,111 @@ end
 
 local errorhandler = default_errorhandler
 local skt, port
+local current = "each" -- the mode the handler follows (see getsocket)
+
+-- The LuaSocket socket under s: s itself, or the socket copas.wrap(s)
+-- wrapped (Copas keeps it in the field `socket`).
+local function rawsocket(s)
+  if type(s) == "table" and s.socket ~= nil then return s.socket end
+  return s
+end
+
+-- Whether a datagram is waiting on raw (a LuaSocket socket), without waiting.
+local function readable(raw)
+  local r = socket.select({ raw }, nil, 0)
+  return r[1] ~= nil
+end
+
+-- Sends raw (or, failing that, the helper's socket) a datagram of its own,
+-- so that the loop calls the handler again for the items still queued.
+local function wake(raw)
+  local ip, p
+  if raw ~= nil and raw.getsockname then ip, p = raw:getsockname() end
+  local from = raw
+  if not (ip and p and raw.sendto) then
+    if not skt then return end
+    from, ip, p = skt, "127.0.0.1", port
+  end
+  from:sendto(" " .. darksidesync.queuesize(), ip, tonumber(p))
+end
+
+-- Polls one item and runs its callback, protected: an error raised by the
+-- callback, or by a client's decoder (poll raises it), goes to the error
+-- handler.
+local function runone()
+  local okay, _, callback, args = xpcall(darksidesync.poll, errorhandler)
+  if okay and callback then
+    xpcall_args(callback, errorhandler, unpack(args))
+  end
+end
+
+-- The handler: see dss.gethandler.
+local function handler(s)
+  local raw = rawsocket(s)
+  s:receive(8192)
+  local n = 0
+  if current == "coalesce" then
+    -- Read the other datagrams already there first: the drain below runs
+    -- their items. Reading them after the drain could eat the datagram of an
+    -- item queued after it.
+    while n < BATCH and readable(raw) do
+      raw:receive(8192)
+      n = n + 1
+    end
+    n = 0
+    while darksidesync.queuesize() > 0 do
+      if n >= BATCH then wake(raw); return end
+      runone()
+      n = n + 1
+    end
+  else
+    -- 1.0: one datagram, one item.
+    runone()
+    n = 1
+    -- Items left but no datagram waiting: the kernel dropped some (its
+    -- buffer was full), or an item is queued and its datagram not sent yet.
+    -- Run them rather than leave them stranded; a late datagram then finds
+    -- the queue empty and runs nothing.
+    while darksidesync.queuesize() > 0 and not readable(raw) do
+      if n >= BATCH then wake(raw); return end
+      runone()
+      n = n + 1
+    end
+  end
+end
 
 --- Returns the UDP socket darksidesync notifies, creating it on first use.
 -- It is bound to localhost on the first free port from 50000 to 50200, and
--- darksidesync.setport is called with that port.
+-- darksidesync.setport is called with that port and the mode.
+--
+-- mode: "each" (one datagram per item, 1.0's) or "coalesce" (one datagram
+-- per empty-to-non-empty transition of the queue). Omitted (or nil): "each"
+-- on the first call; a later call returns the socket and changes nothing, as
+-- in 1.0. Given on a later call: darksidesync.setport(port, mode) is called
+-- again, and the handler follows the new mode from its next call on. Each
+-- time setport is called with items already queued, the helper sends its
+-- socket one datagram itself, so that the loop wakes up for them.
+-- @param mode nil, "each" or "coalesce"
 -- @return the LuaSocket UDP socket and its port, or nil and an error message
-function dss.getsocket()
-  if skt then return skt, port end
+function dss.getsocket(mode)
+  if mode ~= nil then
+    local t = type(mode)
+    if t ~= "string" and t ~= "number" then
+      error(("bad argument #1 to 'getsocket' (string expected, got %s)"):format(t), 2)
+    end
+    if not MODES[mode] then
+      error(("bad argument #1 to 'getsocket' (invalid option '%s')"):format(tostring(mode)), 2)
+    end
+  end
+  if skt then
+    if mode ~= nil then
+      darksidesync.setport(port, mode)
+      current = mode
+      if darksidesync.queuesize() > 0 then wake(skt) end
+    end
+    return skt, port
+  end
+  mode = mode or "each"
   local lasterr = "no port tried"
   for p = FIRST_PORT, LAST_PORT do
     local s, err = socket.udp()
@@ -66,8 +183,9 @@ function dss.getsocket()
     local okay
     okay, err = s:setsockname("127.0.0.1", p)
     if okay then
-      darksidesync.setport(p)
-      skt, port = s, p
+      darksidesync.setport(p, mode)
+      skt, port, current = s, p, mode
+      if darksidesync.queuesize() > 0 then wake(skt) end
       return skt, port
     end
     s:close()
@@ -77,18 +195,20 @@ function dss.getsocket()
                                                                tostring(lasterr))
 end
 
--- Reads one datagram, polls once, and runs the callback (protected).
-local function handler(s)
-  s:receive(8192)
-  local _, callback, args = darksidesync.poll()
-  if callback then
-    xpcall_args(callback, errorhandler, unpack(args))
-  end
-end
-
---- Returns the socket handler: `handler(skt)` reads one datagram from skt,
--- calls darksidesync.poll() once and, if that returned a callback, calls it
--- with its arguments in protected mode; an error goes to the error handler.
+--- Returns the socket handler, `handler(skt)`, for the helper's socket (or
+-- copas.wrap of it). It follows the mode of the latest getsocket call, at
+-- each call:
+--   "each":     reads one datagram, polls one item and runs its callback;
+--               then, while items are queued and no datagram is waiting,
+--               runs those too.
+--   "coalesce": reads one datagram, then the others already waiting, and
+--               runs items until the queue is empty.
+-- It runs at most 1000 items per call: past that it sends its socket a
+-- datagram and returns. So it returns only with the queue empty or a
+-- datagram waiting. Items are taken with darksidesync.poll() and callbacks
+-- called with their arguments in protected mode (they may yield under
+-- Copas); an error, raised by a callback or by a client's decoder, goes to
+-- the error handler.
 function dss.gethandler()
   return handler
 end
