@@ -1,11 +1,14 @@
 // helpers.hpp -- shared scaffolding of the core's unit tests.
 //
-// The tests act as the Lua side themselves: they pop items, call the
+// The tests act as the Lua side themselves: they take items, call the
 // client's decoder / return callbacks with a fake (never dereferenced)
-// lua_State pointer, and end items with finish / park + claim /
-// cancel_decoded, as src/lua does. Client callbacks only record what
-// happened; all assertions run on the test's main thread (Catch2 v2
-// assertions are not thread-safe).
+// lua_State pointer, and end items as src/lua/module.cpp does: finish() a
+// fire-and-forget item or one whose decoder returned 0; park() a decoded
+// blocking item on a ticket (cancel_decoded() when park refuses); later
+// claim() it back from the ticket, call its return callback and
+// finish_returned() it. Client callbacks only record what happened; all
+// assertions run on the test's main thread (Catch2 v2 assertions are not
+// thread-safe).
 //
 // Waits are bounded: a correct core never needs them to expire; they exist
 // so that a broken core makes a test fail instead of hang.
@@ -29,8 +32,9 @@
 
 namespace ut {
 
+using dss::Blocking;
 using dss::Hub;
-using dss::Item;
+using dss::Taken;
 using dss::Ticket;
 
 // "Did not hang": generous, only ever reached when the core is broken.
@@ -198,7 +202,7 @@ struct TicketBox {
   // As the Lua side's __gc: a ticket still holding its item ends it (only
   // on a failed test; passing tests leave their tickets empty).
   ~TicketBox() {
-    if (Item* it = Hub::claim(&t)) t.hub->cancel_decoded(it);
+    if (Blocking* b = Hub::claim(&t)) t.hub->cancel_decoded(b);
     t.hub->unref();
   }
   TicketBox(const TicketBox&) = delete;
@@ -207,7 +211,14 @@ struct TicketBox {
 
 // --- producers ---------------------------------------------------------------
 
-// Runs one deliver() on its own thread (for blocking deliveries).
+// The flags and timeout of a deliver2() (see Producer).
+struct V2 {
+  unsigned flags;
+  long timeout_ms;
+};
+
+// Runs one deliver() -- or deliver2(), given a V2 -- on its own thread (for
+// blocking deliveries).
 class Producer {
  public:
   Producer(void* utilid, DSS_decoder_1v0_t dec, DSS_return_1v0_t ret,
@@ -216,6 +227,14 @@ class Producer {
     auto rc = rc_;
     thread_ = std::thread(
         [rc, utilid, dec, ret, data] { rc->set_value(Hub::deliver(utilid, dec, ret, data)); });
+  }
+  Producer(void* utilid, DSS_decoder_1v0_t dec, DSS_return_1v0_t ret,
+           void* data, V2 v2)
+      : rc_(std::make_shared<std::promise<int>>()), fut_(rc_->get_future().share()) {
+    auto rc = rc_;
+    thread_ = std::thread([rc, utilid, dec, ret, data, v2] {
+      rc->set_value(Hub::deliver2(utilid, dec, ret, data, v2.flags, v2.timeout_ms));
+    });
   }
   ~Producer() {
     // On a failed test the producer may still be blocked: give the test's
@@ -240,18 +259,48 @@ class Producer {
   std::thread thread_;
 };
 
-// --- consumer actions --------------------------------------------------------
+// --- consumer actions (as src/lua/module.cpp drives the hub) ----------------
 
-// Pops, REQUIREs an item.
-inline Item* must_pop(Hub* hub) {
-  Item* it = hub->pop();
-  REQUIRE(it != nullptr);
-  return it;
+// Takes, REQUIREs an item.
+inline Taken must_take(Hub* hub) {
+  Taken t = hub->take();
+  REQUIRE(t);
+  return t;
 }
 
-// Decodes with the fake L; returns what the decoder returned.
-inline int decode(Item* it) {
-  return it->decode(fake_L(), it->data, it->utilid());
+// Decodes with the fake L, counting it as poll does; returns what the
+// decoder returned.
+inline int decode(Hub* hub, const Taken& t) {
+  hub->count_decoded();
+  return t.decode(fake_L(), t.data, t.utilid());
+}
+
+// Ends a decoded item as poll's settle_decoded does: a fire-and-forget one
+// is finished, a blocking one parked on ticket -- or, when park refuses
+// (unregistered or closing meanwhile), cancelled. Returns what park
+// returned (true for a fire-and-forget item).
+inline bool settle(Hub* hub, const Taken& t, Ticket* ticket) {
+  if (!t.blk) {
+    hub->finish(t);
+    return true;
+  }
+  if (hub->park(t, ticket)) return true;
+  hub->cancel_decoded(t.blk);
+  return false;
+}
+
+// The waiting-thread callback: called by Lua (garbage 0) or collected
+// uncalled (garbage 1). Claims the item back from the ticket, calls its
+// return callback and releases the producer, as wt_call / wt_gc do.
+// False when the item had already ended (timed out, cancelled or answered)
+// and nothing was called.
+inline bool answer(Ticket* ticket, int garbage = 0) {
+  Blocking* b = Hub::claim(ticket);
+  if (!b) return false;
+  ticket->hub->count_returned();
+  b->ret(fake_L(), b->data, dss::to_utilid(b->id), garbage);
+  ticket->hub->finish_returned(b);  // b may be gone from here on
+  return true;
 }
 
 }  // namespace ut

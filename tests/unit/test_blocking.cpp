@@ -26,13 +26,13 @@ TEST_CASE("blocking: released by finish() after the decoder returns 0", "[blocki
   Blocked b(hub.get(), u, &r);
   CHECK_FALSE(b.prod.done_within(kQuiet));
 
-  Item* it = must_pop(hub.get());
-  CHECK(it->data == &r);
-  CHECK(it->ret == rec_ret);
-  CHECK(it->waiter != nullptr);
+  Taken it = must_take(hub.get());
+  CHECK(it.data == &r);
+  REQUIRE(it.blk != nullptr);
+  CHECK(it.blk->ret == rec_ret);
   CHECK(hub->size() == 0);
-  CHECK_FALSE(b.prod.done_within(kQuiet));  // popped is not ended
-  REQUIRE(decode(it) == 0);
+  CHECK_FALSE(b.prod.done_within(kQuiet));  // taken is not ended
+  REQUIRE(decode(hub.get(), it) == 0);
   CHECK_FALSE(b.prod.done_within(kQuiet));  // decoded is not ended
   hub->finish(it);
   REQUIRE(b.prod.done_within(kHang));
@@ -43,7 +43,8 @@ TEST_CASE("blocking: released by finish() after the decoder returns 0", "[blocki
   CHECK(r.bad_args == 0);
 }
 
-TEST_CASE("blocking: released after park, claim, the return callback and finish",
+TEST_CASE("blocking: released after park, claim, the return callback and "
+          "finish_returned",
           "[blocking]") {
   const int garbage = GENERATE(0, 1);  // called by Lua, or collected uncalled
   Rec r;
@@ -53,24 +54,26 @@ TEST_CASE("blocking: released after park, claim, the return callback and finish"
   void* u = must_reg(hub.get(), libid(0));
   Blocked b(hub.get(), u, &r);
 
-  Item* it = must_pop(hub.get());
-  REQUIRE(decode(it) == 2);
+  Taken it = must_take(hub.get());
+  REQUIRE(decode(hub.get(), it) == 2);
   TicketBox tb(hub.get());
   REQUIRE(hub->park(it, &tb.t));
-  CHECK(tb.t.item == it);
+  CHECK(tb.t.item == it.blk);
   CHECK(tb.t.hub == hub.get());
+  CHECK(Hub::pending(&tb.t));
   CHECK(hub->size() == 0);  // parked items are not queued
-  CHECK(hub->pop() == nullptr);
+  CHECK_FALSE(hub->take());
   CHECK_FALSE(b.prod.done_within(kQuiet));
 
-  Item* claimed = Hub::claim(&tb.t);
-  REQUIRE(claimed == it);
+  Blocking* claimed = Hub::claim(&tb.t);
+  REQUIRE(claimed == it.blk);
   CHECK(tb.t.item == nullptr);
   CHECK(Hub::claim(&tb.t) == nullptr);  // only the first claim gets it
   CHECK_FALSE(b.prod.done_within(kQuiet));
-  CHECK(claimed->ret(fake_L(), claimed->data, claimed->utilid(), garbage) == 1);
+  hub->count_returned();
+  CHECK(claimed->ret(fake_L(), claimed->data, dss::to_utilid(claimed->id), garbage) == 1);
   CHECK_FALSE(b.prod.done_within(kQuiet));
-  hub->finish(claimed);
+  hub->finish_returned(claimed);
   REQUIRE(b.prod.done_within(kHang));
   CHECK(b.prod.rc() == DSS_SUCCESS);
   CHECK(r.decoded == 1);
@@ -89,10 +92,10 @@ TEST_CASE("blocking: released by cancel_decoded()", "[blocking]") {
   HubHandle hub;
   void* u = must_reg(hub.get(), libid(0));
   Blocked b(hub.get(), u, &r);
-  Item* it = must_pop(hub.get());
-  REQUIRE(decode(it) == 1);
+  Taken it = must_take(hub.get());
+  REQUIRE(decode(hub.get(), it) == 1);
   CHECK_FALSE(b.prod.done_within(kQuiet));
-  hub->cancel_decoded(it);
+  hub->cancel_decoded(it.blk);
   REQUIRE(b.prod.done_within(kHang));
   CHECK(b.prod.rc() == DSS_SUCCESS);
   CHECK(r.decoded == 1);
@@ -114,7 +117,7 @@ TEST_CASE("blocking: unreg while queued cancels through the decoder with L == NU
   REQUIRE(b.prod.done_within(kHang));
   CHECK(b.prod.rc() == DSS_SUCCESS);  // it was queued: deliver succeeded
   CHECK(hub->size() == 0);
-  CHECK(hub->pop() == nullptr);
+  CHECK_FALSE(hub->take());
   CHECK(r.decode_cancelled == 1);
   CHECK(r.calls() == 1);  // no return callback for a queued item
   CHECK(r.utilid == u);
@@ -129,8 +132,8 @@ TEST_CASE("blocking: unreg while parked cancels through ret with L == NULL",
   HubHandle hub;
   void* u = must_reg(hub.get(), libid(0));
   Blocked b(hub.get(), u, &r);
-  Item* it = must_pop(hub.get());
-  REQUIRE(decode(it) == 3);
+  Taken it = must_take(hub.get());
+  REQUIRE(decode(hub.get(), it) == 3);
   TicketBox tb(hub.get());
   REQUIRE(hub->park(it, &tb.t));
   CHECK_FALSE(b.prod.done_within(kQuiet));
@@ -171,8 +174,8 @@ TEST_CASE("blocking: close while parked cancels through ret", "[blocking][close]
   HubHandle hub;
   void* u = must_reg(hub.get(), libid(0), cancel_unreg);
   Blocked b(hub.get(), u, &r);
-  Item* it = must_pop(hub.get());
-  REQUIRE(decode(it) == 1);
+  Taken it = must_take(hub.get());
+  REQUIRE(decode(hub.get(), it) == 1);
   TicketBox tb(hub.get());
   REQUIRE(hub->park(it, &tb.t));
   CHECK_FALSE(b.prod.done_within(kQuiet));
@@ -197,15 +200,15 @@ TEST_CASE("blocking: each producer is released by its own item only", "[blocking
     prods.push_back(std::make_unique<Producer>(u, rec_decode, rec_ret, &recs[std::size_t(i)]));
     REQUIRE(wait_until([&] { return hub->size() == std::size_t(i + 1); }));
   }
-  std::vector<Item*> items;
+  std::vector<Taken> items;
   for (int i = 0; i < P; ++i) {
-    items.push_back(must_pop(hub.get()));
-    CHECK(items.back()->data == &recs[std::size_t(i)]);
+    items.push_back(must_take(hub.get()));
+    CHECK(items.back().data == &recs[std::size_t(i)]);
   }
   // End them out of order: 2, 0, 3, 1.
   for (int i : {2, 0, 3, 1}) {
     CHECK_FALSE(prods[std::size_t(i)]->done());
-    REQUIRE(decode(items[std::size_t(i)]) == 0);
+    REQUIRE(decode(hub.get(), items[std::size_t(i)]) == 0);
     hub->finish(items[std::size_t(i)]);
     REQUIRE(prods[std::size_t(i)]->done_within(kHang));
     CHECK(prods[std::size_t(i)]->rc() == DSS_SUCCESS);
@@ -231,9 +234,9 @@ TEST_CASE("blocking: unreg cancels only the items of its utilid", "[blocking][ca
   // Park pa and pb (they are the two oldest items, in unknown order).
   TicketBox ta(hub.get()), tbx(hub.get());
   for (int i = 0; i < 2; ++i) {
-    Item* it = must_pop(hub.get());
-    REQUIRE(decode(it) == 1);
-    REQUIRE(hub->park(it, it->data == &pa ? &ta.t : &tbx.t));
+    Taken it = must_take(hub.get());
+    REQUIRE(decode(hub.get(), it) == 1);
+    REQUIRE(hub->park(it, it.data == &pa ? &ta.t : &tbx.t));
   }
   REQUIRE(hub->size() == 0);
   REQUIRE(Hub::deliver(a, rec_decode, nullptr, &qa) == DSS_SUCCESS);
@@ -259,19 +262,20 @@ TEST_CASE("blocking: unreg cancels only the items of its utilid", "[blocking][ca
   CHECK_FALSE(prod_pb.prod.done());
   CHECK_FALSE(prod_bb.prod.done());
   REQUIRE(hub->size() == 2);
-  Item* it = must_pop(hub.get());
-  CHECK(it->data == &qb);
+  Taken it = must_take(hub.get());
+  CHECK(it.data == &qb);
   hub->finish(it);
-  it = must_pop(hub.get());
-  CHECK(it->data == &bb);
-  REQUIRE(decode(it) == 0);
+  it = must_take(hub.get());
+  CHECK(it.data == &bb);
+  REQUIRE(decode(hub.get(), it) == 0);
   hub->finish(it);
   REQUIRE(prod_bb.prod.done_within(kHang));
-  it = Hub::claim(&tbx.t);
-  REQUIRE(it != nullptr);
-  CHECK(it->data == &pb);
-  it->ret(fake_L(), it->data, it->utilid(), 0);
-  hub->finish(it);
+  CHECK(Hub::pending(&tbx.t));
+  Blocking* claimed = Hub::claim(&tbx.t);
+  REQUIRE(claimed != nullptr);
+  CHECK(claimed->data == &pb);
+  claimed->ret(fake_L(), claimed->data, dss::to_utilid(claimed->id), 0);
+  hub->finish_returned(claimed);
   REQUIRE(prod_pb.prod.done_within(kHang));
   CHECK(pb.returned == 1);
   CHECK(pb.calls() == 2);

@@ -50,7 +50,7 @@ TEST_CASE("close: K queued items and P blocked producers end by cancellation; "
     CHECK(p->rc() == DSS_SUCCESS);
   }
   CHECK(hub->size() == 0);
-  CHECK(hub->pop() == nullptr);
+  CHECK_FALSE(hub->take());
 
   // Each client's cancel, exactly once, with its own utilid.
   CHECK(CancelLog::get().total() == 2);
@@ -83,7 +83,7 @@ TEST_CASE("close: K queued items and P blocked producers end by cancellation; "
 TEST_CASE("close: cancels queued and parked items of every client, then the clients",
           "[cancel][close]") {
   CancelLog::get().reset();
-  Rec q1, q2, parked, popped;
+  Rec q1, q2, parked, third;
   parked.decode_result = 2;
   HubHandle hub;
   void* a = must_reg(hub.get(), libid(0), cancel_unreg);
@@ -91,13 +91,13 @@ TEST_CASE("close: cancels queued and parked items of every client, then the clie
   void* c = must_reg(hub.get(), libid(2), cancel_unreg);
   Producer pp(b, rec_decode, rec_ret, &parked);
   REQUIRE(wait_until([&] { return hub->size() == 1; }));
-  Item* it = must_pop(hub.get());
-  REQUIRE(decode(it) == 2);
+  Taken it = must_take(hub.get());
+  REQUIRE(decode(hub.get(), it) == 2);
   TicketBox tb(hub.get());
   REQUIRE(hub->park(it, &tb.t));
   REQUIRE(Hub::deliver(a, rec_decode, nullptr, &q1) == DSS_SUCCESS);
   REQUIRE(Hub::deliver(c, rec_decode, nullptr, &q2) == DSS_SUCCESS);
-  REQUIRE(Hub::deliver(c, rec_decode, nullptr, &popped) == DSS_SUCCESS);
+  REQUIRE(Hub::deliver(c, rec_decode, nullptr, &third) == DSS_SUCCESS);
   REQUIRE(hub->size() == 3);
   hub->close();
   REQUIRE(pp.done_within(kHang));
@@ -108,7 +108,7 @@ TEST_CASE("close: cancels queued and parked items of every client, then the clie
   CHECK(Hub::claim(&tb.t) == nullptr);
   CHECK(q1.decode_cancelled == 1);
   CHECK(q2.decode_cancelled == 1);
-  CHECK(popped.decode_cancelled == 1);
+  CHECK(third.decode_cancelled == 1);
   CHECK(CancelLog::get().total() == 3);
   for (void* u : {a, b, c}) CHECK(CancelLog::get().count(u) == 1);
   CHECK(CancelLog::get().unreg_rcs == std::vector<int>{DSS_SUCCESS, DSS_SUCCESS});
@@ -208,7 +208,7 @@ TEST_CASE("close: a hub with no registrations and no items closes cleanly", "[ca
   CHECK(CancelLog::get().total() == 0);
 }
 
-TEST_CASE("park: refused when the registration went away between pop and park",
+TEST_CASE("park: refused when the registration went away between take and park",
           "[cancel][park]") {
   CancelLog::get().reset();
   Rec r;
@@ -217,19 +217,21 @@ TEST_CASE("park: refused when the registration went away between pop and park",
   void* u = must_reg(hub.get(), libid(0));
   Producer p(u, rec_decode, rec_ret, &r);
   REQUIRE(wait_until([&] { return hub->size() == 1; }));
-  Item* it = must_pop(hub.get());
-  // The popped item is the consumer's: unreg does not cancel it...
+  Taken it = must_take(hub.get());
+  REQUIRE(it.blk != nullptr);
+  // The taken item is the consumer's: unreg does not cancel it...
   CHECK(Hub::unreg(u) == DSS_SUCCESS);
   CHECK(r.calls() == 0);
   CHECK_FALSE(p.done_within(kQuiet));
-  REQUIRE(decode(it) == 1);
+  REQUIRE(decode(hub.get(), it) == 1);
   // ...but park refuses it, and the consumer cancels it.
   TicketBox tb(hub.get());
   CHECK_FALSE(hub->park(it, &tb.t));
   CHECK(tb.t.item == nullptr);
-  CHECK(it->ticket == nullptr);
+  CHECK(it.blk->ticket == nullptr);
+  CHECK_FALSE(Hub::pending(&tb.t));
   CHECK_FALSE(p.done_within(kQuiet));
-  hub->cancel_decoded(it);
+  hub->cancel_decoded(it.blk);
   REQUIRE(p.done_within(kHang));
   CHECK(p.rc() == DSS_SUCCESS);
   CHECK(r.decoded == 1);
@@ -238,7 +240,7 @@ TEST_CASE("park: refused when the registration went away between pop and park",
   CHECK(Hub::claim(&tb.t) == nullptr);
 }
 
-TEST_CASE("park: refused when the hub closed between pop and park", "[cancel][park]") {
+TEST_CASE("park: refused when the hub closed between take and park", "[cancel][park]") {
   CancelLog::get().reset();
   Rec r;
   r.decode_result = 1;
@@ -246,15 +248,16 @@ TEST_CASE("park: refused when the hub closed between pop and park", "[cancel][pa
   void* u = must_reg(hub.get(), libid(0));
   Producer p(u, rec_decode, rec_ret, &r);
   REQUIRE(wait_until([&] { return hub->size() == 1; }));
-  Item* it = must_pop(hub.get());
+  Taken it = must_take(hub.get());
+  REQUIRE(it.blk != nullptr);
   hub->close();
   CHECK(CancelLog::get().count(u) == 1);
   CHECK(r.calls() == 0);
-  REQUIRE(decode(it) == 1);
+  REQUIRE(decode(hub.get(), it) == 1);
   TicketBox tb(hub.get());
   CHECK_FALSE(hub->park(it, &tb.t));
   CHECK(tb.t.item == nullptr);
-  hub->cancel_decoded(it);
+  hub->cancel_decoded(it.blk);
   REQUIRE(p.done_within(kHang));
   CHECK(r.ret_cancelled == 1);
   CHECK(r.calls() == 2);
@@ -289,17 +292,17 @@ TEST_CASE("pending: true exactly while a parked item waits for its return", "[ca
   REQUIRE(wait_until([&] { return hub->size() == 3; }));
   TicketBox* boxes[] = {&t1, &t2, &t3};
   for (TicketBox* tb : boxes) {
-    Item* it = must_pop(hub.get());
-    REQUIRE(decode(it) == 1);
+    Taken it = must_take(hub.get());
+    REQUIRE(decode(hub.get(), it) == 1);
     REQUIRE(hub->park(it, &tb->t));
     CHECK(Hub::pending(&tb->t));
   }
   // Ended by the Lua side: claimed, no longer pending.
-  Item* it = Hub::claim(&t1.t);
-  REQUIRE(it != nullptr);
+  Blocking* b = Hub::claim(&t1.t);
+  REQUIRE(b != nullptr);
   CHECK_FALSE(Hub::pending(&t1.t));
-  it->ret(fake_L(), it->data, it->utilid(), 0);
-  hub->finish(it);
+  b->ret(fake_L(), b->data, dss::to_utilid(b->id), 0);
+  hub->finish_returned(b);
   REQUIRE(p1.done_within(kHang));
   CHECK(Hub::pending(&t2.t));
   // Ended by cancellation.
@@ -324,8 +327,8 @@ TEST_CASE("unreg: cancels every queued and parked item of its utilid exactly onc
   void* u = must_reg(hub.get(), libid(0));
   Producer pp(u, rec_decode, rec_ret, &parked);
   REQUIRE(wait_until([&] { return hub->size() == 1; }));
-  Item* it = must_pop(hub.get());
-  REQUIRE(decode(it) == 1);
+  Taken it = must_take(hub.get());
+  REQUIRE(decode(hub.get(), it) == 1);
   TicketBox tb(hub.get());
   REQUIRE(hub->park(it, &tb.t));
   for (auto& r : ff) REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
@@ -369,8 +372,8 @@ void reenter() {
   int rc = Hub::deliver(g_reentrant_other, rec_decode, nullptr, &dummy);
   if (rc == DSS_SUCCESS) {
     // Running hub: take it back out at once (dummy is on our stack).
-    Item* it = g_reentrant_hub->pop();
-    if (!it || it->data != &dummy) ++g_reentrant_bad;
+    Taken it = g_reentrant_hub->take();
+    if (!it || it.data != &dummy) ++g_reentrant_bad;
     if (it) g_reentrant_hub->finish(it);
   }
   TicketBox tb(g_reentrant_hub);
@@ -430,11 +433,12 @@ TEST_CASE("cancel: callbacks run without the hub's lock held", "[cancel]") {
   {
     Producer p(u, reentrant_decode, reentrant_ret, &dummy);
     REQUIRE(wait_until([&] { return hub->size() == 2; }));
-    Item* first = must_pop(hub);
-    Item* blocking = must_pop(hub);
-    REQUIRE(blocking->ret == reentrant_ret);
+    Taken first = must_take(hub);
+    Taken blocking = must_take(hub);
+    REQUIRE(blocking.blk != nullptr);
+    REQUIRE(blocking.blk->ret == reentrant_ret);
     TicketBox tb(hub);
-    REQUIRE(decode(blocking) == 1);
+    REQUIRE(decode(hub, blocking) == 1);
     REQUIRE(hub->park(blocking, &tb.t));
     // Put the fire-and-forget one back in the queue by delivering anew.
     hub->finish(first);

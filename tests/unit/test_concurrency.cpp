@@ -36,13 +36,13 @@ struct Plan {
   Rec& rec(int k, int i) { return recs[std::size_t(k)][std::size_t(i)]; }
 };
 
-// The Lua side, on its own thread: pops and ends items, keeping one parked
+// The Lua side, on its own thread: takes and ends items, keeping one parked
 // item pending for a while (so that cancellation can find it parked).
 class Consumer {
  public:
   // close_after > 0: the consumer closes the hub itself after ending that
   // many items, as the Lua thread closing its state would.
-  // pause: while it holds, the consumer pops nothing (and keeps its parked
+  // pause: while it holds, the consumer takes nothing (and keeps its parked
   // item parked), so that items pile up for a cancellation to find.
   Consumer(Hub* hub, std::atomic<bool>& producers_done, int close_after = 0,
            std::atomic<bool>* pause = nullptr)
@@ -59,7 +59,7 @@ class Consumer {
   }
   void join() { thread_.join(); }
 
-  std::atomic<int> popped{0};
+  std::atomic<int> taken{0};
   std::atomic<int> claimed_empty{0};  // parked items that unreg/close cancelled
   std::atomic<int> park_refused{0};
   std::atomic<int> order_errors{0};
@@ -70,12 +70,7 @@ class Consumer {
  private:
   void end_held() {
     if (!held_) return;
-    if (Item* it = Hub::claim(&held_->t)) {
-      it->ret(fake_L(), it->data, it->utilid(), 0);
-      hub_->finish(it);
-    } else {
-      ++claimed_empty;
-    }
+    if (!answer(&held_->t)) ++claimed_empty;
     held_.reset();
   }
 
@@ -88,15 +83,16 @@ class Consumer {
         std::this_thread::yield();
         continue;
       }
-      Item* it = hub_->pop();
+      Taken it = hub_->take();
       if (!it) {
         end_held();
         if (done_flag_ && hub_->size() == 0) break;
         std::this_thread::yield();
         continue;
       }
-      ++popped;
-      Rec* r = static_cast<Rec*>(it->data);
+      ++taken;
+      hub_->drain_enter();  // as poll does, from here until the item is settled
+      Rec* r = static_cast<Rec*>(it.data);
       if (r->producer < 0) {
         ++foreign_items;
       } else {
@@ -104,18 +100,18 @@ class Consumer {
         if (r->seq < next[std::size_t(r->producer)]) ++order_errors;
         next[std::size_t(r->producer)] = r->seq + 1;
       }
-      int n = decode(it);
-      if (it->ret && n > 0) {
+      int n = decode(hub_, it);
+      if (it.blk && n > 0) {
         end_held();  // the previous one: it was parked for one round
         held_.reset(new TicketBox(hub_));
-        if (!hub_->park(it, &held_->t)) {
+        if (!settle(hub_, it, &held_->t)) {  // park refused: cancelled
           ++park_refused;
-          hub_->cancel_decoded(it);
           held_.reset();
         }
       } else {
         hub_->finish(it);
       }
+      hub_->drain_leave();
       if (++ended == close_after_) {
         hub_->close();
         closed_by_me = true;
@@ -233,7 +229,7 @@ TEST_CASE("concurrency: producers x items against a concurrent consumer, exact t
   CHECK(accepted == 4 * 3000);
   CHECK(t.decoded_ends == 4 * 3000);
   CHECK(t.cancelled_ends == 0);
-  CHECK(consumer.popped == 4 * 3000);
+  CHECK(consumer.taken == 4 * 3000);
   CHECK(consumer.order_errors == 0);
   CHECK(consumer.claimed_empty == 0);
   CHECK(consumer.park_refused == 0);
@@ -287,12 +283,12 @@ TEST_CASE("concurrency: unreg racing deliveries; every item ends exactly once",
     CHECK(t.accepted + t.refused == 3 * 2000);
     CHECK(t.accepted == accepted);
     CHECK(t.decoded_ends + t.cancelled_ends == t.accepted);
-    // Every item the consumer popped was decoded by it.
-    int popped_plan_items = consumer.popped - consumer.foreign_items;
+    // Every item the consumer took was decoded by it.
+    int taken_plan_items = consumer.taken - consumer.foreign_items;
     int decoded_total = 0;
     for (auto& v : plan.recs)
       for (auto& r : v) decoded_total += r.decoded;
-    CHECK(popped_plan_items == decoded_total);
+    CHECK(taken_plan_items == decoded_total);
     CHECK(consumer.order_errors == 0);
     CHECK(consumer.foreign_items == 1);
     CHECK(other_rec.decoded == 1);
@@ -400,12 +396,12 @@ TEST_CASE("concurrency: many hubs, producers and registrations at once", "[concu
   CHECK(t.bad == 0);
   CHECK(t.accepted == 6 * 1500);
   CHECK(t.decoded_ends == 6 * 1500);
-  int popped = 0;
+  int taken = 0;
   for (auto& c : consumers) {
-    popped += c->popped;
+    taken += c->taken;
     CHECK(c->order_errors == 0);
   }
-  CHECK(popped == 6 * 1500);
+  CHECK(taken == 6 * 1500);
   CHECK(churn_bad == 0);
   consumers.clear();
   hubs.clear();

@@ -1,20 +1,22 @@
 // Queue order and size: FIFO, per producer and across registrations.
 #include "helpers.hpp"
 
+#include <algorithm>
 #include <map>
+#include <random>
 
 using namespace ut;
 
-TEST_CASE("queue: an empty hub pops nothing and has size 0", "[queue]") {
+TEST_CASE("queue: an empty hub takes nothing and has size 0", "[queue]") {
   HubHandle hub;
   CHECK(hub->size() == 0);
-  CHECK(hub->pop() == nullptr);
+  CHECK_FALSE(hub->take());
   CHECK(hub->size() == 0);
   CHECK(hub->state() == Hub::State::running);
   CHECK(hub->port() == 0);
 }
 
-TEST_CASE("queue: FIFO over many items, size exact after every deliver and pop",
+TEST_CASE("queue: FIFO over many items, size exact after every deliver and take",
           "[queue]") {
   const int N = 1000;
   std::vector<Rec> recs(N);
@@ -26,17 +28,16 @@ TEST_CASE("queue: FIFO over many items, size exact after every deliver and pop",
     REQUIRE(hub->size() == std::size_t(i + 1));
   }
   for (int i = 0; i < N; ++i) {
-    Item* it = must_pop(hub.get());
-    REQUIRE(it->data == &recs[std::size_t(i)]);
-    REQUIRE(it->utilid() == u);
-    REQUIRE(it->decode == rec_decode);
-    REQUIRE(it->ret == nullptr);
-    REQUIRE(it->waiter == nullptr);
+    Taken it = must_take(hub.get());
+    REQUIRE(it.data == &recs[std::size_t(i)]);
+    REQUIRE(it.utilid() == u);
+    REQUIRE(it.decode == rec_decode);
+    REQUIRE(it.blk == nullptr);  // fire and forget
     REQUIRE(hub->size() == std::size_t(N - 1 - i));
-    REQUIRE(decode(it) == 0);
+    REQUIRE(decode(hub.get(), it) == 0);
     hub->finish(it);
   }
-  CHECK(hub->pop() == nullptr);
+  CHECK_FALSE(hub->take());
   CHECK(hub->size() == 0);
   for (auto& r : recs) {
     CHECK(r.decoded == 1);
@@ -44,6 +45,50 @@ TEST_CASE("queue: FIFO over many items, size exact after every deliver and pop",
     CHECK(r.utilid == u);
     CHECK(r.bad_args == 0);
   }
+}
+
+TEST_CASE("queue: FIFO and size exact through interleaved delivers and takes "
+          "across blocks", "[queue]") {
+  // Runs of deliveries and takes of random lengths (up to about two blocks
+  // each), so that the consumer's reservation ends mid-block, at a block's
+  // end and at the queue's end, with items appended behind it meanwhile.
+  const int N = 20000;
+  const unsigned run = 2 * Hub::kEntries + 3;
+  std::vector<Rec> recs(N);
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  std::mt19937 rng(20240611);
+  int in = 0, out = 0, bad = 0;
+  while (out < N) {
+    int k = std::min(N - in, int(rng() % run));
+    for (int i = 0; i < k; ++i, ++in) {
+      if (Hub::deliver(u, rec_decode, nullptr, &recs[std::size_t(in)]) != DSS_SUCCESS ||
+          hub->size() != std::size_t(in + 1 - out))
+        ++bad;
+    }
+    int j = int(rng() % run);
+    for (int i = 0; i < j; ++i) {
+      Taken it = hub->take();
+      if (out == in) {  // empty
+        if (it) ++bad;
+        break;
+      }
+      if (!it || it.data != &recs[std::size_t(out)]) {
+        ++bad;
+        break;
+      }
+      hub->finish(it);
+      ++out;
+      if (hub->size() != std::size_t(in - out)) ++bad;
+    }
+    REQUIRE(bad == 0);
+  }
+  CHECK(in == N);
+  CHECK_FALSE(hub->take());
+  CHECK(hub->size() == 0);
+  int calls = 0;
+  for (auto& r : recs) calls += r.calls();
+  CHECK(calls == 0);  // finish() alone calls nothing
 }
 
 TEST_CASE("queue: items of several registrations share one FIFO", "[queue]") {
@@ -59,9 +104,9 @@ TEST_CASE("queue: items of several registrations share one FIFO", "[queue]") {
   }
   REQUIRE(hub->size() == std::size_t(N));
   for (int i = 0; i < N; ++i) {
-    Item* it = must_pop(hub.get());
-    REQUIRE(it->data == &recs[std::size_t(i)]);
-    REQUIRE(it->utilid() == ((i % 3 == 0) ? b : a));
+    Taken it = must_take(hub.get());
+    REQUIRE(it.data == &recs[std::size_t(i)]);
+    REQUIRE(it.utilid() == ((i % 3 == 0) ? b : a));
     hub->finish(it);
   }
   CHECK(hub->size() == 0);
@@ -101,10 +146,10 @@ TEST_CASE("queue: several concurrent producers, each producer's order kept",
 
   std::vector<int> next(P, 0);
   std::size_t left = std::size_t(P * M);
-  while (Item* it = hub->pop()) {
+  while (Taken it = hub->take()) {
     --left;
     REQUIRE(hub->size() == left);
-    Rec* r = static_cast<Rec*>(it->data);
+    Rec* r = static_cast<Rec*>(it.data);
     REQUIRE(r->seq == next[std::size_t(r->producer)]);
     ++next[std::size_t(r->producer)];
     hub->finish(it);
@@ -123,23 +168,24 @@ TEST_CASE("queue: a blocking item keeps its place in the FIFO", "[queue]") {
   REQUIRE(Hub::deliver(u, rec_decode, nullptr, &last) == DSS_SUCCESS);
   REQUIRE(hub->size() == 3);
 
-  Item* it = must_pop(hub.get());
-  CHECK(it->data == &first);
+  Taken it = must_take(hub.get());
+  CHECK(it.data == &first);
+  CHECK(it.blk == nullptr);
   hub->finish(it);
-  it = must_pop(hub.get());
-  CHECK(it->data == &blocking);
-  CHECK(it->ret == rec_ret);
-  CHECK(it->waiter != nullptr);
+  it = must_take(hub.get());
+  CHECK(it.data == &blocking);
+  REQUIRE(it.blk != nullptr);
+  CHECK(it.blk->ret == rec_ret);
   CHECK(hub->size() == 1);
   CHECK_FALSE(prod.done_within(kQuiet));
-  REQUIRE(decode(it) == 0);
+  REQUIRE(decode(hub.get(), it) == 0);
   hub->finish(it);
   REQUIRE(prod.done_within(kHang));
   CHECK(prod.rc() == DSS_SUCCESS);
-  it = must_pop(hub.get());
-  CHECK(it->data == &last);
+  it = must_take(hub.get());
+  CHECK(it.data == &last);
   hub->finish(it);
-  CHECK(hub->pop() == nullptr);
+  CHECK_FALSE(hub->take());
   CHECK(blocking.decoded == 1);
   CHECK(blocking.calls() == 1);
 }

@@ -115,11 +115,11 @@ TEST_CASE("registration: two hubs with the same libid get different utilids",
   REQUIRE(Hub::deliver(ub, rec_decode, nullptr, &rb) == DSS_SUCCESS);
   CHECK(a->size() == 1);
   CHECK(b->size() == 2);
-  Item* it = must_pop(a.get());
-  CHECK(it->data == &ra);
+  Taken it = must_take(a.get());
+  CHECK(it.data == &ra);
   a->finish(it);
-  it = must_pop(b.get());
-  CHECK(it->data == &rb);
+  it = must_take(b.get());
+  CHECK(it.data == &rb);
   b->finish(it);
 
   // Unregistering in one hub leaves the other alone.
