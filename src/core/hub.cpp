@@ -79,6 +79,23 @@ std::uintptr_t tag_of(T t) {
 }
 std::uintptr_t my_tag() { return tag_of(pthread_self()); }
 
+// What a claimed entry holds; v is the id it held. A blocking item's
+// decoder and data are read from its record, which stays valid until the
+// item ends.
+Taken taken_of(const Entry& e, std::uint64_t v) {
+  Taken t;
+  t.id = v & ~kBlockingBit;
+  if (v & kBlockingBit) {
+    t.blk = e.blk;
+    t.decode = e.blk->decode;
+    t.data = e.blk->data;
+  } else {
+    t.decode = e.decode;
+    t.data = e.data;
+  }
+  return t;
+}
+
 using Clock = std::chrono::steady_clock;
 
 // A deadline `seconds` from now; false when there is none (no limit, or
@@ -298,10 +315,20 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
     qtail_ = t = nb;
   }
   Entry& e = t->e[t->end];
-  e.decode = decode;
-  e.data = data;
-  e.blk = rec;
-  e.id.store(id, std::memory_order_relaxed);
+  if (rec) {
+    e.blk = rec;
+    e.data = nullptr;
+    rec->id = id;
+    rec->decode = decode;
+    rec->ret = ret;
+    rec->data = data;
+    rec->entry = &e;
+    e.id.store(id | kBlockingBit, std::memory_order_relaxed);
+  } else {
+    e.decode = decode;
+    e.data = data;
+    e.id.store(id, std::memory_order_relaxed);
+  }
   ++t->end;
   count_.store(count_.load(std::memory_order_relaxed) + 1,
                std::memory_order_relaxed);
@@ -318,11 +345,6 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
     lock.unlock();
     return send ? notify_udp(depth) : DSS_SUCCESS;
   }
-  rec->id = id;
-  rec->decode = decode;
-  rec->ret = ret;
-  rec->data = data;
-  rec->entry = &e;
   ++blocked_;
   lock.unlock();
   int rc = send ? notify_udp(depth) : DSS_SUCCESS;
@@ -343,7 +365,7 @@ int Hub::wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
     if (!b.expired && timed && Clock::now() >= deadline) b.expired = true;
     if (b.expired) {
       if (b.st == Blocking::St::queued) {
-        std::uint64_t expect = b.id;
+        std::uint64_t expect = b.id | kBlockingBit;
         if (b.entry->id.compare_exchange_strong(expect, 0)) {
           b.st = Blocking::St::done;
           count_.store(count_.load(std::memory_order_relaxed) - 1,
@@ -561,11 +583,7 @@ Taken Hub::take() {
       Entry& e = cblock_->e[cpos_++];
       std::uint64_t id = e.id.exchange(0, std::memory_order_acquire);
       if (!id) continue;  // killed by unreg, close or a timeout
-      Taken t;
-      t.id = id;
-      t.decode = e.decode;
-      t.data = e.data;
-      t.blk = e.blk;
+      Taken t = taken_of(e, id);
       unsettled_.store(unsettled_.load(std::memory_order_relaxed) + 1,
                        std::memory_order_relaxed);
       if (t.blk) {
@@ -720,7 +738,8 @@ long Hub::queued_local(std::uint64_t id) {
   long n = 0;
   for (Block* b = qhead_; b; b = b->next)
     for (std::uint32_t i = 0; i < b->end; ++i)
-      if (b->e[i].id.load(std::memory_order_relaxed) == id) ++n;
+      if ((b->e[i].id.load(std::memory_order_relaxed) & ~kBlockingBit) == id)
+        ++n;
   return n;
 }
 
@@ -751,7 +770,7 @@ void Hub::cancel_items(std::uint64_t id) {
         for (; i < b->end; ++i) {
           Entry& e = b->e[i];
           std::uint64_t v = e.id.load(std::memory_order_relaxed);
-          if (!v || (id && v != id)) continue;
+          if (!v || (id && (v & ~kBlockingBit) != id)) continue;
           if (n == kBatch) {
             more = true;
             resume = b;
@@ -760,10 +779,7 @@ void Hub::cancel_items(std::uint64_t id) {
           }
           if (!e.id.compare_exchange_strong(v, 0)) continue;  // Lua took it
           Taken& t = batch[n++];
-          t.id = v;
-          t.decode = e.decode;
-          t.data = e.data;
-          t.blk = e.blk;
+          t = taken_of(e, v);
           if (t.blk) {
             t.blk->st = Blocking::St::busy;
             t.blk->entry = nullptr;

@@ -7,7 +7,7 @@
 // Threading: every member is safe from any thread unless it says "Lua
 // thread". No lock is ever held while a client callback runs.
 //
-// The queue is a chain of blocks of 32-byte entries (no allocation per
+// The queue is a chain of blocks of 24-byte entries (no allocation per
 // item). Producers append under the hub's lock. The Lua thread, the only
 // consumer, reserves everything queued under one lock and then claims the
 // entries one by one without it (an atomic exchange of the entry's id);
@@ -56,13 +56,22 @@ struct Blocking {
   bool cancelled = false;
 };
 
-// One queued item: 32 bytes.
+// One queued item: 24 bytes. A blocking item's decoder and data live in
+// its record (blk), so an entry holds either a fire-and-forget item's
+// decoder and data or a blocking item's record; the top bit of the id tells
+// which (registration ids come from a counter and never reach it).
 struct Entry {
-  std::atomic<std::uint64_t> id;  // the registration's id; 0 once claimed
-  DSS_decoder_1v0_t decode;
-  void* data;
-  Blocking* blk;  // nullptr: fire and forget
+  // The registration's id, | kBlockingBit for a blocking item; 0 once
+  // claimed.
+  std::atomic<std::uint64_t> id;
+  union {
+    DSS_decoder_1v0_t decode;  // fire and forget
+    Blocking* blk;             // blocking
+  };
+  void* data;  // fire and forget
 };
+constexpr std::uint64_t kBlockingBit = std::uint64_t(1) << 63;
+static_assert(sizeof(Entry) == 24, "an entry is three words");
 
 // An item the Lua thread took off the queue. It owns it until it ends:
 // finish(), park(), or cancel_decoded(). Empty (false) when none.
@@ -199,7 +208,9 @@ class Hub {
   // Lua-thread scratch owned by the binding layer (see closer in src/lua).
   void* lua_closer = nullptr;
 
-  static constexpr std::uint32_t kEntries = 255;  // a block is 8 KiB
+  // A block (header and entries) is one 8 KiB malloc chunk: 8176 bytes
+  // requested, plus glibc's 8-byte size field, rounded to 16.
+  static constexpr std::uint32_t kEntries = 340;
 
  private:
   Hub() = default;
