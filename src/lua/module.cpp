@@ -395,7 +395,7 @@ int l_dispatch(lua_State* L) {
   return 1;
 }
 
-// seterrorhandler([f])
+// seterrorhandler([f]) -> the previous handler, or nil
 int l_seterrorhandler(lua_State* L) {
   check_hub(L);
   int t = lua_type(L, 1);
@@ -404,8 +404,10 @@ int l_seterrorhandler(lua_State* L) {
                          lua_pushfstring(L, "function or nil expected, got %s",
                                          luaL_typename(L, 1)));
   lua_settop(L, 1);
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
+  lua_insert(L, 1);
   dss_rawsetp(L, LUA_REGISTRYINDEX, &errh_key);
-  return 0;
+  return 1;
 }
 
 // --- the waiting-thread callback ------------------------------------------

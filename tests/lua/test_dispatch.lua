@@ -168,8 +168,10 @@ test("with a handler, a callback's error goes to it and dispatch goes on", funct
     if seq == 2 then error("boom", 0) end
     if seq == 3 then error({ code = 3 }) end
   end)
-  eq(select("#", dss.seterrorhandler(function(msg) got[#got + 1] = msg; return "ignored" end)), 0,
-     "seterrorhandler returns nothing")
+  local h = function(msg) got[#got + 1] = msg; return "ignored" end
+  local n, prev = select("#", dss.seterrorhandler(h)), dss.seterrorhandler(h)
+  eq(n, 1, "seterrorhandler returns one value")
+  eq(prev, h, "the handler it replaced")
   deliver(4)
   eq(dss.dispatch(), 4, "ran, the failing ones included")
   eq(table.concat(seen, " "), "1 2 3 4", "seen")
@@ -287,6 +289,17 @@ test("a handler that raises: dispatch raises that error, the item ended, the res
   eq(table.concat(seen, " "), "1", "seen")
   eq(dss.queuesize(), 2, "queuesize")
   tc.check { attempts = 3, delivered = 3, decoded = 1, ended = 1, allocated = 3, freed = 1, live = 2 }
+end)
+
+test("seterrorhandler returns the handler it replaces, nil when there was none", function()
+  fresh()
+  local f, g = function() end, function() end
+  eq(select("#", dss.seterrorhandler(f)), 1, "one value")
+  eq(dss.seterrorhandler(g), f, "f replaced")
+  eq(dss.seterrorhandler(nil), g, "g removed")
+  eq(dss.seterrorhandler(), nil, "none was set")
+  eq(dss.seterrorhandler(f), nil, "none was set")
+  eq(dss.seterrorhandler(), f, "f removed")
 end)
 
 test("seterrorhandler(nil) and seterrorhandler() remove the handler", function()

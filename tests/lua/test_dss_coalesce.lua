@@ -14,6 +14,9 @@ local socket = require "socket"
 local dss = require "dss"
 
 local BATCH = 1000 -- the most items one handler call runs (lua/dss.lua)
+-- How the handler runs items: nil ("poll", the default) here;
+-- test_dss_dispatch.lua runs this file again with "dispatch".
+local HOW = rawget(_G, "DSS_HANDLER_HOW")
 local WAIT = 10 * (tonumber(os.getenv("DSS_TEST_TIMESCALE")) or 1)
 
 -- Whether a datagram is waiting on skt.
@@ -44,7 +47,7 @@ end
 local function serve(skt)
   local calls = 0
   while readable(skt) do
-    dss.gethandler()(skt)
+    dss.gethandler(HOW)(skt)
     calls = calls + 1
     ok(calls <= 100000, "the handler loop ends")
   end
@@ -57,7 +60,7 @@ local function serve_until(skt, done)
   local calls = 0
   while not done() do
     ok(socket.select({ skt }, nil, WAIT)[1], "a datagram while items are due")
-    dss.gethandler()(skt)
+    dss.gethandler(HOW)(skt)
     calls = calls + 1
   end
   return calls + serve(skt)
@@ -116,7 +119,7 @@ test("getsocket() with no mode: one datagram per item; the handler reads one and
   deliver(3)
   eq(take(skt), " 1, 2, 3", "datagrams taken away: three items with none")
   deliver(3)
-  local handler = dss.gethandler()
+  local handler = dss.gethandler(HOW)
   -- Three datagrams waiting for three items: 1.0's one item per datagram.
   handler(skt)
   eq(calls(), 1, "one item for the first datagram")
@@ -191,7 +194,7 @@ test("each: items with no datagram at all (queued while notification was off) ru
   eq(take(skt), " 4", "one datagram")
   -- The datagram was taken above: send one as darksidesync would.
   skt:sendto(" 4", "127.0.0.1", port)
-  dss.gethandler()(skt)
+  dss.gethandler(HOW)(skt)
   eq(calls(), 4, "all four ran")
   eq(dss.queuesize(), 0, "queue empty")
 end)
@@ -204,7 +207,7 @@ test("each: at most 1000 items per handler call; past that the handler sends its
   deliver(2500)
   darksidesync.setport(port)
   skt:sendto(" 2500", "127.0.0.1", port)
-  local handler = dss.gethandler()
+  local handler = dss.gethandler(HOW)
   handler(skt)
   eq(calls(), BATCH, "items in the first call")
   eq(take(skt), " 1500", "the handler's own datagram: the count left")
@@ -236,7 +239,7 @@ test("coalesce: 4 threads x 250 items, one datagram; one handler call runs them 
   ok(tc.join(), "join")
   eq(notified() - sent0, 1, "datagrams sent for 1000 items")
   ok(readable(skt), "the datagram")
-  dss.gethandler()(skt)
+  dss.gethandler(HOW)(skt)
   once(first, 4, 250)
   eq(dss.queuesize(), 0, "queue empty after one call")
   eq(readable(skt), false, "no datagram left")
@@ -286,7 +289,7 @@ test("coalesce: at most 1000 items per handler call; past that the handler sends
   local first = tc.start { threads = 1, items = 2500 }
   ok(tc.join(), "join")
   eq(notified() - sent0, 1, "darksidesync's datagrams")
-  local handler = dss.gethandler()
+  local handler = dss.gethandler(HOW)
   handler(skt)
   eq(calls(), BATCH, "first call")
   ok(readable(skt), "a datagram for the rest")
@@ -315,7 +318,7 @@ test("coalesce: callback errors go to the error handler (a message handler: trac
   end)
   tc.start { items = 5 }
   ok(tc.join(), "join")
-  dss.gethandler()(skt)
+  dss.gethandler(HOW)(skt)
   eq(table.concat(ran, " "), "1 2 3 4 5", "every callback ran")
   eq(table.concat(errors, "|"), "boom 2|boom 4", "errors")
   ok(traces[1]:find("failing", 1, true), "traceback at the point of error: " .. traces[1])
@@ -332,7 +335,7 @@ test("coalesce: a client decoder's errors go to the error handler too; the drain
   tc.start { items = 2, decoder = "error" }
   ok(tc.join(), "join")
   deliver(1)
-  local okay, err = pcall(dss.gethandler(), skt)
+  local okay, err = pcall(dss.gethandler(HOW), skt)
   ok(okay, "the handler does not raise: " .. tostring(err))
   eq(table.concat(errors, "|"), "testclient: decoder failed|testclient: decoder failed", "errors")
   eq(calls(), 1, "the good item ran")
@@ -379,7 +382,7 @@ test("switching: coalesce -> each -> coalesce; darksidesync and the handler foll
   local skt, port = setup("coalesce")
   local cb, calls = counter()
   tc.setcallback(cb)
-  local handler = dss.gethandler() -- taken once, follows every switch
+  local handler = dss.gethandler(HOW) -- taken once, follows every switch
   dss.getsocket("each")
   deliver(2)
   eq(take(skt), " 1, 2", "each: one datagram per item")
@@ -425,7 +428,7 @@ test("the handler, in either mode, with nothing queued: reads the datagram, runs
     local cb, calls = counter()
     tc.setcallback(cb)
     skt:sendto(" 1", "127.0.0.1", port)
-    dss.gethandler()(skt)
+    dss.gethandler(HOW)(skt)
     eq(calls(), 0, mode .. ": no callback")
     eq(readable(skt), false, mode .. ": datagram read")
   end
@@ -437,7 +440,8 @@ end)
 -- callback can only yield through coxpcall.
 local has_copas, copas = pcall(require, "copas")
 local can_yield = _VERSION ~= "Lua 5.1" or rawget(_G, "jit") or pcall(require, "coxpcall")
-if has_copas and can_yield then
+-- (Not with gethandler("dispatch"): its callbacks must not yield.)
+if has_copas and can_yield and HOW ~= "dispatch" then
   -- One Copas server for the helper's socket, added by the first test and
   -- kept (this Copas has no removeserver): its handler follows the mode.
   local served = false
@@ -456,7 +460,7 @@ if has_copas and can_yield then
         box = copas.wrap(mailbox)
         copas.addserver(skt, function(sk)
           sk = copas.wrap(sk)
-          local handler = dss.gethandler()
+          local handler = dss.gethandler(HOW)
           while true do handler(sk) end
         end)
         served = true
