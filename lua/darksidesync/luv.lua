@@ -1,0 +1,98 @@
+--- darksidesync.luv -- darksidesync in a luv (libuv) loop.
+--
+-- Watches darksidesync's wake-up fd with a `uv_poll` handle; each time libuv
+-- reports it readable, runs at most `max` queued items (default 1000) with
+-- `darksidesync.dispatch(max)`. The fd is level-triggered (readable exactly
+-- while the queue is non-empty) and so is libuv's poll: when a batch leaves
+-- items queued, the handle fires again at the loop's next turn, after the
+-- loop's timers and other handles ran.
+--
+--     local uv = require "luv"
+--     local watcher = require("darksidesync.luv").start()
+--     local timer = uv.new_timer()
+--     timer:start(100, 100, function() print("tick") end)
+--     uv.run()              -- items' callbacks run inside the loop
+--     -- elsewhere, to end: watcher:close(); timer:close()
+--
+-- A started watcher keeps `uv.run()` running (it is an active handle);
+-- `stop()` or `close()` lets the loop end once nothing else is active.
+-- One watcher per loop: libuv refuses two poll handles on one fd.
+--
+-- Errors: see darksidesync.reader (a callback's error goes to
+-- `darksidesync.seterrorhandler`'s handler; if dispatch raises, the watcher
+-- hands the error to `onerror` and the rest run on the next wake-up). No
+-- callback's error ever escapes into libuv. A poll error reported by libuv
+-- (the fd closed under it) stops the watcher and goes to `onerror` too.
+--
+-- Works on Lua 5.1-5.4 and LuaJIT (Debian: lua-luv).
+local reader = require "darksidesync.reader"
+
+local M = {}
+
+local Watcher = setmetatable({}, { __index = reader.methods })
+Watcher.__index = Watcher
+
+--- A new watcher, not started.
+-- @param opts nil or a table: `max` (items per wake-up, a positive integer,
+--   default 1000), `onerror` (receives an error dispatch raised, and poll
+--   errors; default: prints it on stderr), `uv` (the luv module, default
+--   `require "luv"`)
+-- @return the watcher: methods `start`, `stop`, `close`, `isactive`,
+--   `dispatch`; fields `handle` (the uv_poll handle), `fd`, `max`, `wakes`,
+--   `ran`, `errors`
+function M.new(opts)
+  local uv = type(opts) == "table" and opts.uv or require "luv"
+  local self = reader.new(opts, "darksidesync.luv", "new")
+  setmetatable(self, Watcher)
+  self.handle = uv.new_poll(self.fd)
+  self.closed = false
+  return self
+end
+
+--- A new watcher, started: `M.new(opts):start()`.
+-- @param opts as for `new`
+-- @return the watcher
+function M.start(opts)
+  return M.new(opts):start()
+end
+
+--- Starts watching (again). Raises when the watcher is closed.
+-- @return the watcher
+function Watcher:start()
+  if self.closed then error("darksidesync.luv: the watcher is closed", 2) end
+  self.handle:start("r", function(err)
+    if err then
+      self.handle:stop()
+      self.errors = self.errors + 1
+      self.onerror("darksidesync.luv: poll error: " .. tostring(err))
+      return
+    end
+    self:dispatch()
+  end)
+  return self
+end
+
+--- Stops watching; `start` may start it again. Items stay queued.
+-- @return the watcher
+function Watcher:stop()
+  if not self.closed then self.handle:stop() end
+  return self
+end
+
+--- Stops watching for good and closes the uv_poll handle (libuv finishes
+-- closing it in the loop's next turn). Items stay queued; darksidesync's fd
+-- stays open (it is darksidesync's). Calling it again does nothing.
+function Watcher:close()
+  if self.closed then return end
+  self.closed = true
+  self.handle:stop()
+  self.handle:close()
+end
+
+--- Whether the watcher is watching (started, not stopped or closed).
+-- @return a boolean
+function Watcher:isactive()
+  return not self.closed and self.handle:is_active() == true
+end
+
+return M

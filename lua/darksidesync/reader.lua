@@ -1,0 +1,138 @@
+--- darksidesync.reader -- what the event-loop helpers share: a reader of
+-- darksidesync's wake-up fd that drains the queue a bounded batch at a time.
+--
+-- The loop helpers (darksidesync.luv, .cqueues, .copas, .select) are built on
+-- it; use it directly for a loop of your own (an epoll or poll binding, a
+-- fiber scheduler):
+--
+--     local reader = require("darksidesync.reader").new { max = 500 }
+--     -- when reader.fd is readable:
+--     reader:dispatch()
+--
+-- How a reader works:
+--
+-- * `darksidesync.getfd()` is readable exactly while the queue is non-empty
+--   (level-triggered; darksidesync resets it when poll or dispatch empties
+--   the queue, never the reader). The reader never reads or closes it.
+-- * `reader:dispatch()` runs at most `max` items (`darksidesync.dispatch(max)`)
+--   and returns. When items remain, the fd is still readable, so the loop
+--   comes back at its next turn, after its other work (timers, sockets): a
+--   flood cannot starve the loop.
+-- * Errors: a callback's error goes where `darksidesync.dispatch` sends it,
+--   the function set by `darksidesync.seterrorhandler` (called at the point
+--   of the error; dispatch goes on with the next item). With none set (or if
+--   that handler raises), dispatch raises: the reader catches the error,
+--   hands it to its `onerror` option (default: a line on stderr) and ends the
+--   batch; the items after the one that failed stay queued, the fd stays
+--   readable, and the next wake-up runs them. A reader thus never raises an
+--   error of a callback into the loop.
+-- * Callbacks run inside `darksidesync.dispatch` (a C function): they must
+--   not yield.
+--
+-- Works on Lua 5.1-5.4 and LuaJIT.
+local darksidesync = require "darksidesync"
+
+local reader = {}
+
+--- The batch bound when the `max` option is not given: at most this many
+-- items run per wake-up.
+reader.DEFAULT_MAX = 1000
+
+local Reader = {}
+Reader.__index = Reader
+
+--- The readers' methods (the metatable of every reader, its own __index):
+-- a helper's object type can inherit them.
+reader.methods = Reader
+
+-- The default onerror: one line on stderr, naming the helper.
+local function default_onerror(name)
+  return function(msg)
+    io.stderr:write(name, ": error in a darksidesync callback: ", tostring(msg), "\n")
+  end
+end
+
+-- Raises "bad argument #1 to '<who>' (<reason>)" (with no position: the
+-- options pass through a helper's function first).
+local function argerror(who, reason)
+  error(("bad argument #1 to '%s' (%s)"):format(who, reason), 0)
+end
+
+--- Checks the options every helper takes; returns max and onerror (nil when
+-- not given). Raises "bad argument #1 to '<who>' (...)" for a bad one.
+-- @param opts nil, or a table: `max` (a positive integer), `onerror` (a function)
+-- @param who the function name for error messages
+-- @return max, onerror
+function reader.options(opts, who)
+  if opts == nil then return reader.DEFAULT_MAX, nil end
+  if type(opts) ~= "table" then
+    argerror(who, "table or nil expected, got " .. type(opts))
+  end
+  local max = opts.max
+  if max == nil then
+    max = reader.DEFAULT_MAX
+  elseif type(max) ~= "number" or max ~= max or max < 1 or max == math.huge
+      or max ~= math.floor(max) then
+    argerror(who, "option 'max' must be a positive integer, got " .. tostring(max))
+  end
+  if opts.onerror ~= nil and type(opts.onerror) ~= "function" then
+    argerror(who, "option 'onerror' must be a function, got " .. type(opts.onerror))
+  end
+  return max, opts.onerror
+end
+
+--- A new reader.
+-- @param opts nil or a table: `max`, the most items one `dispatch` runs
+--   (a positive integer, default 1000); `onerror`, a function receiving an
+--   error `darksidesync.dispatch` raised (default: prints it on stderr)
+-- @param name the helper's name, for error messages (default "darksidesync.reader")
+-- @param who the function name for a bad argument (default "new")
+-- @return the reader: fields `fd` (darksidesync's wake-up fd), `max`,
+--   `wakes` (dispatch calls so far), `ran` (items they ran), `errors`
+--   (errors they caught); methods `dispatch`, `getfd`, `dirty`
+function reader.new(opts, name, who)
+  name = name or "darksidesync.reader"
+  local max, onerror = reader.options(opts, who or "new")
+  return setmetatable({
+    name = name,
+    fd = darksidesync.getfd(),
+    max = max,
+    onerror = onerror or default_onerror(name),
+    wakes = 0,
+    ran = 0,
+    errors = 0,
+  }, Reader)
+end
+
+--- Runs at most `max` queued items (`darksidesync.dispatch(max)`).
+-- A callback's error goes to `darksidesync.seterrorhandler`'s handler; if
+-- dispatch raises (no handler set, or the handler raised), the error goes to
+-- `onerror` and the batch ends (the rest stay queued, the fd readable).
+-- @return the number of items run, or nil and the error dispatch raised
+function Reader:dispatch()
+  self.wakes = self.wakes + 1
+  local okay, n = pcall(darksidesync.dispatch, self.max)
+  if okay then
+    self.ran = self.ran + n
+    return n
+  end
+  self.errors = self.errors + 1
+  self.onerror(n)
+  return nil, n
+end
+
+--- darksidesync's wake-up fd (for LuaSocket's `socket.select`, which calls
+-- `getfd` on the objects in its sets).
+-- @return the fd, an integer
+function Reader:getfd()
+  return self.fd
+end
+
+--- For LuaSocket's `socket.select`: always false (nothing is buffered in
+-- Lua; the fd tells when there is work).
+-- @return false
+function Reader:dirty()
+  return false
+end
+
+return reader
