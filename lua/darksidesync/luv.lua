@@ -18,11 +18,14 @@
 -- `stop()` or `close()` lets the loop end once nothing else is active.
 -- One watcher per loop: libuv refuses two poll handles on one fd.
 --
--- Errors: see darksidesync.reader (a callback's error goes to
--- `darksidesync.seterrorhandler`'s handler; if dispatch raises, the watcher
--- hands the error to `onerror` and the rest run on the next wake-up). No
--- callback's error ever escapes into libuv. A poll error reported by libuv
--- (the fd closed under it) stops the watcher and goes to `onerror` too.
+-- Errors: a callback's error goes to darksidesync's error handler
+-- (`darksidesync.seterrorhandler`) if one is set, else to the `onerror`
+-- option (default: stderr, with a traceback), called at the point of the
+-- error; the items after it still run (see darksidesync.reader). No
+-- callback's error escapes into libuv. Only an error raised by `onerror`
+-- itself does, like an error in any luv callback (luv's default: print it
+-- and exit the process). A poll error reported by libuv (the fd closed
+-- under it) stops the watcher and goes to `onerror`.
 --
 -- Works on Lua 5.1-5.4 and LuaJIT (Debian: lua-luv).
 local reader = require "darksidesync.reader"
@@ -34,8 +37,9 @@ Watcher.__index = Watcher
 
 --- A new watcher, not started.
 -- @param opts nil or a table: `max` (items per wake-up, a positive integer,
---   default 1000), `onerror` (receives an error dispatch raised, and poll
---   errors; default: prints it on stderr), `uv` (the luv module, default
+--   default 1000), `onerror` (receives a callback's error when no
+--   darksidesync error handler is set, and poll errors; default: prints it
+--   on stderr), `uv` (the luv module, default
 --   `require "luv"`)
 -- @return the watcher: methods `start`, `stop`, `close`, `isactive`,
 --   `dispatch`; fields `handle` (the uv_poll handle), `fd`, `max`, `wakes`,

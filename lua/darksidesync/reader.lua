@@ -18,14 +18,17 @@
 --   and returns. When items remain, the fd is still readable, so the loop
 --   comes back at its next turn, after its other work (timers, sockets): a
 --   flood cannot starve the loop.
--- * Errors: a callback's error goes where `darksidesync.dispatch` sends it,
---   the function set by `darksidesync.seterrorhandler` (called at the point
---   of the error; dispatch goes on with the next item). With none set (or if
---   that handler raises), dispatch raises: the reader catches the error,
---   hands it to its `onerror` option (default: a line on stderr) and ends the
---   batch; the items after the one that failed stay queued, the fd stays
---   readable, and the next wake-up runs them. A reader thus never raises an
---   error of a callback into the loop.
+-- * Errors (a callback's, or a client decoder's): when a handler is set
+--   with `darksidesync.seterrorhandler`, it gets them, as `dispatch` does
+--   it. With none set, the reader's `onerror` option gets them instead
+--   (default: a line on stderr with a traceback), the same way: called at the
+--   point of the error (so `debug.traceback` in it shows where), and the
+--   items after it still run. The reader sets `onerror` as darksidesync's
+--   handler only for the time of its `dispatch` call. If the handler in
+--   effect raises an error of its own: darksidesync's handler's error goes
+--   to `onerror` and the batch ends (the rest stay queued, the fd readable,
+--   the next wake-up runs them); `onerror`'s own error is raised into the
+--   loop, as an error of the loop's own callbacks would be.
 -- * Callbacks run inside `darksidesync.dispatch` (a C function): they must
 --   not yield.
 --
@@ -45,10 +48,12 @@ Reader.__index = Reader
 -- a helper's object type can inherit them.
 reader.methods = Reader
 
--- The default onerror: one line on stderr, naming the helper.
+-- The default onerror: the message and a traceback on stderr, naming the
+-- helper.
 local function default_onerror(name)
   return function(msg)
-    io.stderr:write(name, ": error in a darksidesync callback: ", tostring(msg), "\n")
+    io.stderr:write(debug.traceback(name .. ": error in a darksidesync callback: " ..
+                                    tostring(msg), 2), "\n")
   end
 end
 
@@ -83,17 +88,18 @@ end
 
 --- A new reader.
 -- @param opts nil or a table: `max`, the most items one `dispatch` runs
---   (a positive integer, default 1000); `onerror`, a function receiving an
---   error `darksidesync.dispatch` raised (default: prints it on stderr)
+--   (a positive integer, default 1000); `onerror`, a function receiving a
+--   callback's error when no darksidesync error handler is set (default:
+--   prints it on stderr with a traceback)
 -- @param name the helper's name, for error messages (default "darksidesync.reader")
 -- @param who the function name for a bad argument (default "new")
 -- @return the reader: fields `fd` (darksidesync's wake-up fd), `max`,
 --   `wakes` (dispatch calls so far), `ran` (items they ran), `errors`
---   (errors they caught); methods `dispatch`, `getfd`, `dirty`
+--   (errors handed to onerror); methods `dispatch`, `getfd`, `dirty`
 function reader.new(opts, name, who)
   name = name or "darksidesync.reader"
   local max, onerror = reader.options(opts, who or "new")
-  return setmetatable({
+  local self = setmetatable({
     name = name,
     fd = darksidesync.getfd(),
     max = max,
@@ -102,20 +108,37 @@ function reader.new(opts, name, who)
     ran = 0,
     errors = 0,
   }, Reader)
+  -- darksidesync's error handler while dispatch runs, when none is set.
+  self.handler = function(msg)
+    self.errors = self.errors + 1
+    return self.onerror(msg)
+  end
+  return self
 end
 
 --- Runs at most `max` queued items (`darksidesync.dispatch(max)`).
--- A callback's error goes to `darksidesync.seterrorhandler`'s handler; if
--- dispatch raises (no handler set, or the handler raised), the error goes to
--- `onerror` and the batch ends (the rest stay queued, the fd readable).
--- @return the number of items run, or nil and the error dispatch raised
+-- A callback's error goes to darksidesync's error handler if one is set,
+-- else to `onerror`, at the point of the error; the items after it still
+-- run. If darksidesync's handler raises, its error goes to `onerror` and the
+-- batch ends (the rest stay queued, the fd readable); if `onerror` raises
+-- (as darksidesync's handler), its error is raised from here.
+-- @return the number of items run, or nil and the error of darksidesync's
+--   handler
 function Reader:dispatch()
   self.wakes = self.wakes + 1
+  local prev = darksidesync.seterrorhandler(self.handler)
+  if prev ~= nil then darksidesync.seterrorhandler(prev) end
   local okay, n = pcall(darksidesync.dispatch, self.max)
+  if prev == nil then
+    -- Take ours out, unless a callback set another meanwhile.
+    local cur = darksidesync.seterrorhandler(nil)
+    if cur ~= self.handler then darksidesync.seterrorhandler(cur) end
+  end
   if okay then
     self.ran = self.ran + n
     return n
   end
+  if prev == nil then error(n, 0) end -- onerror raised
   self.errors = self.errors + 1
   self.onerror(n)
   return nil, n

@@ -201,8 +201,32 @@ return function(adapter)
     tc.check { attempts = 5, delivered = 5, decoded = 5, ended = 5, allocated = 5, freed = 5 }
   end)
 
-  test(name .. ": a callback raises with no error handler set: onerror gets it, the batch ends, the rest run at the next wake-up", function()
+  test(name .. ": a callback raises with no error handler set: onerror gets it at the point of the error, the later items still run", function()
     local calls = raising()
+    local onerror, where = {}, nil
+    local reader = run {
+      reader = { onerror = function(msg)
+        onerror[#onerror + 1] = msg
+        where = debug.traceback()
+      end },
+      done = function() return #calls == 5 end,
+    }
+    eq(table.concat(calls, " "), "1 2 3 4 5", "callbacks called")
+    eq(#onerror, 1, "errors handed to onerror")
+    eq(onerror[1], "boom 3", "the error")
+    ok(where:find("loop_cases.lua:%d+: in function"), "a traceback from where it was raised:\n" .. where)
+    eq(reader.errors, 1, "errors the reader handed to onerror")
+    eq(reader.wakes, 1, "one wake-up")
+    eq(reader.ran, 5, "ran (the one that raised counts)")
+    eq(dss.seterrorhandler(nil), nil, "no darksidesync error handler left set")
+    eq(dss.queuesize(), 0, "queue drained")
+    tc.check { attempts = 5, delivered = 5, decoded = 5, ended = 5, allocated = 5, freed = 5 }
+  end)
+
+  test(name .. ": darksidesync's error handler raises: onerror gets that error, the batch ends, the rest run at the next wake-up", function()
+    local calls = raising()
+    local handler = function(msg) error("handler: " .. msg, 0) end
+    dss.seterrorhandler(handler)
     local onerror = {}
     local reader = run {
       reader = { onerror = function(msg) onerror[#onerror + 1] = msg end },
@@ -210,10 +234,11 @@ return function(adapter)
     }
     eq(table.concat(calls, " "), "1 2 3 4 5", "callbacks called")
     eq(#onerror, 1, "errors handed to onerror")
-    eq(onerror[1], "boom 3", "the error")
-    eq(reader.errors, 1, "errors the reader caught")
+    eq(onerror[1], "handler: boom 3", "the error")
+    eq(reader.errors, 1, "errors the reader handed to onerror")
     eq(reader.wakes, 2, "wake-ups: the one that raised, then one for items 4 and 5")
     eq(reader.ran, 2, "items run by the wake-up that returned")
+    eq(dss.seterrorhandler(nil), handler, "darksidesync's handler is still set")
     eq(dss.queuesize(), 0, "queue drained")
     tc.check { attempts = 5, delivered = 5, decoded = 5, ended = 5, allocated = 5, freed = 5 }
   end)
