@@ -10,7 +10,7 @@ PACKAGES=(
   liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev libluajit-5.1-dev
   catch2 lua-socket luarocks lua-copas lua-coxpcall valgrind
   clang libclang-rt-14-dev
-  lua-luv gnuplot-nox
+  lua-luv gnuplot-nox lua-cqueues
 )
 
 missing=()
