@@ -10,7 +10,8 @@ description = {
   detailed = [[
     Background threads of C libraries deliver items to a queue; Lua polls
     them out (optionally woken by a UDP packet) and may hand results back to
-    a producer that blocks until Lua answers. A drop-in replacement for
+    a producer that blocks until Lua answers. Helpers for luv, cqueues,
+    Copas and socket.select loops. A drop-in replacement for
     DarkSideSync 1.0: same Lua API, same C ABI ("DSS API 1v0"), on Lua 5.1,
     5.2, 5.3, 5.4 and LuaJIT.
   ]],
@@ -20,6 +21,11 @@ description = {
 dependencies = {
   "lua >= 5.1, < 5.5",
 }
+-- No modules table: with build type cmake, CMake's install rule installs
+-- lua/ (dss.lua and the event-loop helpers lua/darksidesync/*.lua, required
+-- as "darksidesync.luv", "darksidesync.cqueues", "darksidesync.copas",
+-- "darksidesync.select", "darksidesync.reader") into $(LUADIR);
+-- scripts/check-rockspec.sh checks they are there.
 build = {
   type = "cmake",
   variables = {

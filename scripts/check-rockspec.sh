@@ -25,6 +25,14 @@ for v in ${ROCK_LUAS:-5.1 5.4}; do
     assert(type(reg["DSS API 1v0"]) == "userdata", "API 1v0 missing")
     local dss = require "dss"
     assert(type(dss.gethandler) == "function", "dss helper")
+    local sel = require "darksidesync.select"
+    assert(type(sel.new) == "function", "darksidesync.select helper")
+    for _, m in ipairs { "darksidesync.reader", "darksidesync.luv", "darksidesync.cqueues",
+                         "darksidesync.copas" } do
+      assert(not package.searchpath or
+             (package.searchpath(m, package.path) or ""):find(os.getenv("TREE"), 1, true),
+             m .. " from the tree")
+    end
     if package.searchpath then
       assert(package.searchpath("dss", package.path):find(os.getenv("TREE"), 1, true),
              "dss from the tree")
