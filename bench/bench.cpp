@@ -73,6 +73,7 @@ struct Options {
   int reps = 5;
   double scale = 1.0;  // multiplies item counts
   bool quick = false;  // only the per-version summary rows
+  int poll_probe = 0;  // --poll P
 };
 Options opt;
 
@@ -1030,6 +1031,21 @@ void quick() {
               fmt_rate(median(rates)).c_str(), median(p50s));
 }
 
+// --poll P: the poll() path against the table ceiling with P producers,
+// interleaved, one line (for working on that path).
+void poll_probe(int p) {
+  long n = scaled(1000000);
+  std::vector<double> ct, po, di;
+  for (int i = 0; i < opt.reps; ++i) {
+    ct.push_back(ceil_throughput(p, n, CeilStyle::table));
+    po.push_back(ours_throughput(p, n, Drain::poll));
+    di.push_back(ours_throughput(p, n, Drain::dispatch));
+  }
+  std::printf("%dP: table ceiling %s, poll() %s (%s), dispatch() %s\n", p,
+              fmt_rate(median(ct)).c_str(), fmt_rate(median(po)).c_str(),
+              fmt_ratio(median(po), median(ct)).c_str(), fmt_rate(median(di)).c_str());
+}
+
 void full() {
   long n_ceil = scaled(2000000), n_ours = scaled(1000000);
   const int P[] = {1, 2, 4, 8};
@@ -1346,16 +1362,18 @@ int main(int argc, char** argv) {
     else if (a == "--reps") opt.reps = std::atoi(next().c_str());
     else if (a == "--scale") opt.scale = std::atof(next().c_str());
     else if (a == "--quick") opt.quick = true;
+    else if (a == "--poll") opt.poll_probe = std::atoi(next().c_str());
     else {
       std::fprintf(stderr,
-                   "usage: dss_bench [--quick] [--reps N] [--scale X] [--label L]\n"
+                   "usage: dss_bench [--quick | --poll P] [--reps N] [--scale X] [--label L]\n"
                    "                 [--module-dir D] [--lua-dir D] [--out-dir D] [--luv FILE]\n");
       return 2;
     }
   }
   if (opt.label.empty()) opt.label = LUA_VERSION;
   load_luv();
-  if (opt.quick) quick();
+  if (opt.poll_probe > 0) poll_probe(opt.poll_probe);
+  else if (opt.quick) quick();
   else full();
   for (auto& v : violations) std::fprintf(stderr, "bench: FAILED: %s\n", v.c_str());
   return violations.empty() ? 0 : 3;

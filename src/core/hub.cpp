@@ -370,6 +370,7 @@ int Hub::wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
           b.st = Blocking::St::done;
           count_.store(count_.load(std::memory_order_relaxed) - 1,
                        std::memory_order_relaxed);
+          kills_.fetch_add(1, std::memory_order_relaxed);
           ++timedout_;
           if (size_locked() == 0) reset_locked();
           if (room_waiters_.load(std::memory_order_relaxed))
@@ -593,8 +594,17 @@ Taken Hub::take() {
       }
       // At the end of the reservation, or only killed entries left in it:
       // settle now, so the wake-ups reset as soon as the queue is empty.
-      if ((cblock_ == lim_block_ && cpos_ == lim_end_) || size_locked() == 0)
+      // (The queue's count is written by every deliver: it is only read
+      // when entries were killed since the consumer last looked.)
+      if (cblock_ == lim_block_ && cpos_ == lim_end_) {
         extend();
+      } else {
+        std::uint64_t k = kills_.load(std::memory_order_relaxed);
+        if (k != seen_kills_) {
+          seen_kills_ = k;
+          if (size_locked() == 0) extend();
+        }
+      }
       return t;
     }
     if (!extend()) return Taken{};
@@ -813,6 +823,7 @@ void Hub::cancel_items(std::uint64_t id) {
       if (killed) {
         count_.store(count_.load(std::memory_order_relaxed) - killed,
                      std::memory_order_relaxed);
+        kills_.fetch_add(1, std::memory_order_relaxed);
         if (size_locked() == 0) reset_locked();
         if (room_waiters_.load(std::memory_order_relaxed))
           room_cv_.notify_all();

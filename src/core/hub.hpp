@@ -207,6 +207,7 @@ class Hub {
 
   // Lua-thread scratch owned by the binding layer (see closer in src/lua).
   void* lua_closer = nullptr;
+  void* lua_box = nullptr;
 
   // A block (header and entries) is one 8 KiB malloc chunk: 8176 bytes
   // requested, plus glibc's 8-byte size field, rounded to 16.
@@ -254,53 +255,58 @@ class Hub {
   int notify_udp(std::size_t count);
   static bool draining_here(const Hub* hub);
 
-  std::atomic<int> refs_{1};
-  std::atomic<State> state_{State::running};
-  mutable std::mutex mu_;
+  // The members are grouped by who writes them, each group on cache lines
+  // of its own, so that the Lua thread's per-item work and the producers'
+  // do not invalidate each other's lines (false sharing).
 
-  // The queue (under mu_): blocks from qhead_ to qtail_.
+  // --- written by producers on every deliver (under mu_) ---------------------
+  alignas(64) mutable std::mutex mu_;
+  std::atomic<int> refs_{1};
+  // The queue: blocks from qhead_ to qtail_.
   Block* qhead_ = nullptr;
   Block* qtail_ = nullptr;
   Block* spare_ = nullptr;
   // Items queued, not killed by others, not yet settled by the consumer.
   std::atomic<std::size_t> count_{0};
-  // Items the consumer took since it last settled (written by the Lua
-  // thread only; read by producers to see room).
-  std::atomic<std::size_t> unsettled_{0};
-  // The consumer's position and reservation (Lua thread; changed under
-  // mu_ when blocks are unlinked).
+  bool signalled_ = false;  // a wake-up is out for the current non-empty run
+  bool lua_waiting_ = false;
+  std::uint64_t delivered_ = 0, maxqueued_ = 0;  // stats, under mu_
+  std::atomic<std::uint64_t> notified_{0}, notifyfailed_{0};  // stats
+
+  // --- the Lua thread's, per item ------------------------------------------
+  // Items the consumer took since it last settled (read by producers only
+  // to see room, when the queue is bounded).
+  alignas(64) std::atomic<std::size_t> unsettled_{0};
+  // The consumer's position and reservation (changed under mu_ when blocks
+  // are unlinked).
   Block* cblock_ = nullptr;
   std::uint32_t cpos_ = 0;
   Block* lim_block_ = nullptr;
   std::uint32_t lim_end_ = 0;
+  std::uint64_t seen_kills_ = 0;  // kills_ when take() last looked
+  std::atomic<std::uintptr_t> drainer_{0};
+  int drain_depth_ = 0;
+  std::uint64_t decoded_ = 0, returned_ = 0;  // stats
 
-  Blocking* pending_ = nullptr;  // parked items
-  std::vector<Registration> regs_;
-
+  // --- rarely written ----------------------------------------------------------
+  alignas(64) std::atomic<State> state_{State::running};
+  // Bumped (under mu_) whenever unreg, close or a timeout kills queued
+  // entries: tells take() to look at the count.
+  std::atomic<std::uint64_t> kills_{0};
   std::size_t max_ = 0;  // under mu_
-  std::condition_variable room_cv_;
   std::atomic<int> room_waiters_{0};
   std::atomic<std::size_t> room_batch_{1};  // see set_max
-  std::condition_variable wait_cv_;
-  bool lua_waiting_ = false;
-
-  bool signalled_ = false;  // a wake-up is out for the current non-empty run
-  int efd_ = -1;            // wake-up fd (read end); under mu_
-  int efd_w_ = -1;          // write end (same as efd_ for an eventfd)
+  int efd_ = -1;    // wake-up fd (read end); under mu_
+  int efd_w_ = -1;  // write end (same as efd_ for an eventfd)
   std::atomic<int> port_{0};
   std::atomic<bool> coalesce_{false};
   std::atomic<int> sock_{-1};
-
-  std::atomic<std::uintptr_t> drainer_{0};
-  int drain_depth_ = 0;  // Lua thread
-
-  // stats: under mu_ ...
-  std::uint64_t delivered_ = 0, cancelled_ = 0, timedout_ = 0, rejected_ = 0,
-                maxqueued_ = 0, blocked_ = 0;
-  // ... atomic ...
-  std::atomic<std::uint64_t> notified_{0}, notifyfailed_{0};
-  // ... Lua thread.
-  std::uint64_t decoded_ = 0, returned_ = 0;
+  Blocking* pending_ = nullptr;  // parked items
+  std::vector<Registration> regs_;
+  std::condition_variable room_cv_;
+  std::condition_variable wait_cv_;
+  // stats, under mu_
+  std::uint64_t cancelled_ = 0, timedout_ = 0, rejected_ = 0, blocked_ = 0;
 };
 
 }  // namespace dss

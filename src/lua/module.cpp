@@ -29,6 +29,7 @@ const char closer_key = 0;  // the current closer userdata (see below)
 // stopping, and must not start a new hub from a late require.
 const char stopped_mark = 0;
 const char errh_key = 0;  // dispatch's error handler (seterrorhandler)
+const char box_key = 0;   // the HubBox (below)
 
 const char* const WT_MT = "darksidesync.waitingthread";
 const char* const CLOSER_MT = "darksidesync.closer";
@@ -53,6 +54,24 @@ Hub* hub_of(lua_State* L) {
 // The running hub of L's state, or raises.
 Hub* check_hub(lua_State* L) {
   Hub* hub = hub_of(L);
+  if (!hub || hub->state() != Hub::State::running)
+    luaL_error(L, "%s", STOPPED_MSG);
+  return hub;
+}
+
+// The fast way to the hub for the functions called per item (poll,
+// dispatch, queuesize): an upvalue instead of a registry lookup. A HubBox is
+// a plain userdata (no finalizer, so its memory stays valid until the state
+// is freed, through every finalizer lua_close runs) holding the state's hub
+// while it runs; the closer empties it before it closes the hub, so the box
+// never points to a closed or freed hub.
+struct HubBox {
+  Hub* hub;
+};
+
+// The running hub in the HubBox upvalue `up`, or raises.
+inline Hub* check_box(lua_State* L, int up) {
+  Hub* hub = static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(up)))->hub;
   if (!hub || hub->state() != Hub::State::running)
     luaL_error(L, "%s", STOPPED_MSG);
   return hub;
@@ -151,6 +170,8 @@ int closer_gc(lua_State* L) {
   cl->hub = nullptr;
   if (hub->lua_closer == cl) {
     hub->lua_closer = nullptr;
+    if (HubBox* box = static_cast<HubBox*>(hub->lua_box)) box->hub = nullptr;
+    hub->lua_box = nullptr;
     // From now on reg/getutilid and the Lua functions see "not started",
     // and a late require cannot start a new hub.
     lua_pushlightuserdata(L, const_cast<char*>(&stopped_mark));
@@ -260,7 +281,7 @@ void settle_decoded(Hub* hub, const Taken& item, Ticket* ticket) {
 
 // poll() -> -1 | remaining | remaining, callback, args
 int l_poll(lua_State* L) {
-  Hub* hub = check_hub(L);
+  Hub* hub = check_box(L, 2);
   luaL_checkstack(L, 4, "darksidesync: poll");
   int base = lua_gettop(L);
   PollCtx c = {hub, Taken(), 0, nullptr};
@@ -361,7 +382,7 @@ int errh_tramp(lua_State* L) {
 
 // dispatch([max]) -> how many items ran
 int l_dispatch(lua_State* L) {
-  Hub* hub = check_hub(L);
+  Hub* hub = check_box(L, 3);
   lua_Integer max;
   if (lua_isnoneornil(L, 1)) max = lua_Integer(hub->size());
   else max = check_count(L, 1);
@@ -488,7 +509,7 @@ int wt_tostring(lua_State* L) {
 // --- the rest of the Lua API ------------------------------------------------
 
 int l_queuesize(lua_State* L) {
-  Hub* hub = check_hub(L);
+  Hub* hub = check_box(L, 1);
   lua_pushinteger(L, lua_Integer(hub->size()));
   return 1;
 }
@@ -633,6 +654,9 @@ void start(lua_State* L) {
   dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
   lua_pushboolean(L, 1);
   dss_rawsetp(L, LUA_REGISTRYINDEX, &closer_key);
+  HubBox* box = static_cast<HubBox*>(lua_newuserdata(L, sizeof(HubBox)));
+  box->hub = nullptr;
+  dss_rawsetp(L, LUA_REGISTRYINDEX, &box_key);
 
   // The first closer, made under protection so that a failed allocation
   // cannot leak the hub; it takes its own reference.
@@ -649,6 +673,8 @@ void start(lua_State* L) {
   }
   lua_pushlightuserdata(L, hub);
   dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
+  box->hub = hub;
+  hub->lua_box = box;
 }
 
 }  // namespace
@@ -678,15 +704,19 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
   lua_pop(L, 1);
 
   lua_newtable(L);
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &box_key);  // the HubBox
   lua_pushcfunction(L, decode_tramp);
-  lua_pushcclosure(L, l_poll, 1);
-  lua_setfield(L, -2, "poll");
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, l_poll, 2);
+  lua_setfield(L, -3, "poll");
   lua_pushcfunction(L, dispatch_tramp);
   lua_pushcfunction(L, errh_tramp);
-  lua_pushcclosure(L, l_dispatch, 2);
-  lua_setfield(L, -2, "dispatch");
-  const luaL_Reg funcs[] = {{"queuesize", l_queuesize},
-                            {"setport", l_setport},
+  lua_pushvalue(L, -3);
+  lua_pushcclosure(L, l_dispatch, 3);
+  lua_setfield(L, -3, "dispatch");
+  lua_pushcclosure(L, l_queuesize, 1);
+  lua_setfield(L, -2, "queuesize");
+  const luaL_Reg funcs[] = {{"setport", l_setport},
                             {"getport", l_getport},
                             {"getfd", l_getfd},
                             {"wait", l_wait},

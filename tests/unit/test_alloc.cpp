@@ -1,8 +1,9 @@
 // Allocation: the queue's blocks, allocation failure, and deliveries caught
 // between their id lookup and their queuing.
 //
-// This file replaces the global nothrow operator new (a replaceable
-// allocation function, [new.delete.single]) for the whole test program. The
+// This file replaces the global nothrow operator new, plain and over-aligned
+// (replaceable allocation functions, [new.delete.single]) for the whole test
+// program. The
 // core allocates with it only in Hub::create and, in deliver, for a queue
 // block (Hub::kEntries entries, one 8 KiB malloc chunk) when the tail block
 // is full and there is no spare one: never per item. A thread can ask for its next nothrow
@@ -80,6 +81,18 @@ void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
   if (alloc_hook::mode == Mode::count) ++alloc_hook::counted;
   try {
     return ::operator new(n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+// The over-aligned form (Hub is aligned to cache lines).
+void* operator new(std::size_t n, std::align_val_t al, const std::nothrow_t&) noexcept {
+  using alloc_hook::Mode;
+  if (alloc_hook::mode == Mode::fail) return nullptr;
+  if (alloc_hook::mode == Mode::count) ++alloc_hook::counted;
+  try {
+    return ::operator new(n, al);
   } catch (...) {
     return nullptr;
   }
