@@ -11,9 +11,10 @@
 -- How: Copas 1.2 waits for a socket with `copas.receive(skt)`, which calls
 -- `skt:receive()` and, on "timeout", parks the thread in its read set until
 -- `socket.select` finds the socket readable. The reader is such an object:
--- `getfd()` is darksidesync's fd, `receive()` answers "timeout" while the
--- queue is empty. No UDP socket, no port, and `darksidesync.setport` is left
--- alone (so this coexists with the `dss` helper). After each batch the
+-- `getfd()` is darksidesync's fd, `receive()` answers "timeout" until Copas
+-- resumes the thread for the fd. No UDP socket, no port, and
+-- `darksidesync.setport` is left alone (so this coexists with the `dss`
+-- helper). After each batch the
 -- thread parks again even when items remain (the fd is level-triggered,
 -- readable exactly while the queue is non-empty, so the next `copas.step`
 -- resumes it): Copas serves its other sockets between batches.
@@ -34,7 +35,6 @@
 --
 -- Tested with Copas 1.2 (Debian lua-copas: Lua 5.1, 5.2 and LuaJIT).
 local reader = require "darksidesync.reader"
-local darksidesync = require "darksidesync"
 
 local M = {}
 
@@ -58,7 +58,7 @@ function M.addreader(opts)
   self.park = true
   self.thread = copas.addthread(function()
     while true do
-      copas.receive(self) -- returns once the queue is non-empty, or stopped
+      copas.receive(self) -- returns once the fd is readable, or stopped
       if self.stopped then return end
       self:dispatch()
       self.park = true
@@ -82,12 +82,13 @@ function Reader:dirty()
 end
 
 --- For copas.receive: nil and "closed" once stopped (the thread ends); nil
--- and "timeout" (park the thread in the read set) while the queue is empty,
--- and right after a batch; otherwise true (run a batch).
+-- and "timeout" (park the thread in the read set, until select finds the fd
+-- readable) at the first call and right after each batch; otherwise true
+-- (run a batch: the thread was resumed because the fd is readable).
 -- @return true, or nil and "timeout" or "closed"
 function Reader:receive()
   if self.stopped then return nil, "closed" end
-  if self.park or darksidesync.queuesize() == 0 then
+  if self.park then
     self.park = false
     return nil, "timeout"
   end
