@@ -249,21 +249,19 @@ int decode_tramp(lua_State* L) {
   c->n = n;
   if (n <= 0) return 0;
   check_pushed(L, n);
-  int first = lua_gettop(L) - n + 1;  // the callback; its arguments follow
+  // The callback, its arguments above it: the arguments move into a new
+  // table (popped from the top, last first), which then sits above the
+  // callback: the two values returned.
   int off = item.blk ? 1 : 0;
   luaL_checkstack(L, 4, "darksidesync: poll");
   lua_createtable(L, n - 1 + off, 0);
-  int args = lua_gettop(L);
-  for (int i = 1; i < n; ++i) {
-    lua_pushvalue(L, first + i);
-    lua_rawseti(L, args, i + off);
-  }
+  lua_insert(L, -n);  // callback, table, arguments
+  int args = lua_gettop(L) - n + 1;
+  for (int i = n - 1; i >= 1; --i) lua_rawseti(L, args, i + off);
   if (item.blk) {
     c->ticket = push_ticket(L, c->hub);
     lua_rawseti(L, args, 1);
   }
-  lua_pushvalue(L, first);
-  lua_pushvalue(L, args);
   return 2;
 }
 
