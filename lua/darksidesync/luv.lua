@@ -16,7 +16,8 @@
 --
 -- A started watcher keeps `uv.run()` running (it is an active handle);
 -- `stop()` or `close()` lets the loop end once nothing else is active.
--- One watcher per loop: libuv refuses two poll handles on one fd.
+-- One started watcher at a time: libuv polls an fd with one handle only
+-- (`new` raises while another watcher is started, `start` likewise).
 --
 -- Errors: a callback's error goes to darksidesync's error handler
 -- (`darksidesync.seterrorhandler`) if one is set, else to the `onerror`
@@ -35,12 +36,18 @@ local M = {}
 local Watcher = setmetatable({}, { __index = reader.methods })
 Watcher.__index = Watcher
 
+-- The watcher started now, if any: libuv malfunctions with two active poll
+-- handles on one fd (luv runs one loop per Lua state).
+local started = nil
+
 --- A new watcher, not started.
 -- @param opts nil or a table: `max` (items per wake-up, a positive integer,
 --   default 1000), `onerror` (receives a callback's error when no
 --   darksidesync error handler is set, and poll errors; default: prints it
 --   on stderr), `uv` (the luv module, default
 --   `require "luv"`)
+-- Raises "darksidesync.luv: cannot watch the fd: <libuv's error>" when
+-- libuv refuses the handle (EEXIST while another watcher is started).
 -- @return the watcher: methods `start`, `stop`, `close`, `isactive`,
 --   `dispatch`; fields `handle` (the uv_poll handle), `fd`, `max`, `wakes`,
 --   `ran`, `errors`
@@ -48,7 +55,11 @@ function M.new(opts)
   local uv = type(opts) == "table" and opts.uv or require "luv"
   local self = reader.new(opts, "darksidesync.luv", "new")
   setmetatable(self, Watcher)
-  self.handle = uv.new_poll(self.fd)
+  local handle, err = uv.new_poll(self.fd)
+  if not handle then -- EEXIST: another handle on the fd is started
+    error("darksidesync.luv: cannot watch the fd: " .. tostring(err), 2)
+  end
+  self.handle = handle
   self.closed = false
   return self
 end
@@ -60,13 +71,18 @@ function M.start(opts)
   return M.new(opts):start()
 end
 
---- Starts watching (again). Raises when the watcher is closed.
+--- Starts watching (again). Raises when the watcher is closed, or when
+-- another watcher is started (stop or close that one first).
 -- @return the watcher
 function Watcher:start()
   if self.closed then error("darksidesync.luv: the watcher is closed", 2) end
+  if started and started ~= self and started:isactive() then
+    error("darksidesync.luv: another watcher is started (libuv polls an fd with one handle only)", 2)
+  end
+  started = self
   self.handle:start("r", function(err)
     if err then
-      self.handle:stop()
+      self:stop()
       self.errors = self.errors + 1
       self.onerror("darksidesync.luv: poll error: " .. tostring(err))
       return
@@ -80,6 +96,7 @@ end
 -- @return the watcher
 function Watcher:stop()
   if not self.closed then self.handle:stop() end
+  if started == self then started = nil end
   return self
 end
 
@@ -91,6 +108,7 @@ function Watcher:close()
   self.closed = true
   self.handle:stop()
   self.handle:close()
+  if started == self then started = nil end
 end
 
 --- Whether the watcher is watching (started, not stopped or closed).

@@ -101,6 +101,28 @@ test("luv: a started watcher alone keeps uv.run running, until an item's callbac
   eq(uv.loop_alive(), false, "loop alive")
 end)
 
+test("luv: one started watcher at a time: new and start raise while another is started", function()
+  fresh()
+  local ANOTHER = "darksidesync.luv: another watcher is started (libuv polls an fd with one handle only)"
+  local a = dluv.start()
+  raises(function() dluv.new() end, { pattern = "^darksidesync.luv: cannot watch the fd: EEXIST" })
+  a:stop()
+  local b = dluv.new()
+  a:start() -- itself again: fine
+  eq(raises(function() b:start() end), ANOTHER, "b while a is started")
+  eq(b:isactive(), false, "b is not started")
+  a:stop()
+  b:start()
+  ok(b:isactive(), "b, once a is stopped")
+  eq(raises(function() a:start() end), ANOTHER, "a while b is started")
+  b:close()
+  a:start()
+  ok(a:isactive(), "a, once b is closed")
+  a:close()
+  uv.run()
+  eq(uv.loop_alive(), false, "loop alive")
+end)
+
 test("luv: new rejects bad options: exact reasons", function()
   eq(raises(function() dluv.new { max = 0 } end),
      "bad argument #1 to 'new' (option 'max' must be a positive integer, got 0)")
