@@ -44,8 +44,7 @@ local started = nil
 -- @param opts nil or a table: `max` (items per wake-up, a positive integer,
 --   default 1000), `onerror` (receives a callback's error when no
 --   darksidesync error handler is set, and poll errors; default: prints it
---   on stderr), `uv` (the luv module, default
---   `require "luv"`)
+--   on stderr), `uv` (the luv module, default `require "luv"`).
 -- Raises "darksidesync.luv: cannot watch the fd: <libuv's error>" when
 -- libuv refuses the handle (EEXIST while another watcher is started).
 -- @return the watcher: methods `start`, `stop`, `close`, `isactive`,
@@ -79,8 +78,7 @@ function Watcher:start()
   if started and started ~= self and started:isactive() then
     error("darksidesync.luv: another watcher is started (libuv polls an fd with one handle only)", 2)
   end
-  started = self
-  self.handle:start("r", function(err)
+  local okay, err = self.handle:start("r", function(err)
     if err then
       self:stop()
       self.errors = self.errors + 1
@@ -89,6 +87,8 @@ function Watcher:start()
     end
     self:dispatch()
   end)
+  if not okay then error("darksidesync.luv: cannot start the watcher: " .. tostring(err), 2) end
+  started = self
   return self
 end
 
