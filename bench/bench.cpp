@@ -74,6 +74,7 @@ struct Options {
   double scale = 1.0;  // multiplies item counts
   bool quick = false;  // only the per-version summary rows
   int poll_probe = 0;  // --poll P
+  bool loops = false;  // --loops: only the event-loop latency rows
 };
 Options opt;
 
@@ -112,9 +113,22 @@ int l_pollfd(lua_State* L) {
   return 1;
 }
 
+// bench_now(): the steady clock in nanoseconds (a Lua number).
+double now_ns() {
+  return double(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::steady_clock::now().time_since_epoch())
+                    .count());
+}
+int l_now(lua_State* L) {
+  lua_pushnumber(L, now_ns());
+  return 1;
+}
+
 lua_State* new_state() {
   lua_State* L = luaL_newstate();
   luaL_openlibs(L);
+  lua_pushcfunction(L, l_now);
+  lua_setglobal(L, "bench_now");
   lua_pushcfunction(L, l_yield);
   lua_setglobal(L, "bench_yield");
   lua_pushcfunction(L, l_stopped);
@@ -874,6 +888,171 @@ UdpStats ours_udp(long total, bool coalesced, int pace_us = 0) {
   return u;
 }
 
+// --- event-loop latency (the helpers of lua/darksidesync/) -------------------------
+
+// The Lua side: a callback recording deliver -> callback latency (µs), and
+// one loop per helper, each until `target` items ran. A loop whose library
+// is not installed returns false at once.
+const char* const LOOPS_LUA = R"(
+  local now = bench_now
+  local lat, nlat, target, done = {}, 0, 0, function() end
+  function lat_cb(t0)
+    nlat = nlat + 1
+    lat[nlat] = (now() - t0) / 1000
+    if nlat == target then done() end
+  end
+  function lat_get(i) return lat[i] end
+  function lat_count() return nlat end
+  local function reset(n, stop) lat, nlat, target, done = {}, 0, n, stop end
+  local function has(m) return (pcall(require, m)) end
+  loops = {}
+  function loops.luv(n)
+    if not has "luv" then return false end
+    local uv = require "luv"
+    local w = require("darksidesync.luv").start()
+    reset(n, function() w:close() end)
+    uv.run()
+    return true
+  end
+  function loops.cqueues(n)
+    if not has "cqueues" then return false end
+    local cq = require("cqueues").new()
+    local r = require("darksidesync.cqueues").attach(cq)
+    reset(n, function() r:stop() end)
+    assert(cq:loop())
+    return true
+  end
+  function loops.copas(n)
+    if not has "copas" then return false end
+    local copas = require "copas"
+    local r = require("darksidesync.copas").addreader()
+    local finished = false
+    reset(n, function() finished = true end)
+    while not finished do copas.step(1) end
+    r:stop()
+    copas.step(0)
+    return true
+  end
+  function loops.select(n)
+    local socket = require "socket"
+    local r = require("darksidesync.select").new()
+    local finished = false
+    reset(n, function() finished = true end)
+    local set = { r }
+    while not finished do
+      local rd = socket.select(set, nil, 1)
+      if rd[r] then r:dispatch() end
+    end
+    return true
+  end
+  function loops.wait(n)
+    local finished = false
+    reset(n, function() finished = true end)
+    while not finished do
+      if darksidesync.wait(1) > 0 then darksidesync.dispatch(1000) end
+    end
+    return true
+  end
+  function loops.ceiling(n)  -- the C consumer calls lat_cb itself
+    reset(n, function() end)
+    return true
+  end
+)";
+
+int g_latref = LUA_NOREF;
+
+int decode_lat(lua_State* L, void* data, void*) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g_latref);
+  lua_pushnumber(L, double(reinterpret_cast<std::intptr_t>(data)));
+  return 2;
+}
+
+// The producer of the latency rows: `n` items, each carrying its deliver
+// time, paced `gap_us` apart so that the loop is asleep when each arrives.
+template <typename Deliver>
+std::thread paced_producer(long n, int gap_us, Deliver deliver) {
+  return std::thread([=] {
+    for (long i = 0; i < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::microseconds(gap_us));
+      deliver(std::intptr_t(now_ns()));
+    }
+  });
+}
+
+std::vector<double> lat_values(lua_State* L) {
+  std::vector<double> v;
+  double n = call(L, "lat_count", {});
+  for (long i = 1; i <= long(n); ++i) v.push_back(call(L, "lat_get", {double(i)}));
+  return v;
+}
+
+// One loop's latencies (µs); empty when its library is not installed.
+std::vector<double> loop_latency(const char* loop, long n, int gap_us) {
+  lua_State* L;
+  void* utilid = ours_state(&L);
+  run(L, LOOPS_LUA);
+  g_latref = ref_global(L, "lat_cb");
+  lua_getglobal(L, "loops");
+  lua_getfield(L, -1, loop);
+  lua_remove(L, -2);
+  lua_pushnumber(L, double(n));
+  // Every loop runs inside the call: the producer starts first, paced, so
+  // that each item finds the loop asleep.
+  std::thread prod = paced_producer(n, gap_us, [utilid](std::intptr_t t) {
+    if (g_api->deliver(utilid, decode_lat, nullptr, reinterpret_cast<void*>(t)) != DSS_SUCCESS)
+      std::abort();
+  });
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    std::fprintf(stderr, "bench: loop %s: %s\n", loop, lua_tostring(L, -1));
+    std::exit(2);
+  }
+  bool ran = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  prod.join();
+  if (!ran) {  // not installed: what was queued is dropped with the state
+    lua_close(L);
+    return {};
+  }
+  std::vector<double> v = lat_values(L);
+  lua_close(L);
+  return v;
+}
+
+// The ceiling of the latency rows: the bare queue, the consumer asleep on
+// its eventfd, then lua_pcall of the same Lua callback per item.
+std::vector<double> ceil_latency(long n, int gap_us) {
+  lua_State* L = new_state();
+  run(L, COMMON_LUA);
+  run(L, LOOPS_LUA);
+  run(L, ("loops.ceiling(" + std::to_string(n) + ")").c_str());
+  int ref = ref_global(L, "lat_cb");
+  CeilQ q;
+  std::thread prod = paced_producer(n, gap_us, [&q](std::intptr_t t) { q.push(long(t)); });
+  long done = 0;
+  std::deque<long> local;
+  while (done < n) {
+    {
+      std::lock_guard<std::mutex> lock(q.mu);
+      local.swap(q.q);
+    }
+    if (local.empty()) {
+      q.wait();
+      continue;
+    }
+    for (long t : local) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+      lua_pushnumber(L, double(t));
+      lua_pcall(L, 1, 0, 0);
+    }
+    done += long(local.size());
+    local.clear();
+  }
+  prod.join();
+  std::vector<double> v = lat_values(L);
+  lua_close(L);
+  return v;
+}
+
 // --- memory -------------------------------------------------------------------------
 
 long rss_bytes() {
@@ -1046,6 +1225,48 @@ void poll_probe(int p) {
               fmt_ratio(median(po), median(ct)).c_str(), fmt_rate(median(di)).c_str());
 }
 
+// The E rows: deliver -> callback latency in each event loop (issue 6).
+void loop_rows() {
+  header("### Event loops: deliver → callback running in the loop (1 producer, one item "
+         "every 200 µs, the loop asleep; lua/darksidesync/ helpers)");
+  {
+    long n_lat = scaled(3000);
+    const int gap = 200;
+    std::vector<double> c = ceil_latency(n_lat, gap);
+    RtStats ec = percentiles(c, 1);
+    auto pct3 = [](const RtStats& r) {
+      return fmt("%.1f", r.p50) + " / " + fmt("%.1f", r.p99) + " / " + fmt("%.0f µs", r.p999);
+    };
+    row("E0", "ceiling: bare queue, asleep on its eventfd, lua_pcall per item: p50 / p99 / p99.9",
+        pct3(ec), "1.00× (p50)", "", "");
+    const struct {
+      const char* loop;
+      const char* what;
+    } loops[] = {{"luv", "luv: darksidesync.luv watcher (uv_poll on getfd()), uv.run()"},
+                 {"cqueues", "cqueues: darksidesync.cqueues attach(cq), cq:loop()"},
+                 {"copas", "Copas: darksidesync.copas addreader(), copas.step()"},
+                 {"select", "socket.select on darksidesync.select, then dispatch()"},
+                 {"wait", "no loop: wait(), then dispatch()"}};
+    int e = 1;
+    for (const auto& l : loops) {
+      std::vector<double> v = loop_latency(l.loop, n_lat, gap);
+      std::string id = "E" + std::to_string(e++);
+      if (v.empty()) {
+        row(id, std::string(l.what) + ": p50 / p99 / p99.9", "not installed", "", "", "");
+        continue;
+      }
+      RtStats r = percentiles(v, 1);
+      row(id, std::string(l.what) + ": p50 / p99 / p99.9", pct3(r),
+          fmt_ratio(r.p50, ec.p50) + " (p50)", "",
+          "p99 vs ceiling " + fmt_ratio(r.p99, ec.p99) +
+              fmt("; items %.0f", double(v.size())));
+      must(long(v.size()) == n_lat, std::string(id) + ": the loop ran " +
+                                        fmt("%.0f", double(v.size())) + " items of " +
+                                        std::to_string(n_lat));
+    }
+  }
+}
+
 void full() {
   long n_ceil = scaled(2000000), n_ours = scaled(1000000);
   const int P[] = {1, 2, 4, 8};
@@ -1202,6 +1423,8 @@ void full() {
       line("luv async+pipe", luv_get("rt_p50"), luv_get("rt_p99"), luv_get("rt_p999"));
     std::fclose(f);
   }
+
+  loop_rows();
 
   header("### UDP notification, per-item mode (1 producer flooding; the dss helper drains)");
   long n_udp = scaled(100000);
@@ -1363,9 +1586,10 @@ int main(int argc, char** argv) {
     else if (a == "--scale") opt.scale = std::atof(next().c_str());
     else if (a == "--quick") opt.quick = true;
     else if (a == "--poll") opt.poll_probe = std::atoi(next().c_str());
+    else if (a == "--loops") opt.loops = true;
     else {
       std::fprintf(stderr,
-                   "usage: dss_bench [--quick | --poll P] [--reps N] [--scale X] [--label L]\n"
+                   "usage: dss_bench [--quick | --poll P | --loops] [--reps N] [--scale X] [--label L]\n"
                    "                 [--module-dir D] [--lua-dir D] [--out-dir D] [--luv FILE]\n");
       return 2;
     }
@@ -1373,6 +1597,7 @@ int main(int argc, char** argv) {
   if (opt.label.empty()) opt.label = LUA_VERSION;
   load_luv();
   if (opt.poll_probe > 0) poll_probe(opt.poll_probe);
+  else if (opt.loops) loop_rows();
   else if (opt.quick) quick();
   else full();
   for (auto& v : violations) std::fprintf(stderr, "bench: FAILED: %s\n", v.c_str());

@@ -337,16 +337,22 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
   if (depth > maxqueued_) maxqueued_ = depth;
   bool transition = !signalled_;
   if (transition) signal_locked();
-  if (lua_waiting_) wait_cv_.notify_one();
+  // The Lua thread asleep in wait() is woken once, after the unlock (so that
+  // it does not wake up only to wait for our lock); our reference keeps the
+  // hub and its condition variable alive until then.
+  bool wake = lua_waiting_;
+  lua_waiting_ = false;
   send = port_.load(std::memory_order_relaxed) != 0 &&
          (transition || !coalesce_.load(std::memory_order_relaxed));
   if (!ret) {
     // Fire and forget: the entry may be gone already once we unlock.
     lock.unlock();
+    if (wake) wait_cv_.notify_one();
     return send ? notify_udp(depth) : DSS_SUCCESS;
   }
   ++blocked_;
   lock.unlock();
+  if (wake) wait_cv_.notify_one();
   int rc = send ? notify_udp(depth) : DSS_SUCCESS;
   lock.lock();
   int end = wait_blocking(lock, *rec, timed, deadline);
@@ -677,12 +683,16 @@ std::size_t Hub::wait(double timeout_s) {
   bool timed = deadline_in(timeout_s, &deadline);
   std::unique_lock<std::mutex> lock(mu_);
   if (size_locked() > 0 || timeout_s == 0) return size_locked();
-  auto ready = [this] {
-    return size_locked() > 0 || state() != State::running;
-  };
-  lua_waiting_ = true;
-  if (timed) wait_cv_.wait_until(lock, deadline, ready);
-  else wait_cv_.wait(lock, ready);
+  // A deliver clears lua_waiting_ when it wakes us: set it again before
+  // every wait, spurious wake-ups included.
+  while (size_locked() == 0 && state() == State::running) {
+    lua_waiting_ = true;
+    if (!timed) {
+      wait_cv_.wait(lock);
+    } else if (wait_cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      break;
+    }
+  }
   lua_waiting_ = false;
   return size_locked();
 }
