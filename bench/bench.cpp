@@ -962,6 +962,7 @@ const char* const LOOPS_LUA = R"(
 int g_latref = LUA_NOREF;
 
 int decode_lat(lua_State* L, void* data, void*) {
+  if (!L) return 0;  // cancelled (the state closed with items queued)
   lua_rawgeti(L, LUA_REGISTRYINDEX, g_latref);
   lua_pushnumber(L, double(reinterpret_cast<std::intptr_t>(data)));
   return 2;

@@ -121,7 +121,11 @@ local function dispatchsome(k)
   local prev = darksidesync.seterrorhandler(errorhandler)
   if prev ~= nil then darksidesync.seterrorhandler(prev) end
   local okay, ran = pcall(darksidesync.dispatch, k)
-  if prev == nil then darksidesync.seterrorhandler(nil) end
+  if prev == nil then
+    -- Remove ours, unless a callback set a handler of its own meanwhile.
+    local cur = darksidesync.seterrorhandler(nil)
+    if cur ~= errorhandler then darksidesync.seterrorhandler(cur) end
+  end
   -- Not okay: the error handler itself raised (as with poll's xpcall, that
   -- error is dropped).
   if okay and ran > 0 then return ran end

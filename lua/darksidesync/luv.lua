@@ -45,8 +45,10 @@ local started = nil
 --   default 1000), `onerror` (receives a callback's error when no
 --   darksidesync error handler is set, and poll errors; default: prints it
 --   on stderr), `uv` (the luv module, default `require "luv"`).
--- Raises "darksidesync.luv: cannot watch the fd: <libuv's error>" when
--- libuv refuses the handle (EEXIST while another watcher is started).
+-- Raises "darksidesync.luv: another watcher is started (libuv polls an fd
+-- with one handle only)" while another watcher is started, and
+-- "darksidesync.luv: cannot watch the fd: <libuv's error>" when libuv
+-- refuses the handle for another reason.
 -- @return the watcher: methods `start`, `stop`, `close`, `isactive`,
 --   `dispatch`; fields `handle` (the uv_poll handle), `fd`, `max`, `wakes`,
 --   `ran`, `errors`
@@ -54,8 +56,13 @@ function M.new(opts)
   local uv = type(opts) == "table" and opts.uv or require "luv"
   local self = reader.new(opts, "darksidesync.luv", "new")
   setmetatable(self, Watcher)
+  -- Checked first: libuv would refuse the handle (EEXIST), and luv then
+  -- leaks the memory it allocated for it.
+  if started and started:isactive() then
+    error("darksidesync.luv: another watcher is started (libuv polls an fd with one handle only)", 2)
+  end
   local handle, err = uv.new_poll(self.fd)
-  if not handle then -- EEXIST: another handle on the fd is started
+  if not handle then -- e.g. EEXIST: a handle of another luv on the fd
     error("darksidesync.luv: cannot watch the fd: " .. tostring(err), 2)
   end
   self.handle = handle

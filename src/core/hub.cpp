@@ -376,7 +376,7 @@ int Hub::wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
           b.st = Blocking::St::done;
           count_.store(count_.load(std::memory_order_relaxed) - 1,
                        std::memory_order_relaxed);
-          kills_.fetch_add(1, std::memory_order_relaxed);
+          kills_.fetch_add(1, std::memory_order_release);
           ++timedout_;
           if (size_locked() == 0) reset_locked();
           if (room_waiters_.load(std::memory_order_relaxed))
@@ -554,6 +554,8 @@ bool Hub::extend() {
     }
     lim_block_ = qtail_;
     lim_end_ = qtail_ ? qtail_->end : 0;
+    seen_kills_ = kills_.load(std::memory_order_relaxed);
+    live_left_ = size_locked();  // settled: every live entry is reserved
     more = size_locked() > 0;
     if (!more) reset_locked();
   }
@@ -602,15 +604,14 @@ Taken Hub::take() {
       // settle now, so the wake-ups reset as soon as the queue is empty.
       // (The queue's count is written by every deliver: it is only read
       // when entries were killed since the consumer last looked.)
-      if (cblock_ == lim_block_ && cpos_ == lim_end_) {
+      // The reservation's live entries are counted when it is made; entries
+      // killed since then can end them earlier, and only then is the shared
+      // count (written by every deliver) read.
+      if (live_left_ > 0) --live_left_;
+      if ((cblock_ == lim_block_ && cpos_ == lim_end_) || live_left_ == 0 ||
+          (kills_.load(std::memory_order_acquire) != seen_kills_ &&
+           size_locked() == 0))
         extend();
-      } else {
-        std::uint64_t k = kills_.load(std::memory_order_relaxed);
-        if (k != seen_kills_) {
-          seen_kills_ = k;
-          if (size_locked() == 0) extend();
-        }
-      }
       return t;
     }
     if (!extend()) return Taken{};
@@ -833,7 +834,7 @@ void Hub::cancel_items(std::uint64_t id) {
       if (killed) {
         count_.store(count_.load(std::memory_order_relaxed) - killed,
                      std::memory_order_relaxed);
-        kills_.fetch_add(1, std::memory_order_relaxed);
+        kills_.fetch_add(1, std::memory_order_release);
         if (size_locked() == 0) reset_locked();
         if (room_waiters_.load(std::memory_order_relaxed))
           room_cv_.notify_all();

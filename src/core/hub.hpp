@@ -283,15 +283,17 @@ class Hub {
   std::uint32_t cpos_ = 0;
   Block* lim_block_ = nullptr;
   std::uint32_t lim_end_ = 0;
-  std::uint64_t seen_kills_ = 0;  // kills_ when take() last looked
+  std::uint64_t seen_kills_ = 0;  // kills_ when the reservation was made
+  std::size_t live_left_ = 0;     // its live entries not yet taken, at most
   std::atomic<std::uintptr_t> drainer_{0};
   int drain_depth_ = 0;
   std::uint64_t decoded_ = 0, returned_ = 0;  // stats
 
   // --- rarely written ----------------------------------------------------------
   alignas(64) std::atomic<State> state_{State::running};
-  // Bumped (under mu_) whenever unreg, close or a timeout kills queued
-  // entries: tells take() to look at the count.
+  // Bumped (under mu_, after the count) whenever unreg, close or a timeout
+  // kills queued entries: tells take() that its reservation may hold no
+  // live entry before its end, so it must look at the count.
   std::atomic<std::uint64_t> kills_{0};
   std::size_t max_ = 0;  // under mu_
   std::atomic<int> room_waiters_{0};

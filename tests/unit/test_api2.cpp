@@ -467,6 +467,34 @@ TEST_CASE("fd: readable exactly while the queue is non-empty", "[api2][fd]") {
   CHECK_FALSE(readable(fd));
 }
 
+TEST_CASE("fd: reset when the consumer takes the last live item and the rest of "
+          "its reservation was killed (unreg); the next deliver signals again",
+          "[api2][fd]") {
+  Rec r, rb;
+  HubHandle hub;
+  void* a = must_reg(hub.get(), libid(0));
+  void* b = must_reg(hub.get(), libid(1));
+  int fd = hub->fd();
+  REQUIRE(fd >= 0);
+  for (int i = 0; i < 3; ++i) REQUIRE(Hub::deliver(a, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  REQUIRE(Hub::deliver(b, rec_decode, nullptr, &rb) == DSS_SUCCESS);
+  hub->finish(must_take(hub.get()));  // reserves all four
+  REQUIRE(Hub::unreg(b) == DSS_SUCCESS);  // kills the last one
+  CHECK(rb.decode_cancelled == 1);
+  CHECK(hub->size() == 2);
+  hub->finish(must_take(hub.get()));
+  CHECK(readable(fd));  // one left
+  hub->finish(must_take(hub.get()));
+  CHECK(hub->size() == 0);
+  CHECK_FALSE(readable(fd));
+  std::uint64_t before = hub->stats().notified;
+  REQUIRE(Hub::deliver(a, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(readable(fd));
+  CHECK(hub->stats().notified == before + 1);
+  hub->finish(must_take(hub.get()));
+  CHECK_FALSE(readable(fd));
+}
+
 TEST_CASE("fd: made while items are queued, it is readable at once; closed "
           "with the hub", "[api2][fd]") {
   Rec r;
