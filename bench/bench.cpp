@@ -300,10 +300,11 @@ double ceil_throughput(int producers, long total, CeilStyle style,
 }
 
 // Drain rate of a queue prefilled with `depth` items (swap style).
-double ceil_drain_at_depth(long depth, double* fill_rate) {
+double ceil_drain_at_depth(long depth, double* fill_rate,
+                           CeilStyle style = CeilStyle::swap) {
   lua_State* L = new_state();
   run(L, COMMON_LUA);
-  int fref = ref_global(L, "cb");
+  int fref = ref_global(L, style == CeilStyle::table ? "cbt" : "cb");
   CeilQ q;
   std::thread prod([&] {
     auto t = Clock::now();
@@ -312,7 +313,7 @@ double ceil_drain_at_depth(long depth, double* fill_rate) {
   });
   prod.join();
   auto t0 = Clock::now();
-  ceil_consume(L, q, depth, CeilStyle::swap, fref);
+  ceil_consume(L, q, depth, style, fref);
   double s = secs_since(t0);
   lua_close(L);
   return double(depth) / s;
@@ -1224,6 +1225,14 @@ void poll_probe(int p) {
   std::printf("%dP: table ceiling %s, poll() %s (%s), dispatch() %s\n", p,
               fmt_rate(median(ct)).c_str(), fmt_rate(median(po)).c_str(),
               fmt_ratio(median(po), median(ct)).c_str(), fmt_rate(median(di)).c_str());
+  std::vector<double> cd, pd;
+  for (int i = 0; i < opt.reps; ++i) {
+    cd.push_back(ceil_drain_at_depth(scaled(100000), nullptr, CeilStyle::table));
+    pd.push_back(ours_drain_at_depth(scaled(100000), nullptr, Drain::poll));
+  }
+  std::printf("drain alone, 100 k: table ceiling %s, poll() %s (%s)\n",
+              fmt_rate(median(cd)).c_str(), fmt_rate(median(pd)).c_str(),
+              fmt_ratio(median(pd), median(cd)).c_str());
 }
 
 // The E rows: deliver -> callback latency in each event loop (issue 6).

@@ -167,6 +167,15 @@ class Hub {
   // Nests. Lua thread.
   void drain_enter();
   void drain_leave();
+  // For a fire-and-forget decoder that poll calls without a pcall: marks
+  // this thread as draining when no drain is under way (returns whether it
+  // did); drain_unmark(true) takes the mark back. A decoder that raises
+  // skips the unmark; the mark then stays (a blocking deliver from this
+  // thread meanwhile gets WOULD_DEADLOCK) until drain_clear() at the next
+  // poll, or the next drain_enter / drain_leave pair. Lua thread.
+  bool drain_mark();
+  void drain_unmark(bool marked);
+  void drain_clear();
 
   // Wakes the producers waiting for room if the consumer made any since it
   // last did (take() does so a batch of room at a time). drain_leave()
@@ -231,9 +240,17 @@ class Hub {
     Entry e[kEntries];
   };
 
+  // deliver and deliver2 (v2: flags are checked, 2v0 codes returned).
+  static int deliver2_(void* utilid, DSS_decoder_1v0_t decode,
+                       DSS_return_1v0_t ret, void* data, unsigned flags,
+                       long timeout_ms, bool v2);
+  // Queues one item (and, with rec, waits for it to end). !may_wait: the
+  // caller holds the table's lock instead of a reference; when the item
+  // would have to wait for room, returns kMustWait having done nothing.
+  static constexpr int kMustWait = 1;
   int deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
                     DSS_return_1v0_t ret, void* data, unsigned flags,
-                    long timeout_ms, bool v2, Blocking* rec);
+                    long timeout_ms, bool v2, Blocking* rec, bool may_wait);
   int wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
                     bool timed,
                     std::chrono::steady_clock::time_point deadline);

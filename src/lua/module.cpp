@@ -238,6 +238,17 @@ void check_pushed(lua_State* L, int n) {
                n, top);
 }
 
+// Turns what a decoder returned, n values on top of the stack (the callback,
+// then its arguments), into the callback and an args table holding the
+// arguments from index off + 1. May raise (allocation).
+void pack_args(lua_State* L, int n, int off) {
+  luaL_checkstack(L, 4, "darksidesync: poll");
+  lua_createtable(L, n - 1 + off, 0);
+  lua_insert(L, -n);  // callback, table, arguments
+  int args = lua_gettop(L) - n + 1;
+  for (int i = n - 1; i >= 1; --i) lua_rawseti(L, args, i + off);  // last first
+}
+
 // Runs under lua_pcall from poll: decodes the item and builds poll's
 // callback and args table. Returns nothing when the decoder returned <= 0.
 int decode_tramp(lua_State* L) {
@@ -249,18 +260,10 @@ int decode_tramp(lua_State* L) {
   c->n = n;
   if (n <= 0) return 0;
   check_pushed(L, n);
-  // The callback, its arguments above it: the arguments move into a new
-  // table (popped from the top, last first), which then sits above the
-  // callback: the two values returned.
-  int off = item.blk ? 1 : 0;
-  luaL_checkstack(L, 4, "darksidesync: poll");
-  lua_createtable(L, n - 1 + off, 0);
-  lua_insert(L, -n);  // callback, table, arguments
-  int args = lua_gettop(L) - n + 1;
-  for (int i = n - 1; i >= 1; --i) lua_rawseti(L, args, i + off);
+  pack_args(L, n, item.blk ? 1 : 0);
   if (item.blk) {
     c->ticket = push_ticket(L, c->hub);
-    lua_rawseti(L, args, 1);
+    lua_rawseti(L, -2, 1);
   }
   return 2;
 }
@@ -277,19 +280,49 @@ void settle_decoded(Hub* hub, const Taken& item, Ticket* ticket) {
   }
 }
 
+// poll() for a fire-and-forget item, decoded without a pcall. Once its
+// decoder is called such an item has ended: nothing of ours is left to
+// settle, and this frame holds no lock and nothing with a destructor. So a
+// decoder that raises (or a failed allocation below) simply propagates, as
+// the pcall path re-raises a blocking item's decoder error once the item is
+// settled. All it leaves behind is the deadlock guard's mark, which the next
+// poll, dispatch or wait on this hub resets (see Hub::drain_mark).
+int poll_ff(lua_State* L, Hub* hub, const Taken& item) {
+  hub->flush_room();  // before anything can raise
+  bool mark = hub->drain_mark();
+  hub->count_decoded();
+  int n = item.decode(L, item.data, item.utilid());
+  hub->drain_unmark(mark);
+  if (n <= 0) {
+    lua_settop(L, 0);
+    lua_pushinteger(L, lua_Integer(hub->size()));
+    return 1;
+  }
+  check_pushed(L, n);
+  pack_args(L, n, 0);
+  lua_pushinteger(L, lua_Integer(hub->size()));
+  lua_insert(L, -3);
+  return 3;
+}
+
 // poll() -> -1 | remaining | remaining, callback, args
 int l_poll(lua_State* L) {
   Hub* hub = check_box(L, 2);
+  // Outside dispatch and wait, a mark left by a decoder that raised is
+  // stale. (So is the mark of a fire-and-forget decoder that calls poll
+  // itself: the rest of that decoder goes unguarded.)
+  hub->drain_clear();
+  lua_settop(L, 0);  // poll takes no arguments; a decoder sees an empty stack
   luaL_checkstack(L, 4, "darksidesync: poll");
-  int base = lua_gettop(L);
   PollCtx c = {hub, Taken(), 0, nullptr};
   c.item = hub->take();
   if (!c.item) {
     lua_pushinteger(L, -1);
     return 1;
   }
-  // From here the item is ours until it ends; nothing may raise until the
-  // pcall has returned and the item is settled.
+  if (!c.item.blk) return poll_ff(L, hub, c.item);
+  // A blocking item is ours until it ends: its decoder runs under a pcall,
+  // and nothing may raise until the item is settled.
   hub->drain_enter();
   lua_pushvalue(L, lua_upvalueindex(1));  // decode_tramp
   lua_pushlightuserdata(L, &c);
@@ -302,14 +335,14 @@ int l_poll(lua_State* L) {
   if (c.n <= 0) {
     hub->finish(c.item);
     hub->drain_leave();
-    lua_settop(L, base);
+    lua_settop(L, 0);
     lua_pushinteger(L, lua_Integer(hub->size()));
     return 1;
   }
   settle_decoded(hub, c.item, c.ticket);
   hub->drain_leave();
   lua_pushinteger(L, lua_Integer(hub->size()));
-  lua_insert(L, base + 1);
+  lua_insert(L, 1);
   return 3;
 }
 

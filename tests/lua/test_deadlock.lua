@@ -160,6 +160,20 @@ test("no false alarm: other threads' blocking deliveries while the Lua thread di
              decoded = 150, returned = 150, answers_ok = 150, ended = 150 }
 end)
 
+test("a fire-and-forget decoder that raises in poll: the error propagates; the guard's mark it leaves lasts until the next poll", function()
+  fresh_()
+  tc.start { items = 1, decoder = "error" }
+  ok(tc.join(), "join")
+  raises(function() return dss.poll() end, "testclient: decoder failed")
+  local opts = { api = 2, blocking = true, timeout = scaled(30) }
+  eq(tc.deliver(tc.utilid(1), opts), WOULD_DEADLOCK, "right after the error: the stale mark")
+  eq(dss.poll(), -1, "an empty poll")
+  eq(tc.deliver(tc.utilid(1), opts), TIMEOUT, "after it: outside the guard, it times out")
+  eq(dss.queuesize(), 0, "nothing queued")
+  tc.check { threads = 1, completed = 1, attempts = 3, delivered = 1, decoded = 1, decode_errors = 1,
+             ended = 2, allocated = 1, freed = 1, would_deadlock = 1, timeout = 1, timedout_queued = 1 }
+end)
+
 test("the guard ends with dispatch: a callback run after poll returned is outside it (2v0 times out instead)", function()
   fresh_()
   local rc

@@ -125,8 +125,10 @@ struct HookedDeliver {
   }
 };
 
-// Runs a fire-and-forget deliver2 (with a timeout, so that it reads the
-// clock) that stops at the clock gate, between lookup and queuing.
+// Runs a blocking deliver2 (with a timeout, so that it reads the clock)
+// that stops at the clock gate, between lookup and queuing. (A blocking
+// one: a fire-and-forget delivery looks its id up and queues under the id
+// table's lock, so no unreg or close can come in between.)
 struct GatedDeliver {
   std::atomic<int> rc{0};
   std::atomic<bool> done{false};
@@ -134,7 +136,7 @@ struct GatedDeliver {
   GatedDeliver(void* u, Rec* r) {
     t = std::thread([this, u, r] {
       clock_hook::gate = true;
-      rc = Hub::deliver2(u, rec_decode, nullptr, r, 0, 60000);
+      rc = Hub::deliver2(u, rec_decode, rec_ret, r, 0, 60000);
       clock_hook::gate = false;
       done = true;
     });
