@@ -1244,6 +1244,11 @@ void loop_rows() {
     const int gap = 200;
     std::vector<double> c = ceil_latency(n_lat, gap);
     RtStats ec = percentiles(c, 1);
+    FILE* f = dat("loops.dat");
+    if (f) {
+      std::fprintf(f, "# loop p50 p99 p99.9 (µs)\n");
+      std::fprintf(f, "\"ceiling eventfd\" %.2f %.2f %.2f\n", ec.p50, ec.p99, ec.p999);
+    }
     auto pct3 = [](const RtStats& r) {
       return fmt("%.1f", r.p50) + " / " + fmt("%.1f", r.p99) + " / " + fmt("%.0f µs", r.p999);
     };
@@ -1266,6 +1271,7 @@ void loop_rows() {
         continue;
       }
       RtStats r = percentiles(v, 1);
+      if (f) std::fprintf(f, "\"%s\" %.2f %.2f %.2f\n", l.loop, r.p50, r.p99, r.p999);
       row(id, std::string(l.what) + ": p50 / p99 / p99.9", pct3(r),
           fmt_ratio(r.p50, ec.p50) + " (p50)", "",
           "p99 vs ceiling " + fmt_ratio(r.p99, ec.p99) +
@@ -1274,6 +1280,7 @@ void loop_rows() {
                                         fmt("%.0f", double(v.size())) + " items of " +
                                         std::to_string(n_lat));
     }
+    if (f) std::fclose(f);
   }
 }
 

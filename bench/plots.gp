@@ -44,3 +44,10 @@ set xtics rotate by -20
 plot resdir."/latency.dat" using 2:xtic(1) title "p50", \
      ''                    using 3 title "p99", \
      ''                    using 4 title "p99.9"
+
+# Deliver -> callback latency per event-loop helper (the E rows).
+set output resdir."/loops.png"
+set title "Event loops: deliver -> callback running in the loop (µs, log scale; loop asleep)"
+plot resdir."/loops.dat" using 2:xtic(1) title "p50", \
+     ''                  using 3 title "p99", \
+     ''                  using 4 title "p99.9"

@@ -103,7 +103,7 @@ if command -v gnuplot >/dev/null; then
   echo "bench: plots" >&2
   gnuplot -e "resdir='$RES'" bench/plots.gp
   say ""
-  say "Plots: bench/results/throughput.png, bench/results/latency.png."
+  say "Plots: bench/results/throughput.png, bench/results/latency.png, bench/results/loops.png."
 else
   echo "bench: gnuplot not installed: no plots" >&2
 fi
