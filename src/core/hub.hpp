@@ -223,7 +223,7 @@ class Hub {
   static constexpr std::uint32_t kEntries = 340;
 
  private:
-  Hub() = default;
+  Hub();
   ~Hub();
   Hub(const Hub&) = delete;
   Hub& operator=(const Hub&) = delete;
