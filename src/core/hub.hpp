@@ -291,12 +291,14 @@ class Hub {
   std::atomic<std::uint64_t> notified_{0}, notifyfailed_{0};  // stats
 
   // --- the Lua thread's, per item ------------------------------------------
-  // Items the consumer took since it last settled (read by producers only
-  // to see room, when the queue is bounded).
+  // Items the consumer took since it last settled. Producers read it (for
+  // the depth: a new maximum, a datagram's count, room in a bounded queue),
+  // so it has a cache line of its own: their reads do not take the line of
+  // the consumer's other per-item fields away from it.
   alignas(64) std::atomic<std::size_t> unsettled_{0};
   // The consumer's position and reservation (changed under mu_ when blocks
   // are unlinked).
-  Block* cblock_ = nullptr;
+  alignas(64) Block* cblock_ = nullptr;
   std::uint32_t cpos_ = 0;
   Block* lim_block_ = nullptr;
   std::uint32_t lim_end_ = 0;
