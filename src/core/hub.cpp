@@ -261,23 +261,21 @@ bool Hub::draining_here(const Hub* hub) {
   return hub->drainer_.load(std::memory_order_relaxed) == my_tag();
 }
 
-void Hub::drain_enter() {
-  if (drain_depth_++ == 0) drainer_.store(my_tag(), std::memory_order_relaxed);
-}
-
-bool Hub::drain_mark() {
-  if (drain_depth_ != 0) return false;
-  drainer_.store(my_tag(), std::memory_order_relaxed);
-  return true;
-}
-
-void Hub::drain_unmark(bool marked) {
-  if (marked) drainer_.store(0, std::memory_order_relaxed);
-}
-
-void Hub::drain_clear() {
-  if (drain_depth_ == 0 && drainer_.load(std::memory_order_relaxed))
+void Hub::drain_reset_stale(const void* sp) {
+  if (drain_depth_ == 0 || !sp) return;
+  if (drainer_.load(std::memory_order_relaxed) != my_tag() ||
+      reinterpret_cast<std::uintptr_t>(sp) >= drain_sp_) {
+    drain_depth_ = 0;
     drainer_.store(0, std::memory_order_relaxed);
+  }
+}
+
+void Hub::drain_enter(const void* sp) {
+  drain_reset_stale(sp);
+  if (drain_depth_++ == 0) {
+    drainer_.store(my_tag(), std::memory_order_relaxed);
+    drain_sp_ = reinterpret_cast<std::uintptr_t>(sp);
+  }
 }
 
 void Hub::drain_leave() {
@@ -316,9 +314,22 @@ int Hub::deliver2_(void* utilid, DSS_decoder_1v0_t decode,
       // which keeps the hub alive, with no reference taken (two atomic
       // operations on the hub's busiest cache line fewer per item). Only
       // when it has to wait for room does it go the long way.
+      Post post;
       int rc = hub->deliver_local(id, decode, nullptr, data, flags, timeout_ms,
-                                  v2, nullptr, false);
-      if (rc != kMustWait) return rc;
+                                  v2, nullptr, &post);
+      if (rc != DSS_SUCCESS && rc != kMustWait) return rc;  // refused
+      if (rc == DSS_SUCCESS) {
+        if (!post.wake && !post.send) return DSS_SUCCESS;
+        // Queued, with the Lua thread to wake or a datagram to send: done
+        // holding a reference instead of the table's lock (a reg or unreg
+        // waiting for that lock would keep every producer waiting too).
+        hub->ref();
+        lock.unlock();
+        if (post.wake) hub->wait_cv_.notify_one();
+        rc = post.send ? hub->notify_udp(post.depth) : DSS_SUCCESS;
+        hub->unref();
+        return rc;
+      }
     }
     hub->ref();
   }
@@ -326,10 +337,10 @@ int Hub::deliver2_(void* utilid, DSS_decoder_1v0_t decode,
   if (ret) {
     Blocking rec;  // only a blocking item needs one (it has a condvar)
     rc = hub->deliver_local(id, decode, ret, data, flags, timeout_ms, v2, &rec,
-                            true);
+                            nullptr);
   } else {
     rc = hub->deliver_local(id, decode, nullptr, data, flags, timeout_ms, v2,
-                            nullptr, true);
+                            nullptr, nullptr);
   }
   hub->unref();
   return rc;
@@ -337,8 +348,7 @@ int Hub::deliver2_(void* utilid, DSS_decoder_1v0_t decode,
 
 int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
                        DSS_return_1v0_t ret, void* data, unsigned flags,
-                       long timeout_ms, bool v2, Blocking* rec,
-                       bool may_wait) {
+                       long timeout_ms, bool v2, Blocking* rec, Post* post) {
   Clock::time_point deadline{};
   bool timed = timeout_ms >= 0;
   if (timed) deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -355,7 +365,7 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
       return DSS_ERR_QUEUE_FULL;
     }
     if (draining_here(this)) return DSS_ERR_WOULD_DEADLOCK;
-    if (!may_wait) return kMustWait;
+    if (post) return kMustWait;
     ++blocked_;
     room_waiters_.fetch_add(1, std::memory_order_relaxed);
     bool late = false;
@@ -431,6 +441,14 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
   if (!ret) {
     // Fire and forget: the entry may be gone already once we unlock.
     lock.unlock();
+    if (post) {
+      // Called under the table's shared lock: the wake-up and the datagram
+      // are left to the caller, which lets that lock go first.
+      post->wake = wake;
+      post->send = send;
+      post->depth = depth;
+      return DSS_SUCCESS;
+    }
     if (wake) wait_cv_.notify_one();
     return send ? notify_udp(depth) : DSS_SUCCESS;
   }

@@ -165,17 +165,16 @@ class Hub {
   // The thread running poll/dispatch/wait marks itself, so that a
   // delivery from it that would wait fails instead of deadlocking.
   // Nests. Lua thread.
-  void drain_enter();
+  //
+  // sp: the address of a local of the Lua-facing C function calling it
+  // (l_poll, l_dispatch, l_wait). poll runs fire-and-forget decoders with no
+  // pcall, so a decoder that raises skips its drain_leave and leaves a stale
+  // level behind; drain_enter and drain_reset_stale drop every level when
+  // they find themselves not nested inside the outermost one: called from
+  // another thread, or from a frame at or above its (stacks grow down).
+  void drain_enter(const void* sp = nullptr);
   void drain_leave();
-  // For a fire-and-forget decoder that poll calls without a pcall: marks
-  // this thread as draining when no drain is under way (returns whether it
-  // did); drain_unmark(true) takes the mark back. A decoder that raises
-  // skips the unmark; the mark then stays (a blocking deliver from this
-  // thread meanwhile gets WOULD_DEADLOCK) until drain_clear() at the next
-  // poll, or the next drain_enter / drain_leave pair. Lua thread.
-  bool drain_mark();
-  void drain_unmark(bool marked);
-  void drain_clear();
+  void drain_reset_stale(const void* sp);
 
   // Wakes the producers waiting for room if the consumer made any since it
   // last did (take() does so a batch of room at a time). drain_leave()
@@ -244,13 +243,20 @@ class Hub {
   static int deliver2_(void* utilid, DSS_decoder_1v0_t decode,
                        DSS_return_1v0_t ret, void* data, unsigned flags,
                        long timeout_ms, bool v2);
-  // Queues one item (and, with rec, waits for it to end). !may_wait: the
-  // caller holds the table's lock instead of a reference; when the item
-  // would have to wait for room, returns kMustWait having done nothing.
+  // What a fire-and-forget delivery made under the table's lock leaves to
+  // its caller: the Lua thread to wake, the datagram to send.
+  struct Post {
+    bool wake = false, send = false;
+    std::size_t depth = 0;  // the datagram's count
+  };
+  // Queues one item (and, with rec, waits for it to end). With post, the
+  // caller holds the table's lock instead of a reference: when the item
+  // would have to wait for room, returns kMustWait having done nothing;
+  // when it is queued, the wake-up and the datagram go into *post.
   static constexpr int kMustWait = 1;
   int deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
                     DSS_return_1v0_t ret, void* data, unsigned flags,
-                    long timeout_ms, bool v2, Blocking* rec, bool may_wait);
+                    long timeout_ms, bool v2, Blocking* rec, Post* post);
   int wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
                     bool timed,
                     std::chrono::steady_clock::time_point deadline);
@@ -306,6 +312,7 @@ class Hub {
   std::size_t live_left_ = 0;     // its live entries not yet taken, at most
   std::atomic<std::uintptr_t> drainer_{0};
   int drain_depth_ = 0;
+  std::uintptr_t drain_sp_ = 0;  // the outermost drain's frame (see drain_enter)
   std::uint64_t decoded_ = 0, returned_ = 0;  // stats
 
   // --- rarely written ----------------------------------------------------------

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <type_traits>
 
 #include "../core/hub.hpp"
 
@@ -285,14 +286,14 @@ void settle_decoded(Hub* hub, const Taken& item, Ticket* ticket) {
 // settle, and this frame holds no lock and nothing with a destructor. So a
 // decoder that raises (or a failed allocation below) simply propagates, as
 // the pcall path re-raises a blocking item's decoder error once the item is
-// settled. All it leaves behind is the deadlock guard's mark, which the next
-// poll, dispatch or wait on this hub resets (see Hub::drain_mark).
-int poll_ff(lua_State* L, Hub* hub, const Taken& item) {
+// settled. All it leaves behind is a stale level of the deadlock guard,
+// which the next poll, dispatch or wait drops (see Hub::drain_enter).
+int poll_ff(lua_State* L, Hub* hub, const Taken& item, const void* sp) {
   hub->flush_room();  // before anything can raise
-  bool mark = hub->drain_mark();
+  hub->drain_enter(sp);
   hub->count_decoded();
   int n = item.decode(L, item.data, item.utilid());
-  hub->drain_unmark(mark);
+  hub->drain_leave();
   if (n <= 0) {
     lua_settop(L, 0);
     lua_pushinteger(L, lua_Integer(hub->size()));
@@ -305,25 +306,26 @@ int poll_ff(lua_State* L, Hub* hub, const Taken& item) {
   return 3;
 }
 
+static_assert(std::is_trivially_destructible<Taken>::value &&
+                  std::is_trivially_destructible<PollCtx>::value,
+              "poll's frame must hold nothing a longjmp would skip");
+
 // poll() -> -1 | remaining | remaining, callback, args
 int l_poll(lua_State* L) {
   Hub* hub = check_box(L, 2);
-  // Outside dispatch and wait, a mark left by a decoder that raised is
-  // stale. (So is the mark of a fire-and-forget decoder that calls poll
-  // itself: the rest of that decoder goes unguarded.)
-  hub->drain_clear();
+  PollCtx c = {hub, Taken(), 0, nullptr};
+  hub->drain_reset_stale(&c);
   lua_settop(L, 0);  // poll takes no arguments; a decoder sees an empty stack
   luaL_checkstack(L, 4, "darksidesync: poll");
-  PollCtx c = {hub, Taken(), 0, nullptr};
   c.item = hub->take();
   if (!c.item) {
     lua_pushinteger(L, -1);
     return 1;
   }
-  if (!c.item.blk) return poll_ff(L, hub, c.item);
+  if (!c.item.blk) return poll_ff(L, hub, c.item, &c);
   // A blocking item is ours until it ends: its decoder runs under a pcall,
   // and nothing may raise until the item is settled.
-  hub->drain_enter();
+  hub->drain_enter(&c);
   lua_pushvalue(L, lua_upvalueindex(1));  // decode_tramp
   lua_pushlightuserdata(L, &c);
   int status = lua_pcall(L, 1, LUA_MULTRET, 0);
@@ -425,7 +427,7 @@ int l_dispatch(lua_State* L) {
   if (handler) lua_pushvalue(L, lua_upvalueindex(2));  // 1: errh_tramp
   DispatchCtx c = {hub, max, 0, Taken()};
   int status = LUA_OK;
-  hub->drain_enter();
+  hub->drain_enter(&c);
   while (c.ran < c.max) {
     lua_pushvalue(L, lua_upvalueindex(1));  // dispatch_tramp
     lua_pushlightuserdata(L, &c);
@@ -603,7 +605,7 @@ int l_wait(lua_State* L) {
           lua_pushfstring(L, "non-negative number of seconds expected, got %f",
                           lua_tonumber(L, 1)));
   }
-  hub->drain_enter();
+  hub->drain_enter(&timeout);
   std::size_t n = hub->wait(timeout);
   hub->drain_leave();
   lua_pushinteger(L, lua_Integer(n));

@@ -129,7 +129,9 @@ static const char *const counter_names[NCOUNTERS] = {
  *   unreg      unregister our own utilid, then as normal
  *   reenter    deliver a blocking item of our own (same lib, utilid, api,
  *              flags and timeout) from inside the decoder, then as normal
- *   reenter_ff as reenter, with a fire-and-forget item */
+ *   reenter_ff as reenter, with a fire-and-forget item
+ *   nested     call the Lua callback with "nested" (it may poll or
+ *              dispatch), then as reenter */
 enum dmode {
   D_NORMAL,
   D_ZERO,
@@ -140,11 +142,12 @@ enum dmode {
   D_OVERCOUNT,
   D_UNREG,
   D_REENTER,
-  D_REENTER_FF
+  D_REENTER_FF,
+  D_NESTED
 };
 static const char *const dmode_names[] = {
     "normal",    "zero",  "negative", "error",      "junk", "bare",
-    "overcount", "unreg", "reenter",  "reenter_ff", NULL};
+    "overcount", "unreg", "reenter",  "reenter_ff", "nested", NULL};
 /* Return callback behaviours (start's "ret" option):
  *   normal  store the answer, push "ack", seq, number of Lua arguments
  *   none    store the answer, push nothing
@@ -438,6 +441,12 @@ static int decode(lua_State *L, void *pData, void *utilid, int lib) {
       return 5;
     case D_UNREG:
       DSS_getapi()->unreg(utilid); /* our own registration, while decoding */
+      break;
+    case D_NESTED:
+      lua_getfield(L, LUA_REGISTRYINDEX, CALLBACK_KEY);
+      lua_pushliteral(L, "nested");
+      lua_call(L, 1, 0);
+      reenter(c, lib, utilid, &o, 1);
       break;
     case D_REENTER:
     case D_REENTER_FF:

@@ -174,6 +174,24 @@ test("a fire-and-forget decoder that raises in poll: the error propagates; the g
              ended = 2, allocated = 1, freed = 1, would_deadlock = 1, timeout = 1, timedout_queued = 1 }
 end)
 
+test("a fire-and-forget decoder that runs poll itself, then makes a blocking deliver: still WOULD_DEADLOCK (the nested poll keeps the guard)", function()
+  fresh_()
+  local nested = 0
+  tc.setcallback(function(a)
+    if a == "nested" then
+      nested = nested + 1
+      eq(dss.poll(), -1, "the nested poll: nothing queued")
+    end
+  end)
+  tc.start { items = 1, decoder = "nested", api = 2, timeout = scaled(2000) }
+  ok(tc.join(), "join")
+  local r = pack(dss.poll())
+  eq(r.n, 3, "poll's results")
+  eq(nested, 1, "the decoder ran a nested poll")
+  tc.check { threads = 1, completed = 1, attempts = 2, delivered = 1, decoded = 1, ended = 1,
+             allocated = 1, freed = 1, reentered = 1, would_deadlock = 1 }
+end)
+
 test("the guard ends with dispatch: a callback run after poll returned is outside it (2v0 times out instead)", function()
   fresh_()
   local rc
