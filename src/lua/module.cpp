@@ -626,20 +626,28 @@ int l_getmaxqueue(lua_State* L) {
 
 int l_stats(lua_State* L) {
   Hub* hub = check_hub(L);
+  static const char* const names[] = {
+      "delivered", "decoded",      "returned", "cancelled",
+      "timedout",  "rejected",     "notified", "notifyfailed",
+      "queued",    "maxqueued",    "blocked"};
+  constexpr int n = int(sizeof names / sizeof names[0]);
+  // The table and its keys first: allocating can run the garbage
+  // collector, and a waiting-thread callback it finalizes changes the
+  // counters. Past the snapshot, only existing keys are set to integers,
+  // which allocates nothing: the counters are those at stats()' return.
+  lua_createtable(L, 0, n);
+  for (const char* name : names) {
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, name);
+  }
   dss::Stats s = hub->stats();
-  const struct {
-    const char* name;
-    std::uint64_t value;
-  } fields[] = {{"delivered", s.delivered}, {"decoded", s.decoded},
-                {"returned", s.returned},   {"cancelled", s.cancelled},
-                {"timedout", s.timedout},   {"rejected", s.rejected},
-                {"notified", s.notified},   {"notifyfailed", s.notifyfailed},
-                {"queued", s.queued},       {"maxqueued", s.maxqueued},
-                {"blocked", s.blocked}};
-  lua_createtable(L, 0, int(sizeof fields / sizeof fields[0]));
-  for (const auto& f : fields) {
-    lua_pushinteger(L, lua_Integer(f.value));
-    lua_setfield(L, -2, f.name);
+  const std::uint64_t values[n] = {s.delivered, s.decoded,  s.returned,
+                                   s.cancelled, s.timedout, s.rejected,
+                                   s.notified,  s.notifyfailed, s.queued,
+                                   s.maxqueued, s.blocked};
+  for (int i = 0; i < n; ++i) {
+    lua_pushinteger(L, lua_Integer(values[i]));
+    lua_setfield(L, -2, names[i]);
   }
   return 1;
 }
