@@ -325,8 +325,7 @@ int Hub::deliver2_(void* utilid, DSS_decoder_1v0_t decode,
         // waiting for that lock would keep every producer waiting too).
         hub->ref();
         lock.unlock();
-        if (post.wake) hub->wait_cv_.notify_one();
-        rc = post.send ? hub->notify_udp(post.depth) : DSS_SUCCESS;
+        rc = hub->after_queue(post);
         hub->unref();
         return rc;
       }
@@ -441,26 +440,30 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
   if (!ret) {
     // Fire and forget: the entry may be gone already once we unlock.
     lock.unlock();
+    Post after{wake, send, depth};
     if (post) {
       // Called under the table's shared lock: the wake-up and the datagram
       // are left to the caller, which lets that lock go first.
-      post->wake = wake;
-      post->send = send;
-      post->depth = depth;
+      *post = after;
       return DSS_SUCCESS;
     }
-    if (wake) wait_cv_.notify_one();
-    return send ? notify_udp(depth) : DSS_SUCCESS;
+    return after_queue(after);
   }
   ++blocked_;
   lock.unlock();
-  if (wake) wait_cv_.notify_one();
-  int rc = send ? notify_udp(depth) : DSS_SUCCESS;
+  int rc = after_queue(Post{wake, send, depth});
   lock.lock();
   int end = wait_blocking(lock, *rec, timed, deadline);
   --blocked_;
   if (v2 && end != DSS_SUCCESS) return end;
   return rc;
+}
+
+// After a delivery queued its item and let the hub's lock go: wakes the
+// Lua thread asleep in wait(), sends the datagram.
+int Hub::after_queue(const Post& p) {
+  if (p.wake) wait_cv_.notify_one();
+  return p.send ? notify_udp(p.depth) : DSS_SUCCESS;
 }
 
 // Waits (under the lock) until a blocking item ends; past the deadline,
@@ -704,8 +707,6 @@ Taken Hub::take() {
       }
       // At the end of the reservation, or only killed entries left in it:
       // settle now, so the wake-ups reset as soon as the queue is empty.
-      // (The queue's count is written by every deliver: it is only read
-      // when entries were killed since the consumer last looked.)
       // The reservation's live entries are counted when it is made; entries
       // killed since then can end them earlier, and only then is the shared
       // count (written by every deliver) read.

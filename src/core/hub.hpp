@@ -254,6 +254,7 @@ class Hub {
   // would have to wait for room, returns kMustWait having done nothing;
   // when it is queued, the wake-up and the datagram go into *post.
   static constexpr int kMustWait = 1;
+  int after_queue(const Post& p);
   int deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
                     DSS_return_1v0_t ret, void* data, unsigned flags,
                     long timeout_ms, bool v2, Blocking* rec, Post* post);
