@@ -31,6 +31,7 @@
 -- when it is installed.
 local socket = require "socket"
 local darksidesync = require "darksidesync"
+local reader = require "darksidesync.reader"
 
 local unpack = unpack or table.unpack
 
@@ -118,14 +119,7 @@ end
 -- handler -- and the items after it still run. Returns how many items it
 -- took (at least 1).
 local function dispatchsome(k)
-  local prev = darksidesync.seterrorhandler(errorhandler)
-  if prev ~= nil then darksidesync.seterrorhandler(prev) end
-  local okay, ran = pcall(darksidesync.dispatch, k)
-  if prev == nil then
-    -- Remove ours, unless a callback set a handler of its own meanwhile.
-    local cur = darksidesync.seterrorhandler(nil)
-    if cur ~= errorhandler then darksidesync.seterrorhandler(cur) end
-  end
+  local _, okay, ran = reader.dispatchwith(errorhandler, k)
   -- Not okay: the error handler itself raised (as with poll's xpcall, that
   -- error is dropped).
   if okay and ran > 0 then return ran end

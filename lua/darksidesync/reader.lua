@@ -86,6 +86,25 @@ function reader.options(opts, who)
   return max, opts.onerror
 end
 
+--- Runs `darksidesync.dispatch(k)` protected, with `handler` as
+-- darksidesync's error handler for that call when none is set (taken out
+-- afterwards, unless a callback set a handler of its own meanwhile). The
+-- readers and the `dss` helper's dispatch handler use it.
+-- @param handler the error handler to use when darksidesync has none
+-- @param k the most items to run
+-- @return whether darksidesync had a handler of its own, then pcall's
+--   results (true and the number of items run, or false and the error)
+function reader.dispatchwith(handler, k)
+  local prev = darksidesync.seterrorhandler(handler)
+  if prev ~= nil then darksidesync.seterrorhandler(prev) end
+  local okay, n = pcall(darksidesync.dispatch, k)
+  if prev == nil then
+    local cur = darksidesync.seterrorhandler(nil)
+    if cur ~= handler then darksidesync.seterrorhandler(cur) end
+  end
+  return prev ~= nil, okay, n
+end
+
 --- A new reader.
 -- @param opts nil or a table: `max`, the most items one `dispatch` runs
 --   (a positive integer, default 1000); `onerror`, a function receiving a
@@ -126,19 +145,12 @@ end
 --   handler
 function Reader:dispatch()
   self.wakes = self.wakes + 1
-  local prev = darksidesync.seterrorhandler(self.handler)
-  if prev ~= nil then darksidesync.seterrorhandler(prev) end
-  local okay, n = pcall(darksidesync.dispatch, self.max)
-  if prev == nil then
-    -- Take ours out, unless a callback set another meanwhile.
-    local cur = darksidesync.seterrorhandler(nil)
-    if cur ~= self.handler then darksidesync.seterrorhandler(cur) end
-  end
+  local had, okay, n = reader.dispatchwith(self.handler, self.max)
   if okay then
     self.ran = self.ran + n
     return n
   end
-  if prev == nil then error(n, 0) end -- onerror raised
+  if not had then error(n, 0) end -- onerror raised
   self.errors = self.errors + 1
   self.onerror(n)
   return nil, n
