@@ -4,6 +4,9 @@
 --
 --   require("loop_cases")(adapter)   -- from a test file run by run.lua
 --
+-- It returns helpers for the test file's own cases: deliver(n) queues n
+-- fire-and-forget items of the test client's library 1.
+--
 -- adapter.name: the helper's name, for test titles.
 -- adapter.run(o): makes a reader with options o.reader (the helper's own
 --   idiom: a luv watcher, an attached cqueues reader, a Copas reader, a
@@ -47,6 +50,12 @@ local function recorder()
     end
   end
   return r
+end
+
+-- Queues n fire-and-forget items of the test client's library 1, each
+-- accepted (DSS_SUCCESS).
+local function deliver(n)
+  for _ = 1, n do eq(tc.deliver(tc.utilid(1)), -100, "deliver") end
 end
 
 return function(adapter)
@@ -177,7 +186,7 @@ return function(adapter)
       calls[#calls + 1] = seq
       if seq == 3 then error("boom " .. seq, 0) end
     end)
-    for _ = 1, 5 do eq(tc.deliver(tc.utilid(1)), -100, "deliver") end
+    deliver(5)
     return calls
   end
 
@@ -242,4 +251,6 @@ return function(adapter)
     eq(dss.queuesize(), 0, "queue drained")
     tc.check { attempts = 5, delivered = 5, decoded = 5, ended = 5, allocated = 5, freed = 5 }
   end)
+
+  return { deliver = deliver }
 end

@@ -48,12 +48,7 @@ function adapter.run(o)
   return reader, timedout
 end
 
-require("loop_cases")(adapter)
-
-local SUCCESS = -100
-local function deliver(n)
-  for _ = 1, n do eq(tc.deliver(tc.utilid(1)), SUCCESS, "deliver") end
-end
+local deliver = require("loop_cases")(adapter).deliver
 
 test("copas: addreader runs nothing before the loop steps; each step runs at most one batch", function()
   fresh()

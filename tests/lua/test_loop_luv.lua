@@ -44,7 +44,7 @@ function adapter.run(o)
   return watcher, timedout
 end
 
-require("loop_cases")(adapter)
+local deliver = require("loop_cases")(adapter).deliver
 
 test("luv: a closed watcher keeps nothing running: uv.run returns at once, items stay queued", function()
   fresh()
@@ -53,7 +53,7 @@ test("luv: a closed watcher keeps nothing running: uv.run returns at once, items
   ok(w:isactive(), "active once started")
   w:close()
   eq(w:isactive(), false, "inactive once closed")
-  for _ = 1, 3 do eq(tc.deliver(tc.utilid(1)), -100, "deliver") end
+  deliver(3)
   uv.run() -- finishes closing the handle, then returns: nothing active
   eq(uv.loop_alive(), false, "loop alive")
   eq(dss.queuesize(), 3, "nothing ran")
@@ -70,7 +70,7 @@ test("luv: stop, then start again: items queued meanwhile run once the watcher i
   local w = dluv.start()
   w:stop()
   eq(w:isactive(), false, "stopped")
-  for _ = 1, 4 do eq(tc.deliver(tc.utilid(1)), -100, "deliver") end
+  deliver(4)
   eq(uv.run("nowait"), false, "uv.run(nowait): nothing active")
   eq(seen, 0, "nothing ran while stopped")
   w:start()

@@ -35,12 +35,7 @@ function adapter.run(o)
   end
 end
 
-require("loop_cases")(adapter)
-
-local SUCCESS = -100
-local function deliver(n)
-  for _ = 1, n do eq(tc.deliver(tc.utilid(1)), SUCCESS, "deliver") end
-end
+local deliver = require("loop_cases")(adapter).deliver
 
 test("select: the fd is level-triggered: select reports the reader again after each bounded batch until the queue is empty", function()
   fresh()
