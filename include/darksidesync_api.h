@@ -153,6 +153,10 @@ typedef struct DSS_api_1v0_s {
 
 /* deliver2 timeout_ms: wait forever. */
 #define DSS_TIMEOUT_INFINITE (-1L)
+/* The longest timeout that is a limit: 100 years of 365.25 days, in ms. A
+ * larger timeout_ms (possible where long has 64 bits) is no limit at all,
+ * as DSS_TIMEOUT_INFINITE: no clock could hold its deadline. */
+#define DSS_TIMEOUT_MAX_MS 3155760000000LL
 
 /*
  * As the 1v0 deliver, plus:
@@ -160,7 +164,8 @@ typedef struct DSS_api_1v0_s {
  *   DSS_ERR_INVALID_ARGUMENT).
  * - timeout_ms: the longest this call blocks, in milliseconds, for room in a
  *   full queue and (pReturn != NULL) for the item's cycle to complete.
- *   < 0 (DSS_TIMEOUT_INFINITE): no limit. 0: never wait.
+ *   < 0 (DSS_TIMEOUT_INFINITE) or > DSS_TIMEOUT_MAX_MS: no limit.
+ *   0: never wait.
  * Returns what 1v0 deliver returns, and:
  * - DSS_ERR_QUEUE_FULL: the queue is full and DSS_DELIVER_NOWAIT was given
  *   (or timeout_ms == 0); nothing queued.

@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <new>
 #include <mutex>
@@ -89,13 +90,6 @@ Hub* erase_ref(std::uint64_t id) {
   return hub;
 }
 
-void unlink_pending(Blocking** list, Blocking* b) {
-  if (b->prev) b->prev->next = b->next;
-  else *list = b->next;
-  if (b->next) b->next->prev = b->prev;
-  b->next = b->prev = nullptr;
-}
-
 // Identifies the calling thread (for the deadlock guard). Not a
 // thread_local: the module is dlopen'ed, and LeakSanitizer crashes
 // scanning the dynamic TLS of such libraries at exit.
@@ -127,18 +121,29 @@ Taken taken_of(const Entry& e, std::uint64_t v) {
 
 using Clock = std::chrono::steady_clock;
 
-// A deadline `seconds` from now; false when there is none (no limit, or
-// too far to matter).
+// A deadline ms milliseconds from now; false when there is none: ms < 0
+// (DSS_TIMEOUT_INFINITE), or ms > kTimeoutMaxMs, too far for the clock
+// (steady_clock counts nanoseconds in 64 bits from boot: now plus 100 years
+// fits; now plus LONG_MAX milliseconds would overflow).
+bool deadline_ms(long long ms, Clock::time_point* out) {
+  if (ms < 0 || ms > kTimeoutMaxMs) return false;
+  *out = Clock::now() + std::chrono::milliseconds(ms);
+  return true;
+}
+
+// As deadline_ms, for a timeout in seconds (NaN: none).
 bool deadline_in(double seconds, Clock::time_point* out) {
-  if (!(seconds >= 0) || seconds > 1e8) return false;
+  if (!(seconds >= 0) || seconds > double(kTimeoutMaxMs) / 1000) return false;
   *out = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                             std::chrono::duration<double>(seconds));
   return true;
 }
 
+constexpr std::uint32_t kNoSlot = 0xffffffffu;
+
 }  // namespace
 
-Hub::Hub() {
+Hub::Hub() : free_slot_(kNoSlot) {
 #if defined(__GLIBC__) && defined(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP)
   // An adaptive mutex spins a little before it sleeps: the hub's critical
   // sections are a few dozen instructions, and with many producers (8 on 2
@@ -257,25 +262,12 @@ std::size_t Hub::size_locked() const {
 
 std::size_t Hub::size() const { return size_locked(); }
 
-bool Hub::draining_here(const Hub* hub) {
-  return hub->drainer_.load(std::memory_order_relaxed) == my_tag();
+bool Hub::draining_here() const {
+  return drainer_.load(std::memory_order_relaxed) == my_tag();
 }
 
-void Hub::drain_reset_stale(const void* sp) {
-  if (drain_depth_ == 0 || !sp) return;
-  if (drainer_.load(std::memory_order_relaxed) != my_tag() ||
-      reinterpret_cast<std::uintptr_t>(sp) >= drain_sp_) {
-    drain_depth_ = 0;
-    drainer_.store(0, std::memory_order_relaxed);
-  }
-}
-
-void Hub::drain_enter(const void* sp) {
-  drain_reset_stale(sp);
-  if (drain_depth_++ == 0) {
-    drainer_.store(my_tag(), std::memory_order_relaxed);
-    drain_sp_ = reinterpret_cast<std::uintptr_t>(sp);
-  }
+void Hub::drain_enter() {
+  if (drain_depth_++ == 0) drainer_.store(my_tag(), std::memory_order_relaxed);
 }
 
 void Hub::drain_leave() {
@@ -349,21 +341,20 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
                        DSS_return_1v0_t ret, void* data, unsigned flags,
                        long timeout_ms, bool v2, Blocking* rec, Post* post) {
   Clock::time_point deadline{};
-  bool timed = timeout_ms >= 0;
-  if (timed) deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool timed = deadline_ms(timeout_ms, &deadline);
   std::size_t depth;
   bool send;
   std::unique_lock<std::mutex> lock(mu_);
   if (state() != State::running) return DSS_ERR_NOT_STARTED;
   if (!registered_locked(id)) return DSS_ERR_INVALID_UTILID;
-  if (ret && draining_here(this)) return DSS_ERR_WOULD_DEADLOCK;
+  if (ret && draining_here()) return DSS_ERR_WOULD_DEADLOCK;
   if (max_ && size_locked() >= max_) {
     // Full: wait for room (1v0 always; 2v0 unless told not to).
     if ((flags & DSS_DELIVER_NOWAIT) || timeout_ms == 0) {
       ++rejected_;
       return DSS_ERR_QUEUE_FULL;
     }
-    if (draining_here(this)) return DSS_ERR_WOULD_DEADLOCK;
+    if (draining_here()) return DSS_ERR_WOULD_DEADLOCK;
     if (post) return kMustWait;
     ++blocked_;
     room_waiters_.fetch_add(1, std::memory_order_relaxed);
@@ -395,6 +386,7 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
     if (!nb) return DSS_ERR_OUT_OF_MEMORY;
     nb->next = nullptr;
     nb->end = 0;
+    nb->seq = ++block_seq_;
     if (t) t->next = nb;
     else qhead_ = nb;
     qtail_ = t = nb;
@@ -466,56 +458,67 @@ int Hub::after_queue(const Post& p) {
   return p.send ? notify_udp(p.depth) : DSS_SUCCESS;
 }
 
+// --- the item's steps -------------------------------------------------------
+
+void Hub::move(Blocking& b, St from, St to) {
+  // Each step of the lifecycle comes from exactly one state (see Blocking);
+  // anything else is a bug in the core, not something a client can cause.
+  if (b.st != from) {
+    std::fprintf(stderr, "darksidesync: item state %d, expected %d (to %d)\n",
+                 int(b.st), int(from), int(to));
+    std::abort();
+  }
+  b.st = to;
+}
+
 // Waits (under the lock) until a blocking item ends; past the deadline,
 // ends it by cancellation on this thread if it is queued or parked.
 int Hub::wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
                        bool timed, Clock::time_point deadline) {
   for (;;) {
-    if (b.st == Blocking::St::done)
-      return b.cancelled ? DSS_ERR_CANCELLED : DSS_SUCCESS;
+    if (b.st == St::done) return b.cancelled ? DSS_ERR_CANCELLED : DSS_SUCCESS;
     if (!b.expired && timed && Clock::now() >= deadline) b.expired = true;
-    if (b.expired) {
-      if (b.st == Blocking::St::queued) {
-        std::uint64_t expect = b.id | kBlockingBit;
-        if (b.entry->id.compare_exchange_strong(expect, 0)) {
-          b.st = Blocking::St::done;
-          count_.store(count_.load(std::memory_order_relaxed) - 1,
-                       std::memory_order_relaxed);
-          kills_.fetch_add(1, std::memory_order_release);
-          ++timedout_;
-          if (size_locked() == 0) reset_locked();
-          if (room_waiters_.load(std::memory_order_relaxed))
-            room_cv_.notify_all();
-          lock.unlock();
-          b.decode(nullptr, b.data, to_utilid(b.id));
-          lock.lock();
-          return DSS_ERR_TIMEOUT;
-        }
-        // The Lua thread claimed it a moment ago: it is being decoded.
-      } else if (b.st == Blocking::St::parked) {
-        unlink_pending(&pending_, &b);
-        b.ticket->item = nullptr;  // the waiting-thread callback is spent
-        b.ticket = nullptr;
-        b.st = Blocking::St::done;
-        ++timedout_;
-        lock.unlock();
-        b.ret(nullptr, b.data, to_utilid(b.id), 0);
-        lock.lock();
-        return DSS_ERR_TIMEOUT;
-      }
-      b.cv.wait(lock);  // busy: its callback is running; parked/done notify
-    } else if (timed) {
-      b.cv.wait_until(lock, deadline);
-    } else {
-      b.cv.wait(lock);
+    if (!b.expired) {
+      if (timed) b.cv.wait_until(lock, deadline);
+      else b.cv.wait(lock);
+      continue;
     }
+    bool queued = b.st == St::queued;
+    if (queued) {
+      std::uint64_t expect = b.id | kBlockingBit;
+      if (!b.entry->id.compare_exchange_strong(expect, 0)) queued = false;
+    }
+    if (queued) {
+      b.entry = nullptr;
+      move(b, St::queued, St::cancelling);
+      after_kills_locked(1);
+    } else if (b.st == St::parked) {
+      ticket_drop_locked(b.ticket);
+      move(b, St::parked, St::cancelling);
+    } else {
+      b.cv.wait(lock);  // taken or returning: its callback is running
+      continue;
+    }
+    ++timedout_;
+    lock.unlock();
+    if (queued) b.decode(nullptr, b.data, to_utilid(b.id));
+    else b.ret(nullptr, b.data, to_utilid(b.id), 0);
+    lock.lock();
+    move(b, St::cancelling, St::done);
+    return DSS_ERR_TIMEOUT;
   }
 }
 
 // Under the lock: the queue just became non-empty.
 void Hub::signal_locked() {
   signalled_ = true;
-  if (efd_w_ < 0) return;
+  arm_fd_locked();
+}
+
+// Under the lock: makes the fd readable (once: it stays so until reset).
+void Hub::arm_fd_locked() {
+  if (efd_w_ < 0 || fd_armed_) return;
+  fd_armed_ = true;
 #ifdef __linux__
   std::uint64_t one = 1;
   ssize_t n = ::write(efd_w_, &one, sizeof one);
@@ -529,9 +532,9 @@ void Hub::signal_locked() {
 
 // Under the lock: the queue is empty.
 void Hub::reset_locked() {
-  if (!signalled_) return;
   signalled_ = false;
-  if (efd_ < 0) return;
+  if (efd_ < 0 || !fd_armed_) return;
+  fd_armed_ = false;
 #ifdef __linux__
   std::uint64_t v;
   ssize_t n = ::read(efd_, &v, sizeof v);
@@ -564,7 +567,7 @@ int Hub::fd() {
   efd_ = p[0];
   efd_w_ = p[1];
 #endif
-  if (size_locked() > 0) signal_locked();
+  if (size_locked() > 0) arm_fd_locked();
   return efd_;
 }
 
@@ -687,6 +690,7 @@ Taken Hub::take() {
     std::lock_guard<std::mutex> lock(mu_);
     settle_locked();
   }
+  int level = push_inflight();
   for (;;) {
     while (cblock_ && (cblock_ != lim_block_ || cpos_ < lim_end_)) {
       if (cpos_ == kEntries) {
@@ -695,14 +699,21 @@ Taken Hub::take() {
         continue;
       }
       Entry& e = cblock_->e[cpos_++];
-      std::uint64_t id = e.id.exchange(0, std::memory_order_acquire);
+      std::uint64_t id = e.id.load(std::memory_order_relaxed);
       if (!id) continue;  // killed by unreg, close or a timeout
+      // Published before the claim: whoever then fails to kill this entry
+      // (unreg) reads it after (the claim releases it, the failed kill
+      // acquires it) and waits for us to be done with the item.
+      set_inflight(level, id & ~kBlockingBit);
+      id = e.id.exchange(0, std::memory_order_acq_rel);
+      if (!id) continue;  // killed a moment ago
       Taken t = taken_of(e, id);
+      t.level = level;
       unsettled_.store(unsettled_.load(std::memory_order_relaxed) + 1,
                        std::memory_order_relaxed);
       if (t.blk) {
         std::lock_guard<std::mutex> lock(mu_);
-        t.blk->st = Blocking::St::busy;
+        move(*t.blk, St::queued, St::taken);
         t.blk->entry = nullptr;
       }
       // At the end of the reservation, or only killed entries left in it:
@@ -717,8 +728,48 @@ Taken Hub::take() {
         extend();
       return t;
     }
-    if (!extend()) return Taken{};
+    if (!extend()) {
+      pop_inflight(level);
+      return Taken{};
+    }
   }
+}
+
+int Hub::call_decoder(const Taken& item, lua_State* L) {
+  ++decoded_;
+  return item.decode(L, item.data, item.utilid());
+}
+
+TicketId Hub::settle(const Taken& item, int n) {
+  Blocking* b = item.blk;
+  if (!b || n <= 0) {
+    finish(item);
+    return 0;
+  }
+  TicketId t = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state() == State::running && registered_locked(item.id))
+      t = ticket_put_locked(b);
+    if (t) {
+      move(*b, St::taken, St::parked);
+      if (b->expired) b->cv.notify_one();  // it may end it now
+    } else {
+      move(*b, St::taken, St::cancelling);
+    }
+  }
+  if (!t) {
+    // Unregistered (or closing, or no memory for a ticket) while it was
+    // being decoded: it ends by cancellation, here.
+    b->ret(nullptr, b->data, item.utilid(), 0);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++cancelled_;
+    b->cancelled = true;
+    move(*b, St::cancelling, St::done);
+    b->cv.notify_one();
+  }
+  pop_inflight(item.level);
+  return t;
 }
 
 void Hub::finish(const Taken& item) {
@@ -727,60 +778,140 @@ void Hub::finish(const Taken& item) {
     // lock so the producer cannot return (and pop its stack) before we are
     // done.
     std::lock_guard<std::mutex> lock(mu_);
-    b->st = Blocking::St::done;
+    move(*b, St::taken, St::done);
     b->cv.notify_one();
   }
+  pop_inflight(item.level);
 }
 
-bool Hub::park(const Taken& item, Ticket* ticket) {
-  Blocking* b = item.blk;
+Blocking* Hub::claim(TicketId ticket) {
+  int level = push_inflight();
   std::lock_guard<std::mutex> lock(mu_);
-  if (state() != State::running || !registered_locked(item.id)) return false;
-  b->st = Blocking::St::parked;
-  b->ticket = ticket;
-  ticket->item = b;
-  b->prev = nullptr;
-  b->next = pending_;
-  if (pending_) pending_->prev = b;
-  pending_ = b;
-  if (b->expired) b->cv.notify_one();
-  return true;
-}
-
-Blocking* Hub::claim(Ticket* ticket) {
-  Hub* hub = ticket->hub;
-  if (!hub) return nullptr;
-  std::lock_guard<std::mutex> lock(hub->mu_);
-  Blocking* b = ticket->item;
-  if (!b) return nullptr;
-  unlink_pending(&hub->pending_, b);
-  b->ticket = nullptr;
-  b->st = Blocking::St::busy;
-  ticket->item = nullptr;
+  Blocking* b = ticket_get_locked(ticket);
+  if (!b) {
+    pop_inflight(level);
+    return nullptr;
+  }
+  ticket_drop_locked(ticket);
+  move(*b, St::parked, St::returning);
+  // Under the lock, so an unreg that did not find it parked sees this.
+  set_inflight(level, b->id);
+  b->level = static_cast<unsigned char>(level);
   return b;
 }
 
+int Hub::call_return(Blocking* b, lua_State* L, int garbage) {
+  ++returned_;
+  return b->ret(L, b->data, to_utilid(b->id), garbage);
+}
+
 void Hub::finish_returned(Blocking* b) {
-  std::lock_guard<std::mutex> lock(mu_);
-  b->st = Blocking::St::done;
-  b->cv.notify_one();
+  int level;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    level = b->level;  // b may be gone once the lock is let go
+    move(*b, St::returning, St::done);
+    b->cv.notify_one();
+  }
+  pop_inflight(level);
 }
 
-bool Hub::pending(Ticket* ticket) {
-  Hub* hub = ticket->hub;
-  if (!hub) return false;
-  std::lock_guard<std::mutex> lock(hub->mu_);
-  return ticket->item != nullptr;
+bool Hub::pending(TicketId ticket) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ticket_get_locked(ticket) != nullptr;
 }
 
-void Hub::cancel_decoded(Blocking* b) {
-  b->ret(nullptr, b->data, to_utilid(b->id), 0);
-  std::lock_guard<std::mutex> lock(mu_);
-  ++cancelled_;
-  b->cancelled = true;
-  b->st = Blocking::St::done;
-  b->cv.notify_one();
+// The in-flight levels nest as the Lua thread's C frames do: an item taken
+// or claimed at level k ends (settle, finish, finish_returned) before the
+// one at level k - 1 does, on every path, errors included (the binding runs
+// every client callback under a pcall and ends the item after it).
+int Hub::push_inflight() {
+  std::uintptr_t me = my_tag();
+  if (inflight_thread_.load(std::memory_order_relaxed) != me)
+    inflight_thread_.store(me, std::memory_order_relaxed);
+  int level = inflight_depth_++;
+  if (level >= kLevels) inflight_over_.fetch_add(1, std::memory_order_relaxed);
+  return level;
 }
+
+void Hub::set_inflight(int level, std::uint64_t id) {
+  if (level < kLevels) inflight_[level].store(id, std::memory_order_relaxed);
+}
+
+void Hub::pop_inflight(int level) {
+  inflight_depth_ = level;
+  if (level >= kLevels) inflight_over_.fetch_sub(1, std::memory_order_release);
+  else if (inflight_[level].load(std::memory_order_relaxed) != 0)
+    inflight_[level].store(0, std::memory_order_release);
+  else return;
+  // An unreg waiting for us; if this read misses one that just arrived, it
+  // finds the level clear within its bounded wait (see quiesce).
+  if (quiet_waiters_.load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    quiet_cv_.notify_all();
+  }
+}
+
+bool Hub::inflight_has(std::uint64_t id) const {
+  if (inflight_over_.load(std::memory_order_acquire)) return true;
+  for (const auto& l : inflight_)
+    if (l.load(std::memory_order_acquire) == id) return true;
+  return false;
+}
+
+void Hub::quiesce(std::uint64_t id) {
+  std::unique_lock<std::mutex> lock(mu_);
+  quiet_waiters_.fetch_add(1, std::memory_order_relaxed);
+  // Called from inside one of those callbacks (a decoder or return callback
+  // that unregisters its own lib): nothing to wait for but ourselves.
+  while (inflight_has(id) &&
+         inflight_thread_.load(std::memory_order_relaxed) != my_tag())
+    quiet_cv_.wait_for(lock, std::chrono::milliseconds(1));
+  quiet_waiters_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// --- the ticket table -------------------------------------------------------
+
+TicketId Hub::ticket_put_locked(Blocking* b) {
+  std::uint32_t i = free_slot_;
+  if (i != kNoSlot) {
+    free_slot_ = slots_[i].next_free;
+  } else {
+    if (slots_.size() >= kNoSlot - 1) return 0;
+    try {
+      slots_.push_back(Slot{nullptr, 1, kNoSlot});
+    } catch (const std::bad_alloc&) {
+      return 0;
+    }
+    i = std::uint32_t(slots_.size() - 1);
+  }
+  Slot& s = slots_[i];
+  s.item = b;
+  ++parked_;
+  b->ticket = (TicketId(s.gen) << 32) | (TicketId(i) + 1);
+  return b->ticket;
+}
+
+Blocking* Hub::ticket_get_locked(TicketId t) const {
+  std::uint32_t i = std::uint32_t(t);  // the slot's index + 1
+  if (i == 0 || i > slots_.size()) return nullptr;
+  const Slot& s = slots_[i - 1];
+  if (s.gen != std::uint32_t(t >> 32)) return nullptr;
+  return s.item;
+}
+
+void Hub::ticket_drop_locked(TicketId t) {
+  std::uint32_t i = std::uint32_t(t) - 1;
+  Slot& s = slots_[i];
+  s.item->ticket = 0;
+  s.item = nullptr;
+  if (++s.gen == 0) s.gen = 1;
+  s.next_free = free_slot_;
+  free_slot_ = i;
+  --parked_;
+}
+
+// --- wait and stats -----------------------------------------------------------
 
 std::size_t Hub::wait(double timeout_s) {
   Clock::time_point deadline;
@@ -843,7 +974,10 @@ int Hub::unreg_local(std::uint64_t id) {
     if (!found) return DSS_ERR_INVALID_UTILID;
     room_cv_.notify_all();  // its producers waiting for room give up
   }
+  // From here on nothing of id can be queued or parked: end what is, then
+  // wait for a callback of id the Lua thread may be running.
   cancel_items(id);
+  quiesce(id);
   return DSS_SUCCESS;
 }
 
@@ -867,14 +1001,33 @@ long Hub::queued_local(std::uint64_t id) {
   return n;
 }
 
+void Hub::after_kills_locked(std::size_t killed) {
+  count_.store(count_.load(std::memory_order_relaxed) - killed,
+               std::memory_order_relaxed);
+  kills_.fetch_add(1, std::memory_order_release);
+  // The consumer's count of items taken is its own, read here without
+  // synchronisation: it may be older (smaller) than the truth, which makes
+  // the queue look fuller, never emptier. Empty for sure: reset the
+  // wake-ups. Otherwise the queue may be empty and the consumer past its
+  // last look: let the next delivery send its notice again (a reader woken
+  // for nothing is fine; one never woken is not). The fd stays readable
+  // until the consumer finds the queue empty.
+  if (size_locked() == 0) reset_locked();
+  else signalled_ = false;
+  if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_all();
+}
+
 void Hub::cancel_items(std::uint64_t id) {
   // No allocation on this path: a bounded batch at a time, resuming where
-  // the last one stopped (or from the front, if the consumer has freed that
-  // block since: then it has passed it, too).
+  // the last one stopped -- if that block is still linked and the same one
+  // (its address and link number); else from the front: the consumer has
+  // passed it then, and every entry before it. New entries of id cannot
+  // appear meanwhile (unregistered, or closing), so a restart or a resume
+  // in a block restarted in place misses none.
   constexpr std::size_t kBatch = 64;
   Taken batch[kBatch];
   Block* resume = nullptr;
-  std::uint32_t resume_at = 0;
+  std::uint32_t resume_seq = 0, resume_at = 0;
   for (;;) {
     std::size_t n = 0;
     bool more = false;
@@ -883,7 +1036,7 @@ void Hub::cancel_items(std::uint64_t id) {
       Block* b = qhead_;
       std::uint32_t i = 0;
       for (Block* x = qhead_; resume && x; x = x->next) {
-        if (x == resume) {
+        if (x == resume && x->seq == resume_seq) {
           b = resume;
           i = resume_at;
           break;
@@ -898,14 +1051,19 @@ void Hub::cancel_items(std::uint64_t id) {
           if (n == kBatch) {
             more = true;
             resume = b;
+            resume_seq = b->seq;
             resume_at = i;
             break;
           }
-          if (!e.id.compare_exchange_strong(v, 0)) continue;  // Lua took it
+          // Acquire on failure: a claim by the Lua thread that beat us
+          // published inflight_ first (see take).
+          if (!e.id.compare_exchange_strong(v, 0, std::memory_order_acq_rel,
+                                            std::memory_order_acquire))
+            continue;
           Taken& t = batch[n++];
           t = taken_of(e, v);
           if (t.blk) {
-            t.blk->st = Blocking::St::busy;
+            move(*t.blk, St::queued, St::cancelling);
             t.blk->entry = nullptr;
           }
           ++killed;
@@ -915,33 +1073,22 @@ void Hub::cancel_items(std::uint64_t id) {
           i = 0;
         }
       }
-      for (Blocking* p = pending_; p && !more;) {
-        Blocking* next = p->next;
-        if (!id || p->id == id) {
-          if (n == kBatch) {
-            more = true;
-            break;
-          }
-          unlink_pending(&pending_, p);
-          p->ticket->item = nullptr;  // the Lua side's call becomes a no-op
-          p->ticket = nullptr;
-          p->st = Blocking::St::busy;
-          Taken& t = batch[n++];
-          t.id = p->id;
-          t.decode = nullptr;  // decoded: cancel through ret
-          t.data = p->data;
-          t.blk = p;
+      for (std::uint32_t k = 0; parked_ && !more && k < slots_.size(); ++k) {
+        Blocking* p = slots_[k].item;
+        if (!p || (id && p->id != id)) continue;
+        if (n == kBatch) {
+          more = true;
+          break;
         }
-        p = next;
+        ticket_drop_locked(p->ticket);  // the Lua side's call becomes a no-op
+        move(*p, St::parked, St::cancelling);
+        Taken& t = batch[n++];
+        t.id = p->id;
+        t.decode = nullptr;  // decoded: cancel through ret
+        t.data = p->data;
+        t.blk = p;
       }
-      if (killed) {
-        count_.store(count_.load(std::memory_order_relaxed) - killed,
-                     std::memory_order_relaxed);
-        kills_.fetch_add(1, std::memory_order_release);
-        if (size_locked() == 0) reset_locked();
-        if (room_waiters_.load(std::memory_order_relaxed))
-          room_cv_.notify_all();
-      }
+      if (killed) after_kills_locked(killed);
     }
     end_cancelled(batch, n);
     if (!more) return;
@@ -957,7 +1104,7 @@ void Hub::end_cancelled(Taken* items, std::size_t n) {
     ++cancelled_;
     if (Blocking* b = t.blk) {
       b->cancelled = true;
-      b->st = Blocking::St::done;
+      move(*b, St::cancelling, St::done);
       b->cv.notify_one();
     }
   }
@@ -965,7 +1112,7 @@ void Hub::end_cancelled(Taken* items, std::size_t n) {
 
 // --- close -----------------------------------------------------------------
 
-void Hub::close() {
+void Hub::close(CancelCall call, void* ctx) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (state() != State::running) return;
@@ -996,7 +1143,8 @@ void Hub::close() {
     }
     if (!cancel) break;
     void* utilid = to_utilid(id);
-    cancel(utilid);
+    if (call) call(ctx, cancel, utilid);
+    else cancel(utilid);
     unreg(utilid);  // INVALID_UTILID here just means the client did it
   }
   {
@@ -1008,6 +1156,7 @@ void Hub::close() {
   cancel_items(0);
   std::lock_guard<std::mutex> lock(mu_);
   signalled_ = false;
+  fd_armed_ = false;
   if (efd_ >= 0) ::close(efd_);
   if (efd_w_ >= 0 && efd_w_ != efd_) ::close(efd_w_);
   efd_ = efd_w_ = -1;

@@ -30,28 +30,40 @@
 namespace dss {
 
 class Hub;
-struct Ticket;
 
 // A blocking item's record. It lives on its producer's stack, which stays
 // valid until the item ends: the producer cannot return before that.
 // Every field is read and written under the hub's lock.
+//
+// The item's life, each step in one function of Hub (which asserts the
+// state it leaves):
+//
+//   queued --take--> taken --settle(n > 0)--> parked --claim--> returning
+//     |                |                        |                  |
+//     | kill           | settle(n <= 0),        | cancel, timeout  | finish_returned
+//     v                v finish                 v                  v
+//   done <-------------+---------------------- cancelling ------> done
+//
+// kill: unreg, close or the producer's timeout take a queued entry back;
+// cancelling: its cancellation callback (decoder or return, L = NULL) runs.
 struct Blocking {
   enum class St : unsigned char {
-    queued,  // in the queue (entry valid)
-    busy,    // owned by whoever claimed it: decoding, returning, cancelling
-    parked,  // decoded; waits on the Lua side for its return (ticket set)
-    done     // ended; the producer may return
+    queued,      // in the queue (entry valid)
+    taken,       // the Lua thread took it: decoding
+    parked,      // decoded; waits on the Lua side for its return (ticket set)
+    returning,   // its return callback runs
+    cancelling,  // its cancellation callback runs
+    done         // ended; the producer may return
   };
   std::uint64_t id = 0;
   DSS_decoder_1v0_t decode = nullptr;
   DSS_return_1v0_t ret = nullptr;
   void* data = nullptr;
   struct Entry* entry = nullptr;  // while queued
-  Ticket* ticket = nullptr;       // while parked
-  Blocking* prev = nullptr;       // pending list, while parked
-  Blocking* next = nullptr;
+  std::uint64_t ticket = 0;       // while parked (see TicketId)
   std::condition_variable cv;
   St st = St::queued;
+  unsigned char level = 0;  // its in-flight level while returning (see Hub)
   bool expired = false;  // the producer's deadline passed
   bool cancelled = false;
 };
@@ -74,25 +86,25 @@ constexpr std::uint64_t kBlockingBit = std::uint64_t(1) << 63;
 static_assert(sizeof(Entry) == 24, "an entry is three words");
 
 // An item the Lua thread took off the queue. It owns it until it ends:
-// finish(), park(), or cancel_decoded(). Empty (false) when none.
+// settle() or finish(). Empty (false) when none.
 struct Taken {
   std::uint64_t id = 0;
   DSS_decoder_1v0_t decode = nullptr;
   void* data = nullptr;
   Blocking* blk = nullptr;
+  int level = 0;  // its in-flight level (see Hub::inflight_)
 
   explicit operator bool() const { return id != 0; }
   void* utilid() const;
 };
 
-// The Lua side's handle on an item waiting for its return callback (the body
-// of the waiting-thread callback userdata). Plain data: the binding layer
-// places it in Lua-owned memory. `item` is non-null exactly while the item
-// is parked and not yet ended; it is read and written under the hub's lock.
-struct Ticket {
-  Hub* hub;        // holds a reference
-  Blocking* item;  // see above
-};
+// The Lua side's handle on a parked item (what a waiting-thread callback
+// holds): a slot of the hub's ticket table and the slot's generation, so
+// that a stale or forged handle only misses. 0 is no ticket. The Lua side
+// keeps plain numbers, never a pointer into the core: a handle that is lost
+// without its finalizer (debug.setmetatable(wt, nil)) leaves its item
+// parked until close, unreg or its producer's timeout end it.
+using TicketId = std::uint64_t;
 
 // Turns a utilid handed in from C into an id, and back.
 inline std::uint64_t id_of(void* utilid) {
@@ -108,6 +120,14 @@ struct Stats {
   std::uint64_t delivered, decoded, returned, cancelled, timedout, rejected,
       notified, notifyfailed, queued, maxqueued, blocked;
 };
+
+// Timeouts (deliver2's milliseconds, wait()'s seconds) longer than this
+// mean "no limit": a deadline past it could not be held by the clock.
+constexpr long long kTimeoutMaxMs = DSS_TIMEOUT_MAX_MS;
+
+// How close() calls a client's cancel callback: the binding passes one that
+// runs it protected (a client may raise a Lua error from it).
+using CancelCall = void (*)(void* ctx, DSS_cancel_1v0_t cancel, void* utilid);
 
 class Hub {
  public:
@@ -131,50 +151,51 @@ class Hub {
   static int deliver2(void* utilid, DSS_decoder_1v0_t decode,
                       DSS_return_1v0_t ret, void* data, unsigned flags,
                       long timeout_ms);
+  // Ends every item of the registration (cancellation callbacks, L = NULL)
+  // and returns once none of its callbacks runs on the Lua thread any more
+  // (unless called from inside one of them).
   static int unreg(void* utilid);
   static long queued(void* utilid);
 
   // --- consumer side (Lua thread) ---------------------------------------
+  // The Lua side drives each item through these, in this order:
+  //   take() -> call_decoder() -> settle()   (or finish() if it raised)
+  //   and for a parked blocking item, later:
+  //   claim() -> call_return() -> finish_returned()
+  // call_decoder() and call_return() call client code, which may raise a Lua
+  // error: the binding calls them under lua_pcall and ends the item (finish,
+  // finish_returned) whatever happened.
+
   // Takes the oldest item off the queue; empty when there is none.
   Taken take();
-  // Items queued and not yet taken.
-  std::size_t size() const;
-
-  // Ends a taken item (decoded, or its decoder raised or returned 0):
-  // releases its producer.
+  // Calls the item's decoder with L; returns what it returned.
+  int call_decoder(const Taken& item, lua_State* L);
+  // Ends a decoded item: a fire-and-forget one, or one whose decoder
+  // returned n <= 0, ends here (its producer is released); a blocking one
+  // with n > 0 parks, waiting for its return callback: returns its ticket,
+  // or 0 when its registration went away or the hub is closing meanwhile
+  // (then it has ended by cancellation, ret(L = NULL), on this thread).
+  TicketId settle(const Taken& item, int n);
+  // Ends a taken item whose decoder raised, as a decoder returning 0.
   void finish(const Taken& item);
 
-  // A decoded blocking item now waits on the Lua side for its return
-  // callback: links it to `ticket`. Returns false (and does nothing) when
-  // its registration went away meanwhile or the hub is closing; the caller
-  // then ends it with cancel_decoded().
-  bool park(const Taken& item, Ticket* ticket);
-
-  // Takes the item back from a ticket to call its return callback (then
-  // end it with finish_returned); nullptr when it already ended. Safe on an
-  // empty ticket.
-  static Blocking* claim(Ticket* ticket);
+  // Takes a parked item back from its ticket to call its return callback;
+  // nullptr when it already ended (answered, cancelled, timed out) or the
+  // ticket is stale or garbage.
+  Blocking* claim(TicketId ticket);
+  // Calls the claimed item's return callback.
+  int call_return(Blocking* b, lua_State* L, int garbage);
+  // Ends a claimed item: releases its producer. b may be gone after.
   void finish_returned(Blocking* b);
+  // Whether the ticket's item is still parked.
+  bool pending(TicketId ticket);
 
-  // Whether the ticket's item is still parked (not yet ended).
-  static bool pending(Ticket* ticket);
-
-  // Ends a decoded blocking item by cancellation: ret(NULL, data, id, 0).
-  void cancel_decoded(Blocking* b);
-
-  // The thread running poll/dispatch/wait marks itself, so that a
-  // delivery from it that would wait fails instead of deadlocking.
-  // Nests. Lua thread.
-  //
-  // sp: the address of a local of the Lua-facing C function calling it
-  // (l_poll, l_dispatch, l_wait). poll runs fire-and-forget decoders with no
-  // pcall, so a decoder that raises skips its drain_leave and leaves a stale
-  // level behind; drain_enter and drain_reset_stale drop every level when
-  // they find themselves not nested inside the outermost one: called from
-  // another thread, or from a frame at or above its (stacks grow down).
-  void drain_enter(const void* sp = nullptr);
+  // The thread running poll/dispatch/wait marks itself for as long as it
+  // runs, so that a delivery from it that would wait fails with
+  // WOULD_DEADLOCK instead of deadlocking. Nests; the binding pairs every
+  // enter with a leave on every path (errors included). Lua thread.
+  void drain_enter();
   void drain_leave();
-  void drain_reset_stale(const void* sp);
 
   // Wakes the producers waiting for room if the consumer made any since it
   // last did (take() does so a batch of room at a time). drain_leave()
@@ -185,16 +206,16 @@ class Hub {
   // limit) passed; returns the queue size. Lua thread.
   std::size_t wait(double timeout_s);
 
-  // Lua-thread counters of what the binding did.
-  void count_decoded() { ++decoded_; }
-  void count_returned() { ++returned_; }
+  // Items queued and not yet taken.
+  std::size_t size() const;
 
   Stats stats();
 
   // Runs the close sequence: stop accepting, cancel every queued and
-  // pending item, call each client's cancel, unregister what is left,
-  // close the fd. Idempotent; call from the thread closing the Lua state.
-  void close();
+  // pending item, call each client's cancel (through call, when given),
+  // unregister what is left, close the fd. Idempotent; call from the
+  // thread closing the Lua state.
+  void close(CancelCall call = nullptr, void* ctx = nullptr);
   State state() const { return state_.load(std::memory_order_acquire); }
 
   // --- wake-ups -------------------------------------------------------------
@@ -212,10 +233,6 @@ class Hub {
   // 0 = unbounded.
   void set_max(std::size_t max);
   std::size_t max() const;
-
-  // Lua-thread scratch owned by the binding layer (see closer in src/lua).
-  void* lua_closer = nullptr;
-  void* lua_box = nullptr;
 
   // A block (header and entries) is one 8 KiB malloc chunk: 8176 bytes
   // requested, plus glibc's 8-byte size field, rounded to 16.
@@ -236,8 +253,17 @@ class Hub {
   struct Block {
     Block* next;
     std::uint32_t end;  // entries [0, end) are written
+    std::uint32_t seq;  // when it was linked (the cancel walk's resume check)
     Entry e[kEntries];
   };
+  // A ticket table slot: the parked item it holds, and its generation
+  // (bumped each time the slot is let go, so old tickets miss).
+  struct Slot {
+    Blocking* item;
+    std::uint32_t gen;
+    std::uint32_t next_free;
+  };
+  using St = Blocking::St;
 
   // deliver and deliver2 (v2: flags are checked, 2v0 codes returned).
   static int deliver2_(void* utilid, DSS_decoder_1v0_t decode,
@@ -270,14 +296,32 @@ class Hub {
   // the queue is empty (and then resets the wake-ups).
   bool extend();
   void settle_locked();
+  // After entries were killed (under the lock): the count, the kill
+  // counter, the wake-ups, the producers waiting for room.
+  void after_kills_locked(std::size_t killed);
   // Kills the queued and parked items of id (all when id == 0) and ends
   // them by cancellation, a bounded batch at a time.
   void cancel_items(std::uint64_t id);
   void end_cancelled(Taken* items, std::size_t n);
+  // Waits until no callback of id runs on the Lua thread (see inflight_).
+  void quiesce(std::uint64_t id);
+  // In-flight levels (see inflight_): the Lua thread claims the next one
+  // before it claims an item, and lets it go when the item ended.
+  int push_inflight();
+  void set_inflight(int level, std::uint64_t id);
+  void pop_inflight(int level);
+  bool inflight_has(std::uint64_t id) const;
   void signal_locked();
+  void arm_fd_locked();
   void reset_locked();
   int notify_udp(std::size_t count);
-  static bool draining_here(const Hub* hub);
+  bool draining_here() const;
+  // The one place an item's state changes; asserts where it comes from.
+  static void move(Blocking& b, St from, St to);
+  // Ticket table (under the lock).
+  TicketId ticket_put_locked(Blocking* b);  // 0 when out of memory
+  Blocking* ticket_get_locked(TicketId t) const;
+  void ticket_drop_locked(TicketId t);
 
   // The members are grouped by who writes them, each group on cache lines
   // of its own, so that the Lua thread's per-item work and the producers'
@@ -290,9 +334,11 @@ class Hub {
   Block* qhead_ = nullptr;
   Block* qtail_ = nullptr;
   Block* spare_ = nullptr;
+  std::uint32_t block_seq_ = 0;
   // Items queued, not killed by others, not yet settled by the consumer.
   std::atomic<std::size_t> count_{0};
   bool signalled_ = false;  // a wake-up is out for the current non-empty run
+  bool fd_armed_ = false;   // the fd was made readable and not reset since
   bool lua_waiting_ = false;
   std::uint64_t delivered_ = 0, maxqueued_ = 0;  // stats, under mu_
   std::atomic<std::uint64_t> notified_{0}, notifyfailed_{0};  // stats
@@ -303,9 +349,21 @@ class Hub {
   // so it has a cache line of its own: their reads do not take the line of
   // the consumer's other per-item fields away from it.
   alignas(64) std::atomic<std::size_t> unsettled_{0};
+  // The registration ids whose callbacks the Lua thread is running or about
+  // to run, one per nesting level (0: none; a decoder's allocation can run
+  // a waiting-thread callback's finalizer, which runs another return
+  // callback inside it), and that thread: unreg waits until none is its id.
+  // A level is set before an entry or ticket is claimed, so that whoever
+  // fails to kill a claimed entry sees it; levels deeper than kLevels count
+  // in inflight_over_, and unreg waits for those whatever their id.
+  static constexpr int kLevels = 7;
+  alignas(64) std::atomic<std::uint64_t> inflight_[kLevels] = {};
+  std::atomic<int> inflight_over_{0};
+  int inflight_depth_ = 0;  // Lua thread
+  std::atomic<std::uintptr_t> inflight_thread_{0};
   // The consumer's position and reservation (changed under mu_ when blocks
   // are unlinked).
-  alignas(64) Block* cblock_ = nullptr;
+  Block* cblock_ = nullptr;
   std::uint32_t cpos_ = 0;
   Block* lim_block_ = nullptr;
   std::uint32_t lim_end_ = 0;
@@ -313,7 +371,6 @@ class Hub {
   std::size_t live_left_ = 0;     // its live entries not yet taken, at most
   std::atomic<std::uintptr_t> drainer_{0};
   int drain_depth_ = 0;
-  std::uintptr_t drain_sp_ = 0;  // the outermost drain's frame (see drain_enter)
   std::uint64_t decoded_ = 0, returned_ = 0;  // stats
 
   // --- rarely written ----------------------------------------------------------
@@ -325,15 +382,19 @@ class Hub {
   std::size_t max_ = 0;  // under mu_
   std::atomic<int> room_waiters_{0};
   std::atomic<std::size_t> room_batch_{1};  // see set_max
+  std::atomic<int> quiet_waiters_{0};       // unreg calls in quiesce()
   int efd_ = -1;    // wake-up fd (read end); under mu_
   int efd_w_ = -1;  // write end (same as efd_ for an eventfd)
   std::atomic<int> port_{0};
   std::atomic<bool> coalesce_{false};
   std::atomic<int> sock_{-1};
-  Blocking* pending_ = nullptr;  // parked items
+  std::vector<Slot> slots_;  // the ticket table
+  std::uint32_t free_slot_;  // head of its free list
+  std::size_t parked_ = 0;   // slots holding an item
   std::vector<Registration> regs_;
   std::condition_variable room_cv_;
   std::condition_variable wait_cv_;
+  std::condition_variable quiet_cv_;
   // stats, under mu_
   std::uint64_t cancelled_ = 0, timedout_ = 0, rejected_ = 0, blocked_ = 0;
 };

@@ -103,4 +103,19 @@ static inline int dss_tointegerx(lua_State *L, int idx, lua_Integer *out) {
 }
 #endif
 
+/* Whether argument idx is a number, after turning a numeric string into
+ * one in place, as Lua's own argument checks accept "5000" for 5000. */
+static inline int dss_numberarg(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TNUMBER) return 1;
+  if (t != LUA_TSTRING || !lua_isnumber(L, idx)) return 0;
+#if LUA_VERSION_NUM >= 503
+  if (lua_stringtonumber(L, lua_tostring(L, idx)) == 0) return 0;
+#else
+  lua_pushnumber(L, lua_tonumber(L, idx));
+#endif
+  lua_replace(L, idx);
+  return 1;
+}
+
 #endif /* DSS_LUA_COMPAT_H */

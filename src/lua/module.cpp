@@ -19,7 +19,7 @@
 using dss::Blocking;
 using dss::Hub;
 using dss::Taken;
-using dss::Ticket;
+using dss::TicketId;
 
 namespace {
 
@@ -29,8 +29,9 @@ const char closer_key = 0;  // the current closer userdata (see below)
 // The value of registry[&hub_key] once the hub closed: the state is
 // stopping, and must not start a new hub from a late require.
 const char stopped_mark = 0;
-const char errh_key = 0;  // dispatch's error handler (seterrorhandler)
-const char box_key = 0;   // the HubBox (below)
+const char errh_key = 0;     // dispatch's error handler (seterrorhandler)
+const char box_key = 0;      // the HubBox (below)
+const char closers_key = 0;  // weak-valued table of every closer (below)
 
 const char* const WT_MT = "darksidesync.waitingthread";
 const char* const CLOSER_MT = "darksidesync.closer";
@@ -60,12 +61,13 @@ Hub* check_hub(lua_State* L) {
   return hub;
 }
 
-// The fast way to the hub for the functions called per item (poll,
-// dispatch, queuesize): an upvalue instead of a registry lookup. A HubBox is
-// a plain userdata (no finalizer, so its memory stays valid until the state
-// is freed, through every finalizer lua_close runs) holding the state's hub
-// while it runs; the closer empties it before it closes the hub, so the box
-// never points to a closed or freed hub.
+// The Lua side's one hold on the hub. A HubBox is a plain userdata (no
+// finalizer, so its memory stays valid until the state is freed, through
+// every finalizer lua_close runs) anchored in the registry; it owns a
+// reference to the state's hub while that runs, and is emptied when the hub
+// closes, so nothing that reaches the hub through it (poll, dispatch and
+// queuesize as an upvalue; closers and waiting-thread callbacks) can find a
+// closed or freed one.
 struct HubBox {
   Hub* hub;
 };
@@ -78,13 +80,15 @@ inline Hub* check_box(lua_State* L, int up) {
   return hub;
 }
 
-void push_closer(lua_State* L, Hub* hub);
+HubBox* box_of(lua_State* L);
+void push_closer(lua_State* L, HubBox* box);
 int renew_closer(lua_State* L);
 
-// A non-negative integer argument (a count), or raises.
+// A non-negative integer argument (a count), or raises. Numeric strings
+// count as numbers, as in Lua's own argument checks.
 lua_Integer check_count(lua_State* L, int arg) {
   lua_Integer v = 0;
-  if (lua_type(L, arg) != LUA_TNUMBER)
+  if (!dss_numberarg(L, arg))
     luaL_argerror(L, arg,
                   lua_pushfstring(L, "non-negative integer expected, got %s",
                                   lua_isnone(L, arg) ? "no value"
@@ -109,7 +113,7 @@ static void* api_reg(lua_State* L, void* libid, DSS_cancel_1v0_t cancel,
   }
   int rc;
   void* utilid = hub->reg(libid, cancel, &rc);
-  if (rc == DSS_SUCCESS && dss_cpcall(L, renew_closer, hub) != LUA_OK) {
+  if (rc == DSS_SUCCESS && dss_cpcall(L, renew_closer, nullptr) != LUA_OK) {
     Hub::unreg(utilid);
     utilid = nullptr;
     rc = DSS_ERR_OUT_OF_MEMORY;
@@ -152,50 +156,106 @@ DSS_api_2v0_t api_2v0 = {DSS_API_2v0_KEY, api_reg,      api_getutilid,
 
 // --- closers: close the hub when the Lua state closes -----------------------
 //
-// A closer is a small userdata whose __gc closes the hub; the registry keeps
-// the current one alive. At lua_close every Lua version runs finalizers
-// newest first, and we want the hub closed (pending items cancelled with
-// L == NULL, as the contract says) before any waiting-thread callback is
-// finalized. So each time poll makes a waiting-thread callback it also makes
-// a fresh closer, newer than it, and drops the old one; an old closer that is
-// collected is no longer current and only lets go of its hub reference.
+// A closer is a small userdata whose __gc closes the hub when lua_close
+// finalizes it. At lua_close every Lua version runs finalizers newest
+// first, and we want the hub closed (pending items cancelled with L == NULL,
+// as the contract says) before any waiting-thread callback is finalized and
+// before a 5.1/LuaJIT client library is unloaded. So each time poll makes a
+// waiting-thread callback, and each time a client registers, a fresh closer
+// is made, newer than it, and becomes the registry's current one.
+//
+// Which closer finalizer is lua_close's? Every closer is also a value in a
+// weak-valued registry table. A closer collected in an ordinary cycle is
+// unreachable, and every Lua version removes such an object from weak
+// values before its finalizer runs; lua_close finalizes every object
+// without clearing weak tables first. So a closer that finds itself still
+// in the table is being finalized by lua_close, whether or not it is the
+// current one: a finalizer that ran before it during lua_close may have
+// made a newer closer, and objects made during lua_close are never
+// finalized. The first such closer closes the hub; the others find the box
+// empty.
 
 struct Closer {
-  Hub* hub;
+  HubBox* box;
 };
 
-int closer_gc(lua_State* L) {
-  Closer* cl = static_cast<Closer*>(lua_touserdata(L, 1));
-  Hub* hub = cl->hub;
-  if (!hub) return 0;
-  cl->hub = nullptr;
-  if (hub->lua_closer == cl) {
-    hub->lua_closer = nullptr;
-    if (HubBox* box = static_cast<HubBox*>(hub->lua_box)) box->hub = nullptr;
-    hub->lua_box = nullptr;
-    // From now on reg/getutilid and the Lua functions see "not started",
-    // and a late require cannot start a new hub.
-    lua_pushlightuserdata(L, const_cast<char*>(&stopped_mark));
-    dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
-    hub->close();
-  }
-  hub->unref();
+// The close path's cancel caller: the client's cancel runs protected, so a
+// cancel that raises (despite the 1.0 rule) cannot cut the close short; its
+// error is dropped (there is no caller to hand it to).
+struct CancelCtx {
+  DSS_cancel_1v0_t cancel;
+  void* utilid;
+  bool called;
+};
+
+int cancel_tramp(lua_State* L) {
+  CancelCtx* c = static_cast<CancelCtx*>(lua_touserdata(L, 1));
+  c->called = true;
+  c->cancel(c->utilid);
   return 0;
 }
 
-// Pushes a new closer for hub (taking a reference), makes it the current one
-// and leaves it on the stack. May raise (allocation); then nothing changed
-// but an unowned userdata.
-void push_closer(lua_State* L, Hub* hub) {
+void call_cancel(void* L, DSS_cancel_1v0_t cancel, void* utilid) {
+  CancelCtx c = {cancel, utilid, false};
+  dss_cpcall(static_cast<lua_State*>(L), cancel_tramp, &c);
+  // No stack or memory for the protected call: call it as 1.0 did.
+  if (!c.called) cancel(utilid);
+}
+
+// Whether the closer at index idx is still in the weak table (see above).
+bool in_closers(lua_State* L, int idx) {
+  if (!lua_checkstack(L, 3)) return true;  // cannot tell: assume lua_close
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &closers_key);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return true;
+  }
+  dss_rawgetp(L, -1, lua_touserdata(L, idx));
+  bool in = lua_rawequal(L, -1, idx) != 0;
+  lua_pop(L, 2);
+  return in;
+}
+
+int closer_gc(lua_State* L) {
+  Closer* cl = static_cast<Closer*>(lua_touserdata(L, 1));
+  HubBox* box = cl->box;
+  cl->box = nullptr;
+  if (!box || !box->hub || !in_closers(L, 1)) return 0;
+  Hub* hub = box->hub;
+  box->hub = nullptr;
+  // From now on reg/getutilid and the Lua functions see "not started",
+  // and a late require cannot start a new hub.
+  lua_pushlightuserdata(L, const_cast<char*>(&stopped_mark));
+  dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
+  hub->close(call_cancel, L);
+  hub->unref();  // the box's
+  return 0;
+}
+
+// The state's HubBox (registry), or nullptr. Never raises.
+HubBox* box_of(lua_State* L) {
+  if (!lua_checkstack(L, 1)) return nullptr;
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &box_key);
+  HubBox* box = static_cast<HubBox*>(lua_touserdata(L, -1));
+  lua_pop(L, 1);
+  return box;
+}
+
+// Pushes a new closer for box, makes it the current one and leaves it on
+// the stack. May raise (allocation); then nothing changed but an unowned
+// userdata.
+void push_closer(lua_State* L, HubBox* box) {
   Closer* cl = static_cast<Closer*>(lua_newuserdata(L, sizeof(Closer)));
-  cl->hub = nullptr;
+  cl->box = nullptr;
   luaL_getmetatable(L, CLOSER_MT);
   lua_setmetatable(L, -2);
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &closers_key);
+  lua_pushvalue(L, -2);
+  dss_rawsetp(L, -2, cl);  // closers[light cl] = cl
+  lua_pop(L, 1);
   lua_pushvalue(L, -1);
   dss_rawsetp(L, LUA_REGISTRYINDEX, &closer_key);
-  cl->hub = hub;
-  hub->ref();
-  hub->lua_closer = cl;
+  cl->box = box;
 }
 
 // Under dss_cpcall from reg: a closer newer than the client library being
@@ -203,32 +263,41 @@ void push_closer(lua_State* L, Hub* hub) {
 // finalizer unloads it, made just before its luaopen runs; our close must
 // run (and call the client's cancel) before that handle unloads its code.
 int renew_closer(lua_State* L) {
-  push_closer(L, static_cast<Hub*>(lua_touserdata(L, 1)));
+  HubBox* box = box_of(L);
+  if (box) push_closer(L, box);
   return 0;
 }
 
 // --- poll --------------------------------------------------------------------
 
+// The body of a waiting-thread callback userdata: the box (not the hub: the
+// callback may outlive it) and the core's ticket of its item, 0 once spent.
+// Plain numbers: a callback freed without its finalizer
+// (debug.setmetatable(wt, nil)) leaves nothing in the core pointing at it.
+struct Wt {
+  HubBox* box;
+  TicketId ticket;
+};
+
 struct PollCtx {
   Hub* hub;
   Taken item;
-  int n;           // what the decoder returned
-  Ticket* ticket;  // the waiting-thread callback made, if any
+  int n;    // what the decoder returned
+  Wt* wt;   // the waiting-thread callback made, if any
+  bool settled;
 };
 
-// Makes a waiting-thread callback for hub and leaves it on the stack; also
+// Makes an empty waiting-thread callback and leaves it on the stack; also
 // renews the closer (see above). May raise (allocation).
-Ticket* push_ticket(lua_State* L, Hub* hub) {
-  Ticket* t = static_cast<Ticket*>(lua_newuserdata(L, sizeof(Ticket)));
-  t->hub = nullptr;
-  t->item = nullptr;
+Wt* push_wt(lua_State* L, HubBox* box) {
+  Wt* w = static_cast<Wt*>(lua_newuserdata(L, sizeof(Wt)));
+  w->box = box;
+  w->ticket = 0;
   luaL_getmetatable(L, WT_MT);
   lua_setmetatable(L, -2);
-  t->hub = hub;
-  hub->ref();
-  push_closer(L, hub);
+  push_closer(L, box);
   lua_pop(L, 1);
-  return t;
+  return w;
 }
 
 // Checks what a decoder returned against what it pushed. May raise.
@@ -252,58 +321,25 @@ void pack_args(lua_State* L, int n, int off) {
 
 // Runs under lua_pcall from poll: decodes the item and builds poll's
 // callback and args table. Returns nothing when the decoder returned <= 0.
+// A fire-and-forget item ends as soon as its decoder returns; a blocking
+// one once its waiting-thread callback exists (poll settles it then).
 int decode_tramp(lua_State* L) {
   PollCtx* c = static_cast<PollCtx*>(lua_touserdata(L, 1));
   lua_settop(L, 0);
-  const Taken& item = c->item;
-  c->hub->count_decoded();
-  int n = item.decode(L, item.data, item.utilid());
+  int n = c->hub->call_decoder(c->item, L);
   c->n = n;
+  if (!c->item.blk || n <= 0) {
+    c->settled = true;
+    c->hub->settle(c->item, n);
+  }
   if (n <= 0) return 0;
   check_pushed(L, n);
-  pack_args(L, n, item.blk ? 1 : 0);
-  if (item.blk) {
-    c->ticket = push_ticket(L, c->hub);
+  pack_args(L, n, c->item.blk ? 1 : 0);
+  if (c->item.blk) {
+    c->wt = push_wt(L, static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(1))));
     lua_rawseti(L, -2, 1);
   }
   return 2;
-}
-
-// Ends an item the Lua side has decoded: a blocking one now waits for its
-// return (or is cancelled, if its registration went away meanwhile).
-void settle_decoded(Hub* hub, const Taken& item, Ticket* ticket) {
-  if (!item.blk) {
-    hub->finish(item);
-  } else if (!hub->park(item, ticket)) {
-    // Unregistered (or closing) while it was being decoded: cancel it; the
-    // waiting-thread callback Lua gets is already spent.
-    hub->cancel_decoded(item.blk);
-  }
-}
-
-// poll() for a fire-and-forget item, decoded without a pcall. Once its
-// decoder is called such an item has ended: nothing of ours is left to
-// settle, and this frame holds no lock and nothing with a destructor. So a
-// decoder that raises (or a failed allocation below) simply propagates, as
-// the pcall path re-raises a blocking item's decoder error once the item is
-// settled. All it leaves behind is a stale level of the deadlock guard,
-// which the next poll, dispatch or wait drops (see Hub::drain_enter).
-int poll_ff(lua_State* L, Hub* hub, const Taken& item, const void* sp) {
-  hub->flush_room();  // before anything can raise
-  hub->drain_enter(sp);
-  hub->count_decoded();
-  int n = item.decode(L, item.data, item.utilid());
-  hub->drain_leave();
-  if (n <= 0) {
-    lua_settop(L, 0);
-    lua_pushinteger(L, lua_Integer(hub->size()));
-    return 1;
-  }
-  check_pushed(L, n);
-  pack_args(L, n, 0);
-  lua_pushinteger(L, lua_Integer(hub->size()));
-  lua_insert(L, -3);
-  return 3;
 }
 
 static_assert(std::is_trivially_destructible<Taken>::value &&
@@ -313,37 +349,28 @@ static_assert(std::is_trivially_destructible<Taken>::value &&
 // poll() -> -1 | remaining | remaining, callback, args
 int l_poll(lua_State* L) {
   Hub* hub = check_box(L, 2);
-  PollCtx c = {hub, Taken(), 0, nullptr};
-  hub->drain_reset_stale(&c);
   lua_settop(L, 0);  // poll takes no arguments; a decoder sees an empty stack
   luaL_checkstack(L, 4, "darksidesync: poll");
+  PollCtx c = {hub, Taken(), 0, nullptr, false};
   c.item = hub->take();
   if (!c.item) {
     lua_pushinteger(L, -1);
     return 1;
   }
-  if (!c.item.blk) return poll_ff(L, hub, c.item, &c);
-  // A blocking item is ours until it ends: its decoder runs under a pcall,
-  // and nothing may raise until the item is settled.
-  hub->drain_enter(&c);
+  // The item is ours until it ends: its decoder runs under a pcall, and
+  // nothing may raise until the item is settled and the drain left.
+  hub->drain_enter();
   lua_pushvalue(L, lua_upvalueindex(1));  // decode_tramp
   lua_pushlightuserdata(L, &c);
   int status = lua_pcall(L, 1, LUA_MULTRET, 0);
-  if (status != LUA_OK) {
-    hub->finish(c.item);  // a raising decoder ends the item, as 0 would
-    hub->drain_leave();
-    return lua_error(L);
+  if (!c.settled) {
+    if (status != LUA_OK) hub->finish(c.item);  // as a decoder returning 0
+    else if (TicketId t = hub->settle(c.item, c.n)) c.wt->ticket = t;
   }
-  if (c.n <= 0) {
-    hub->finish(c.item);
-    hub->drain_leave();
-    lua_settop(L, 0);
-    lua_pushinteger(L, lua_Integer(hub->size()));
-    return 1;
-  }
-  settle_decoded(hub, c.item, c.ticket);
   hub->drain_leave();
+  if (status != LUA_OK) return lua_error(L);
   lua_pushinteger(L, lua_Integer(hub->size()));
+  if (c.n <= 0) return 1;
   lua_insert(L, 1);
   return 3;
 }
@@ -352,6 +379,7 @@ int l_poll(lua_State* L) {
 
 struct DispatchCtx {
   Hub* hub;
+  HubBox* box;
   lua_Integer max;  // items to run
   lua_Integer ran;  // items taken so far
   Taken cur;        // taken and not yet settled: the pcall's owner ends it
@@ -369,26 +397,25 @@ int dispatch_tramp(lua_State* L) {
     c->cur = hub->take();
     if (!c->cur) break;
     ++c->ran;
-    hub->count_decoded();
-    int n = c->cur.decode(L, c->cur.data, c->cur.utilid());
-    if (n <= 0) {
-      hub->finish(c->cur);
+    int n = hub->call_decoder(c->cur, L);
+    Taken item = c->cur;
+    if (n <= 0 || !item.blk) {
       c->cur = Taken();
-      lua_settop(L, 0);
-      continue;
-    }
-    check_pushed(L, n);
-    int first = lua_gettop(L) - n + 1;  // the callback
-    if (c->cur.blk) {
+      hub->settle(item, n);  // ended
+      if (n <= 0) {
+        lua_settop(L, 0);
+        continue;
+      }
+      check_pushed(L, n);
+    } else {
+      check_pushed(L, n);
+      int first = lua_gettop(L) - n + 1;  // the callback
       luaL_checkstack(L, 4, "darksidesync: dispatch");
-      Ticket* t = push_ticket(L, hub);
+      Wt* w = push_wt(L, c->box);
       lua_insert(L, first + 1);  // the first argument
       ++n;
-      Taken item = c->cur;
       c->cur = Taken();
-      settle_decoded(hub, item, t);
-    } else {
-      c->cur = Taken();  // fire and forget: decoded is ended
+      w->ticket = hub->settle(item, n);
     }
     lua_call(L, n - 1, 0);
     lua_settop(L, 0);  // whatever a decoder left below its values
@@ -425,9 +452,10 @@ int l_dispatch(lua_State* L) {
   bool handler = lua_isfunction(L, 1);
   lua_pop(L, 1);
   if (handler) lua_pushvalue(L, lua_upvalueindex(2));  // 1: errh_tramp
-  DispatchCtx c = {hub, max, 0, Taken()};
+  DispatchCtx c = {hub, static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(3))),
+                   max, 0, Taken()};
   int status = LUA_OK;
-  hub->drain_enter(&c);
+  hub->drain_enter();
   while (c.ran < c.max) {
     lua_pushvalue(L, lua_upvalueindex(1));  // dispatch_tramp
     lua_pushlightuserdata(L, &c);
@@ -467,6 +495,7 @@ int l_seterrorhandler(lua_State* L) {
 // --- the waiting-thread callback ------------------------------------------
 
 struct RetCtx {
+  Hub* hub;
   Blocking* item;
   int garbage;
 };
@@ -476,8 +505,7 @@ struct RetCtx {
 int ret_tramp(lua_State* L) {
   RetCtx* c = static_cast<RetCtx*>(lua_touserdata(L, 1));
   lua_remove(L, 1);
-  Blocking* item = c->item;
-  int n = item->ret(L, item->data, dss::to_utilid(item->id), c->garbage);
+  int n = c->hub->call_return(c->item, L, c->garbage);
   int top = lua_gettop(L);
   if (n < 0) n = 0;
   if (n > top)
@@ -491,20 +519,21 @@ int ret_tramp(lua_State* L) {
 // wt(...) -> what the client's return callback pushed; only the first call
 // counts, later ones return nothing.
 int wt_call(lua_State* L) {
-  Ticket* t = static_cast<Ticket*>(luaL_checkudata(L, 1, WT_MT));
+  Wt* w = static_cast<Wt*>(luaL_checkudata(L, 1, WT_MT));
   luaL_checkstack(L, 3, "darksidesync: waiting-thread callback");
-  Blocking* item = Hub::claim(t);
+  Hub* hub = w->box->hub;
+  Blocking* item = hub ? hub->claim(w->ticket) : nullptr;
+  w->ticket = 0;
   if (!item) return 0;
-  // The userdata stays at index 1 (keeping it, and its hub, alive).
+  // The userdata stays at index 1 (keeping it alive).
   int nargs = lua_gettop(L) - 1;
-  RetCtx c = {item, 0};
+  RetCtx c = {hub, item, 0};
   lua_pushvalue(L, lua_upvalueindex(1));  // ret_tramp
   lua_insert(L, 2);
   lua_pushlightuserdata(L, &c);
   lua_insert(L, 3);
-  t->hub->count_returned();
   int status = lua_pcall(L, nargs + 1, LUA_MULTRET, 0);
-  t->hub->finish_returned(item);  // releases the producer, raising or not
+  hub->finish_returned(item);  // releases the producer, raising or not
   if (status != LUA_OK) return lua_error(L);
   return lua_gettop(L) - 1;
 }
@@ -512,30 +541,29 @@ int wt_call(lua_State* L) {
 // Collected uncalled: ret(L, data, utilid, 1); a raised error is dropped
 // (there is no caller to hand it to).
 int wt_gc(lua_State* L) {
-  Ticket* t = static_cast<Ticket*>(lua_touserdata(L, 1));
-  Hub* hub = t->hub;
-  if (!hub) return 0;
-  if (Blocking* item = Hub::claim(t)) {
-    if (lua_checkstack(L, 2)) {
-      RetCtx c = {item, 1};
-      lua_pushvalue(L, lua_upvalueindex(1));  // ret_tramp
-      lua_pushlightuserdata(L, &c);
-      hub->count_returned();
-      if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
-      hub->finish_returned(item);
-    } else {
-      hub->cancel_decoded(item);
-    }
-  }
-  t->hub = nullptr;
-  hub->unref();
+  Wt* w = static_cast<Wt*>(lua_touserdata(L, 1));
+  Hub* hub = w->box ? w->box->hub : nullptr;
+  TicketId t = w->ticket;
+  w->ticket = 0;
+  if (!hub || !t || !lua_checkstack(L, 2)) return 0;
+  // No stack for the call: the ticket stays, and close, unreg or the
+  // producer's timeout end the item.
+  Blocking* item = hub->claim(t);
+  if (!item) return 0;
+  RetCtx c = {hub, item, 1};
+  lua_pushvalue(L, lua_upvalueindex(1));  // ret_tramp
+  lua_pushlightuserdata(L, &c);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+  hub->finish_returned(item);
   return 0;
 }
 
 int wt_tostring(lua_State* L) {
-  Ticket* t = static_cast<Ticket*>(luaL_checkudata(L, 1, WT_MT));
+  Wt* w = static_cast<Wt*>(luaL_checkudata(L, 1, WT_MT));
+  Hub* hub = w->box->hub;
+  bool pending = hub && w->ticket && hub->pending(w->ticket);
   lua_pushfstring(L, "darksidesync waiting-thread callback (%s): %p",
-                  Hub::pending(t) ? "pending" : "done", static_cast<void*>(t));
+                  pending ? "pending" : "done", static_cast<void*>(w));
   return 1;
 }
 
@@ -556,7 +584,7 @@ int l_getport(lua_State* L) {
 int l_setport(lua_State* L) {
   Hub* hub = check_hub(L);
   lua_Integer port = 0;
-  if (lua_type(L, 1) != LUA_TNUMBER)
+  if (!dss_numberarg(L, 1))
     return luaL_argerror(
         L, 1,
         lua_pushfstring(L, "port number expected, got %s",
@@ -593,7 +621,7 @@ int l_wait(lua_State* L) {
   Hub* hub = check_hub(L);
   double timeout = -1;
   if (!lua_isnoneornil(L, 1)) {
-    if (lua_type(L, 1) != LUA_TNUMBER)
+    if (!dss_numberarg(L, 1))
       return luaL_argerror(
           L, 1,
           lua_pushfstring(L, "non-negative number of seconds expected, got %s",
@@ -605,7 +633,7 @@ int l_wait(lua_State* L) {
           lua_pushfstring(L, "non-negative number of seconds expected, got %f",
                           lua_tonumber(L, 1)));
   }
-  hub->drain_enter(&timeout);
+  hub->drain_enter();
   std::size_t n = hub->wait(timeout);
   hub->drain_leave();
   lua_pushinteger(L, lua_Integer(n));
@@ -695,27 +723,33 @@ void start(lua_State* L) {
   dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
   lua_pushboolean(L, 1);
   dss_rawsetp(L, LUA_REGISTRYINDEX, &closer_key);
+  lua_newtable(L);  // closers, weak-valued (see closer_gc)
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  dss_rawsetp(L, LUA_REGISTRYINDEX, &closers_key);
   HubBox* box = static_cast<HubBox*>(lua_newuserdata(L, sizeof(HubBox)));
   box->hub = nullptr;
   dss_rawsetp(L, LUA_REGISTRYINDEX, &box_key);
 
-  // The first closer, made under protection so that a failed allocation
-  // cannot leak the hub; it takes its own reference.
+  // The box takes the creation reference. The first closer is made under
+  // protection, so that a failed allocation cannot leak the hub.
   Hub* hub = Hub::create();
   if (!hub) {
     luaL_error(L, "darksidesync: out of memory");
     return;
   }
-  int status = dss_cpcall(L, renew_closer, hub);
-  hub->unref();  // the creation reference; the closer holds one if made
-  if (status != LUA_OK) {
+  box->hub = hub;
+  if (dss_cpcall(L, renew_closer, nullptr) != LUA_OK) {
+    box->hub = nullptr;
+    hub->close();
+    hub->unref();
     luaL_error(L, "darksidesync: out of memory");
     return;
   }
   lua_pushlightuserdata(L, hub);
   dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
-  box->hub = hub;
-  hub->lua_box = box;
 }
 
 }  // namespace
@@ -746,7 +780,8 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
 
   lua_newtable(L);
   dss_rawgetp(L, LUA_REGISTRYINDEX, &box_key);  // the HubBox
-  lua_pushcfunction(L, decode_tramp);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, decode_tramp, 1);
   lua_pushvalue(L, -2);
   lua_pushcclosure(L, l_poll, 2);
   lua_setfield(L, -3, "poll");

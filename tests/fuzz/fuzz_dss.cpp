@@ -951,7 +951,7 @@ void op_setport(int v) {
     case 2: lua_pushinteger(L, 65536); break;
     case 3: lua_pushnumber(L, 1.5); break;
     case 4: lua_pushnumber(L, std::nan("")); break;
-    case 5: lua_pushliteral(L, "50123"); break;
+    case 5: lua_pushliteral(L, "50123"); ok = true; port = 50123; break;  // as Lua
     case 6: lua_pushnumber(L, 1e300); break;
     case 7: lua_pushnumber(L, HUGE_VAL); break;
     case 8: lua_pushinteger(L, LUA_MININTEGER); break;
@@ -1144,7 +1144,7 @@ void op_setmaxqueue(int a) {
     case 5: lua_pushinteger(L, 1000000); v = 1000000; break;
     case 6: lua_pushinteger(L, -1); break;
     case 7: lua_pushnumber(L, 1.5); break;
-    case 8: lua_pushliteral(L, "2"); break;
+    case 8: lua_pushliteral(L, "2"); v = 2; break;  // a numeric string, as Lua
     case 9: nargs = 0; break;
     case 10: lua_pushnumber(L, std::nan("")); break;
     default: lua_pushinteger(L, 1); v = 1; break;
@@ -1176,7 +1176,7 @@ void op_dispatch(int a) {
   push_fn("dispatch");
   int nargs = 1;
   long max = -1;  // -1: a bad argument
-  switch (a % 10) {
+  switch (a % 11) {
     case 0: nargs = 0; max = long(before); break;
     case 1: lua_pushnil(L); max = long(before); break;
     case 2: lua_pushinteger(L, 0); max = 0; break;
@@ -1186,7 +1186,8 @@ void op_dispatch(int a) {
     case 6: lua_pushinteger(L, 255); max = 255; break;
     case 7: lua_pushinteger(L, -1); break;
     case 8: lua_pushnumber(L, 1.5); break;
-    default: lua_pushliteral(L, "1"); break;
+    case 9: lua_pushliteral(L, "one"); break;
+    default: lua_pushliteral(L, "1"); max = 1; break;  // a numeric string, as Lua
   }
   g.nlog = 0;
   int cb0 = g.cb_calls, h0 = g.handler_calls;
@@ -1288,7 +1289,7 @@ void op_wait(int a) {
       else lua_pushinteger(L, 0);
       break;
     case 4: lua_pushinteger(L, -1); bad = true; break;
-    case 5: lua_pushliteral(L, "0"); bad = true; break;
+    case 5: lua_pushliteral(L, "zero"); bad = true; break;
     case 6: lua_pushnumber(L, std::nan("")); bad = true; break;
     default: lua_pushnumber(L, q ? HUGE_VAL : 0.002); break;
   }

@@ -66,7 +66,7 @@ test("dispatch rejects a max that is not a non-negative integer: exact reasons",
   fresh()
   deliver(1)
   local function reason(v) return argreason(1, dss.dispatch, v) end
-  eq(reason("2"), "non-negative integer expected, got string")
+  eq(reason("two"), "non-negative integer expected, got string")
   eq(reason(true), "non-negative integer expected, got boolean")
   eq(reason({}), "non-negative integer expected, got table")
   for _, v in ipairs { -1, 1.5, -0.5, math.huge, -math.huge } do

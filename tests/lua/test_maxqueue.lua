@@ -39,13 +39,15 @@ test("setmaxqueue rejects anything but a non-negative integer: exact reasons, li
   local function reason(...) return argreason(1, dss.setmaxqueue, ...) end
   eq(reason(), "non-negative integer expected, got no value")
   eq(reason(nil), "non-negative integer expected, got nil")
-  eq(reason("3"), "non-negative integer expected, got string")
+  eq(reason("three"), "non-negative integer expected, got string")
   eq(reason({}), "non-negative integer expected, got table")
-  for _, v in ipairs { -1, 1.5, -0.5, math.huge } do
+  for _, v in ipairs { -1, 1.5, -0.5, math.huge, "-1", "1.5" } do
     eq(reason(v), "non-negative integer expected, got " .. tostring(v + 0.0),
        "setmaxqueue(" .. tostring(v) .. ")")
   end
   eq(dss.getmaxqueue(), 4, "unchanged")
+  dss.setmaxqueue("3")
+  eq(dss.getmaxqueue(), 3, "a numeric string counts as its number")
   dss.setmaxqueue(0)
 end)
 

@@ -38,15 +38,25 @@ end)
 
 test("setport rejects a missing or non-number port: 'port number expected, got <type>'", function()
   eq(setport_reason(), "port number expected, got no value")
-  eq(setport_reason("80"), "port number expected, got string")
+  eq(setport_reason("eighty"), "port number expected, got string")
+  eq(setport_reason("80x"), "port number expected, got string")
   eq(setport_reason(nil), "port number expected, got nil")
   eq(setport_reason({}), "port number expected, got table")
   eq(setport_reason(true), "port number expected, got boolean")
   eq(dss.getport(), 0, "port unchanged")
 end)
 
+test("setport takes a numeric string as its number, as 1.0 and Lua's own checks do", function()
+  eq(dss.setport("5000"), 1, "setport('5000')")
+  eq(dss.getport(), 5000, "getport")
+  eq(dss.setport(" 0x10 "), 1, "setport(' 0x10 ')")
+  eq(dss.getport(), 16, "getport")
+  eq(dss.setport("0"), 1, "setport('0')")
+  eq(dss.getport(), 0, "getport")
+end)
+
 test("setport rejects a fraction, a negative or a too large port: 'port must be an integer from 0 to 65535'", function()
-  for _, p in ipairs { 1.5, -1, 65536, 2 ^ 63, math.huge, -math.huge, 0 / 0 } do
+  for _, p in ipairs { 1.5, -1, 65536, 2 ^ 63, math.huge, -math.huge, 0 / 0, "1.5", "-1", "65536" } do
     eq(setport_reason(p), "port must be an integer from 0 to 65535", "setport(" .. tostring(p) .. ")")
   end
   eq(dss.getport(), 0, "port unchanged")

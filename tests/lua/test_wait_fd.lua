@@ -75,13 +75,14 @@ end)
 
 test("wait rejects a timeout that is not a non-negative number: exact reasons", function()
   local function reason(v) return argreason(1, dss.wait, v) end
-  eq(reason("1"), "non-negative number of seconds expected, got string")
+  eq(reason("one"), "non-negative number of seconds expected, got string")
   eq(reason(true), "non-negative number of seconds expected, got boolean")
   eq(reason({}), "non-negative number of seconds expected, got table")
-  for _, v in ipairs { -1, -0.5, -math.huge } do
+  for _, v in ipairs { -1, -0.5, -math.huge, "-1" } do
     eq(reason(v), "non-negative number of seconds expected, got " .. tostring(v + 0.0),
        "wait(" .. tostring(v) .. ")")
   end
+  eq(dss.wait("0"), 0, "a numeric string counts as its number")
 end)
 
 test("getfd returns the same integer fd every time", function()

@@ -1,12 +1,15 @@
 // helpers.hpp -- shared scaffolding of the core's unit tests.
 //
-// The tests act as the Lua side themselves: they take items, call the
-// client's decoder / return callbacks with a fake (never dereferenced)
-// lua_State pointer, and end items as src/lua/module.cpp does: finish() a
-// fire-and-forget item or one whose decoder returned 0; park() a decoded
-// blocking item on a ticket (cancel_decoded() when park refuses); later
-// claim() it back from the ticket, call its return callback and
-// finish_returned() it. Client callbacks only record what happened; all
+// The tests act as the Lua side themselves, through the very calls
+// src/lua/module.cpp makes (l_poll, dispatch_tramp, wt_call, wt_gc): take()
+// an item, call_decoder() it with a fake (never dereferenced) lua_State
+// pointer, then settle() it with what the decoder returned (or finish() it,
+// as when the decoder raised); settle() parks a decoded blocking item and
+// hands back its ticket, or ends it by cancellation itself when its
+// registration or the hub went away meanwhile. A parked item is answered
+// later with claim() / call_return() / finish_returned(). What happens to an
+// item at each step is the core's business: the helpers below decide
+// nothing about it. Client callbacks only record what happened; all
 // assertions run on the test's main thread (Catch2 v2 assertions are not
 // thread-safe).
 //
@@ -35,7 +38,7 @@ namespace ut {
 using dss::Blocking;
 using dss::Hub;
 using dss::Taken;
-using dss::Ticket;
+using dss::TicketId;
 
 // "Did not hang": generous, only ever reached when the core is broken.
 constexpr std::chrono::seconds kHang{20};
@@ -194,20 +197,44 @@ inline void* must_reg(Hub* hub, void* lib, DSS_cancel_1v0_t cancel = cancel_unre
   return u;
 }
 
-// A ticket as the Lua side's waiting-thread userdata holds it: with a hub
-// reference.
-struct TicketBox {
-  Ticket t;
-  explicit TicketBox(Hub* hub) : t{hub, nullptr} { hub->ref(); }
-  // As the Lua side's __gc: a ticket still holding its item ends it (only
-  // on a failed test; passing tests leave their tickets empty).
-  ~TicketBox() {
-    if (Blocking* b = Hub::claim(&t)) t.hub->cancel_decoded(b);
-    t.hub->unref();
+// The waiting-thread callback: called by Lua (garbage 0) or collected
+// uncalled (garbage 1). Claims the item back from the ticket, calls its
+// return callback and releases the producer, as wt_call / wt_gc do.
+// False when the item had already ended (timed out, cancelled or answered)
+// or the ticket is stale or garbage, and nothing was called.
+inline bool answer(Hub* hub, TicketId ticket, int garbage = 0) {
+  Blocking* b = hub->claim(ticket);
+  if (!b) return false;
+  hub->call_return(b, fake_L(), garbage);
+  hub->finish_returned(b);  // b may be gone from here on
+  return true;
+}
+
+// A waiting-thread callback as the Lua side holds it (module.cpp's Wt):
+// the ticket of its item, 0 once spent. Holds a hub reference (the Lua side
+// holds its box, which outlives the hub's close). Its destructor is wt_gc:
+// a ticket still pending is answered with garbage = 1 (only on a failed
+// test; passing tests spend their tickets).
+struct Wt {
+  Hub* hub;
+  TicketId ticket;
+  Wt(Hub* h, TicketId t) : hub(h), ticket(t) { hub->ref(); }
+  ~Wt() {
+    TicketId t = ticket;
+    ticket = 0;
+    if (t) answer(hub, t, 1);
+    hub->unref();
   }
-  TicketBox(const TicketBox&) = delete;
-  TicketBox& operator=(const TicketBox&) = delete;
+  Wt(const Wt&) = delete;
+  Wt& operator=(const Wt&) = delete;
 };
+
+// wt(...): only the first call counts (the ticket is spent by it).
+inline bool answer(Wt& w, int garbage = 0) {
+  TicketId t = w.ticket;
+  w.ticket = 0;
+  return answer(w.hub, t, garbage);
+}
 
 // --- producers ---------------------------------------------------------------
 
@@ -268,40 +295,9 @@ inline Taken must_take(Hub* hub) {
   return t;
 }
 
-// Decodes with the fake L, counting it as poll does; returns what the
-// decoder returned.
-inline int decode(Hub* hub, const Taken& t) {
-  hub->count_decoded();
-  return t.decode(fake_L(), t.data, t.utilid());
-}
-
-// Ends a decoded item as poll's settle_decoded does: a fire-and-forget one
-// is finished, a blocking one parked on ticket -- or, when park refuses
-// (unregistered or closing meanwhile), cancelled. Returns what park
-// returned (true for a fire-and-forget item).
-inline bool settle(Hub* hub, const Taken& t, Ticket* ticket) {
-  if (!t.blk) {
-    hub->finish(t);
-    return true;
-  }
-  if (hub->park(t, ticket)) return true;
-  hub->cancel_decoded(t.blk);
-  return false;
-}
-
-// The waiting-thread callback: called by Lua (garbage 0) or collected
-// uncalled (garbage 1). Claims the item back from the ticket, calls its
-// return callback and releases the producer, as wt_call / wt_gc do.
-// False when the item had already ended (timed out, cancelled or answered)
-// and nothing was called.
-inline bool answer(Ticket* ticket, int garbage = 0) {
-  Blocking* b = Hub::claim(ticket);
-  if (!b) return false;
-  ticket->hub->count_returned();
-  b->ret(fake_L(), b->data, dss::to_utilid(b->id), garbage);
-  ticket->hub->finish_returned(b);  // b may be gone from here on
-  return true;
-}
+// Calls the item's decoder with the fake L (as poll and dispatch do);
+// returns what it returned.
+inline int decode(Hub* hub, const Taken& t) { return hub->call_decoder(t, fake_L()); }
 
 }  // namespace ut
 

@@ -173,7 +173,7 @@ TEST_CASE("maxqueue: producers waiting for room get it when poll returns, and a 
   Taken it = must_take(hub.get());  // not the last item queued
   hub->drain_enter();
   REQUIRE(decode(hub.get(), it) == 0);
-  hub->finish(it);
+  CHECK(hub->settle(it, 0) == 0);
   hub->drain_leave();
   REQUIRE(p1.done_within(kHang));
   CHECK(p1.rc() == DSS_SUCCESS);
@@ -192,7 +192,7 @@ TEST_CASE("maxqueue: producers waiting for room get it when poll returns, and a 
   for (int i = 0; i < 3; ++i) {  // the third take hands the room out
     it = must_take(hub.get());
     REQUIRE(decode(hub.get(), it) == 0);
-    hub->finish(it);
+    CHECK(hub->settle(it, 0) == 0);
   }
   REQUIRE(p2.done_within(kHang));
   CHECK(p2.rc() == DSS_SUCCESS);
@@ -274,8 +274,8 @@ TEST_CASE("deliver2: a blocking item whose timeout passes while it is parked is 
       continue;
     }
     REQUIRE(decode(hub.get(), it) == 1);
-    TicketBox tb(hub.get());
-    REQUIRE(hub->park(it, &tb.t));
+    Wt w(hub.get(), hub->settle(it, 1));
+    REQUIRE(w.ticket != 0);
     REQUIRE(p.done_within(kHang));  // nobody answers
     CHECK(p.rc() == DSS_ERR_TIMEOUT);
     CHECK(r.decoded == 1);
@@ -284,8 +284,8 @@ TEST_CASE("deliver2: a blocking item whose timeout passes while it is parked is 
     CHECK(r.bad_args == 0);
     CHECK(g_decoder_thread.load() != std::this_thread::get_id());
     // The Lua side's late call reaches nothing.
-    CHECK_FALSE(Hub::pending(&tb.t));
-    CHECK_FALSE(answer(&tb.t));
+    CHECK_FALSE(hub->pending(w.ticket));
+    CHECK_FALSE(answer(w));
     CHECK(r.calls() == 2);
     dss::Stats s = hub->stats();
     CHECK(s.timedout == std::uint64_t(1 + lost));
@@ -308,9 +308,9 @@ TEST_CASE("deliver2: answered before its timeout, a blocking item succeeds",
   REQUIRE(wait_until([&] { return hub->size() == 1; }));
   Taken it = must_take(hub.get());
   REQUIRE(decode(hub.get(), it) == 1);
-  TicketBox tb(hub.get());
-  REQUIRE(settle(hub.get(), it, &tb.t));
-  REQUIRE(answer(&tb.t));
+  Wt w(hub.get(), hub->settle(it, 1));
+  REQUIRE(w.ticket != 0);
+  REQUIRE(answer(w));
   REQUIRE(p.done_within(kHang));
   CHECK(p.rc() == DSS_SUCCESS);
   CHECK(r.decoded == 1);
@@ -380,7 +380,7 @@ TEST_CASE("queued: counts the items of one utilid not yet taken", "[api2][queued
   REQUIRE(it.blk != nullptr);
   CHECK(Hub::queued(a) == 0);  // decoding, not queued
   REQUIRE(decode(hub.get(), it) == 0);
-  hub->finish(it);
+  CHECK(hub->settle(it, 0) == 0);
   REQUIRE(p.done_within(kHang));
   CHECK(Hub::queued(a) == 0);
   CHECK(hub->size() == 0);
@@ -436,10 +436,10 @@ TEST_CASE("fd: readable exactly while the queue is non-empty", "[api2][fd]") {
   Taken it = must_take(hub.get());
   CHECK_FALSE(readable(fd));
   REQUIRE(decode(hub.get(), it) == 1);
-  TicketBox tb(hub.get());
-  REQUIRE(settle(hub.get(), it, &tb.t));
+  Wt wt(hub.get(), hub->settle(it, 1));
+  REQUIRE(wt.ticket != 0);
   CHECK_FALSE(readable(fd));
-  REQUIRE(answer(&tb.t));
+  REQUIRE(answer(wt));
   REQUIRE(p.done_within(kHang));
   CHECK_FALSE(readable(fd));
 
@@ -591,7 +591,7 @@ TEST_CASE("drain: a deliver that would wait on the draining thread fails with "
   Taken it = must_take(hub.get());
   CHECK(it.data == &other);
   REQUIRE(decode(hub.get(), it) == 0);
-  hub->finish(it);
+  CHECK(hub->settle(it, 0) == 0);
   bool ok = wait_until([&] { return done.load(); });
   if (!ok) hub->close();
   lua.join();
@@ -608,7 +608,7 @@ TEST_CASE("drain: a deliver that would wait on the draining thread fails with "
   CHECK_FALSE(p.done_within(kQuiet));
   it = must_take(hub.get());
   REQUIRE(decode(hub.get(), it) == 0);
-  hub->finish(it);
+  CHECK(hub->settle(it, 0) == 0);
   hub->drain_leave();
   REQUIRE(p.done_within(kHang));
   CHECK(p.rc() == DSS_SUCCESS);
@@ -641,7 +641,7 @@ TEST_CASE("stats: every counter exact through a run of each kind of item",
   for (int i = 0; i < 3; ++i) {
     Taken it = must_take(hub.get());
     REQUIRE(decode(hub.get(), it) == 0);
-    hub->finish(it);
+    CHECK(hub->settle(it, 0) == 0);
   }
   e.decoded = 3, e.queued = 0;
   check_stats(hub.get(), e);
@@ -654,11 +654,11 @@ TEST_CASE("stats: every counter exact through a run of each kind of item",
     check_stats(hub.get(), e);
     Taken it = must_take(hub.get());
     REQUIRE(decode(hub.get(), it) == 1);
-    TicketBox tb(hub.get());
-    REQUIRE(settle(hub.get(), it, &tb.t));
+    Wt w(hub.get(), hub->settle(it, 1));
+    REQUIRE(w.ticket != 0);
     e.decoded = 4, e.queued = 0;
     check_stats(hub.get(), e);
-    REQUIRE(answer(&tb.t, 0));
+    REQUIRE(answer(w, 0));
     REQUIRE(p.done_within(kHang));
     e.returned = 1, e.blocked = 0;
     check_stats(hub.get(), e);
@@ -691,8 +691,8 @@ TEST_CASE("stats: every counter exact through a run of each kind of item",
   REQUIRE(wait_until([&] { return hub->size() == 1; }));
   Taken it = must_take(hub.get());
   REQUIRE(decode(hub.get(), it) == 1);
-  TicketBox tb(hub.get());
-  REQUIRE(settle(hub.get(), it, &tb.t));
+  Wt wt(hub.get(), hub->settle(it, 1));
+  REQUIRE(wt.ticket != 0);
   REQUIRE(Hub::deliver(v, rec_decode, nullptr, &rq) == DSS_SUCCESS);
   e.delivered = 8, e.decoded = 5, e.notified = 6, e.queued = 1, e.blocked = 1;
   check_stats(hub.get(), e);
@@ -704,15 +704,14 @@ TEST_CASE("stats: every counter exact through a run of each kind of item",
   e.cancelled = 2, e.queued = 0, e.blocked = 0;
   check_stats(hub.get(), e);
 
-  // Cancelled by the binding: park refused (unregistered meanwhile).
+  // Cancelled by settle: not parked (unregistered meanwhile).
   void* w = must_reg(hub.get(), libid(2));
   Producer pr(w, rec_decode, rec_ret, &rr);
   REQUIRE(wait_until([&] { return hub->size() == 1; }));
   it = must_take(hub.get());
   REQUIRE(Hub::unreg(w) == DSS_SUCCESS);
   REQUIRE(decode(hub.get(), it) == 1);
-  TicketBox tb2(hub.get());
-  CHECK_FALSE(settle(hub.get(), it, &tb2.t));
+  CHECK(hub->settle(it, 1) == 0);
   REQUIRE(pr.done_within(kHang));
   CHECK(rr.ret_cancelled == 1);
   e.delivered = 9, e.decoded = 6, e.notified = 7, e.cancelled = 3;

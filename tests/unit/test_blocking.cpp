@@ -18,7 +18,7 @@ struct Blocked {
 
 }  // namespace
 
-TEST_CASE("blocking: released by finish() after the decoder returns 0", "[blocking]") {
+TEST_CASE("blocking: released by settle() after the decoder returns 0", "[blocking]") {
   Rec r;
   r.decode_result = 0;
   HubHandle hub;
@@ -30,11 +30,12 @@ TEST_CASE("blocking: released by finish() after the decoder returns 0", "[blocki
   CHECK(it.data == &r);
   REQUIRE(it.blk != nullptr);
   CHECK(it.blk->ret == rec_ret);
+  CHECK(it.blk->st == Blocking::St::taken);
   CHECK(hub->size() == 0);
   CHECK_FALSE(b.prod.done_within(kQuiet));  // taken is not ended
   REQUIRE(decode(hub.get(), it) == 0);
   CHECK_FALSE(b.prod.done_within(kQuiet));  // decoded is not ended
-  hub->finish(it);
+  CHECK(hub->settle(it, 0) == 0);  // ends it: no ticket
   REQUIRE(b.prod.done_within(kHang));
   CHECK(b.prod.rc() == DSS_SUCCESS);
   CHECK(r.decoded == 1);
@@ -43,7 +44,26 @@ TEST_CASE("blocking: released by finish() after the decoder returns 0", "[blocki
   CHECK(r.bad_args == 0);
 }
 
-TEST_CASE("blocking: released after park, claim, the return callback and "
+TEST_CASE("blocking: a decoder raising ends the item through finish(), as 0 would",
+          "[blocking]") {
+  Rec r;
+  r.decode_result = 3;  // what it would have returned, had it not raised
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  Blocked b(hub.get(), u, &r);
+  Taken it = must_take(hub.get());
+  REQUIRE(decode(hub.get(), it) == 3);
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+  hub->finish(it);  // what poll and dispatch do when the decoder's pcall fails
+  REQUIRE(b.prod.done_within(kHang));
+  CHECK(b.prod.rc() == DSS_SUCCESS);
+  CHECK(r.decoded == 1);
+  CHECK(r.calls() == 1);  // neither the return callback nor a cancellation
+  CHECK(hub->stats().decoded == 1);
+  CHECK(hub->stats().cancelled == 0);
+}
+
+TEST_CASE("blocking: released after settle, claim, the return callback and "
           "finish_returned",
           "[blocking]") {
   const int garbage = GENERATE(0, 1);  // called by Lua, or collected uncalled
@@ -56,24 +76,26 @@ TEST_CASE("blocking: released after park, claim, the return callback and "
 
   Taken it = must_take(hub.get());
   REQUIRE(decode(hub.get(), it) == 2);
-  TicketBox tb(hub.get());
-  REQUIRE(hub->park(it, &tb.t));
-  CHECK(tb.t.item == it.blk);
-  CHECK(tb.t.hub == hub.get());
-  CHECK(Hub::pending(&tb.t));
+  Wt w(hub.get(), hub->settle(it, 2));
+  REQUIRE(w.ticket != 0);
+  CHECK(it.blk->ticket == w.ticket);
+  CHECK(it.blk->st == Blocking::St::parked);
+  CHECK(hub->pending(w.ticket));
   CHECK(hub->size() == 0);  // parked items are not queued
   CHECK_FALSE(hub->take());
   CHECK_FALSE(b.prod.done_within(kQuiet));
 
-  Blocking* claimed = Hub::claim(&tb.t);
+  Blocking* claimed = hub->claim(w.ticket);
   REQUIRE(claimed == it.blk);
-  CHECK(tb.t.item == nullptr);
-  CHECK(Hub::claim(&tb.t) == nullptr);  // only the first claim gets it
+  CHECK(claimed->st == Blocking::St::returning);
+  CHECK(claimed->ticket == 0);
+  CHECK_FALSE(hub->pending(w.ticket));
+  CHECK(hub->claim(w.ticket) == nullptr);  // only the first claim gets it
   CHECK_FALSE(b.prod.done_within(kQuiet));
-  hub->count_returned();
-  CHECK(claimed->ret(fake_L(), claimed->data, dss::to_utilid(claimed->id), garbage) == 1);
+  CHECK(hub->call_return(claimed, fake_L(), garbage) == 1);
   CHECK_FALSE(b.prod.done_within(kQuiet));
   hub->finish_returned(claimed);
+  w.ticket = 0;  // spent
   REQUIRE(b.prod.done_within(kHang));
   CHECK(b.prod.rc() == DSS_SUCCESS);
   CHECK(r.decoded == 1);
@@ -81,12 +103,15 @@ TEST_CASE("blocking: released after park, claim, the return callback and "
   CHECK(r.collected == (garbage ? 1 : 0));
   CHECK(r.calls() == 2);
   CHECK(r.bad_args == 0);
+  CHECK(hub->stats().decoded == 1);
+  CHECK(hub->stats().returned == 1);
   // The hub does not end it again at close.
   hub->close();
   CHECK(r.calls() == 2);
 }
 
-TEST_CASE("blocking: released by cancel_decoded()", "[blocking]") {
+TEST_CASE("blocking: released by settle() when unregistered while decoding",
+          "[blocking]") {
   Rec r;
   r.decode_result = 1;
   HubHandle hub;
@@ -95,7 +120,9 @@ TEST_CASE("blocking: released by cancel_decoded()", "[blocking]") {
   Taken it = must_take(hub.get());
   REQUIRE(decode(hub.get(), it) == 1);
   CHECK_FALSE(b.prod.done_within(kQuiet));
-  hub->cancel_decoded(it.blk);
+  REQUIRE(Hub::unreg(u) == DSS_SUCCESS);  // the taken item is not unreg's
+  CHECK_FALSE(b.prod.done_within(kQuiet));
+  CHECK(hub->settle(it, 1) == 0);  // ended by cancellation, here
   REQUIRE(b.prod.done_within(kHang));
   CHECK(b.prod.rc() == DSS_SUCCESS);
   CHECK(r.decoded == 1);
@@ -134,8 +161,8 @@ TEST_CASE("blocking: unreg while parked cancels through ret with L == NULL",
   Blocked b(hub.get(), u, &r);
   Taken it = must_take(hub.get());
   REQUIRE(decode(hub.get(), it) == 3);
-  TicketBox tb(hub.get());
-  REQUIRE(hub->park(it, &tb.t));
+  Wt w(hub.get(), hub->settle(it, 3));
+  REQUIRE(w.ticket != 0);
   CHECK_FALSE(b.prod.done_within(kQuiet));
 
   CHECK(Hub::unreg(u) == DSS_SUCCESS);
@@ -147,8 +174,8 @@ TEST_CASE("blocking: unreg while parked cancels through ret with L == NULL",
   CHECK(r.utilid == u);
   CHECK(r.bad_args == 0);
   // The Lua side's later call finds nothing to do.
-  CHECK(tb.t.item == nullptr);
-  CHECK(Hub::claim(&tb.t) == nullptr);
+  CHECK_FALSE(hub->pending(w.ticket));
+  CHECK(hub->claim(w.ticket) == nullptr);
   CHECK(CancelLog::get().total() == 0);
 }
 
@@ -176,8 +203,8 @@ TEST_CASE("blocking: close while parked cancels through ret", "[blocking][close]
   Blocked b(hub.get(), u, &r);
   Taken it = must_take(hub.get());
   REQUIRE(decode(hub.get(), it) == 1);
-  TicketBox tb(hub.get());
-  REQUIRE(hub->park(it, &tb.t));
+  Wt w(hub.get(), hub->settle(it, 1));
+  REQUIRE(w.ticket != 0);
   CHECK_FALSE(b.prod.done_within(kQuiet));
   hub->close();
   REQUIRE(b.prod.done_within(kHang));
@@ -185,7 +212,7 @@ TEST_CASE("blocking: close while parked cancels through ret", "[blocking][close]
   CHECK(r.decoded == 1);
   CHECK(r.ret_cancelled == 1);
   CHECK(r.calls() == 2);
-  CHECK(Hub::claim(&tb.t) == nullptr);
+  CHECK(hub->claim(w.ticket) == nullptr);
   CHECK(CancelLog::get().count(u) == 1);
 }
 
@@ -209,7 +236,7 @@ TEST_CASE("blocking: each producer is released by its own item only", "[blocking
   for (int i : {2, 0, 3, 1}) {
     CHECK_FALSE(prods[std::size_t(i)]->done());
     REQUIRE(decode(hub.get(), items[std::size_t(i)]) == 0);
-    hub->finish(items[std::size_t(i)]);
+    CHECK(hub->settle(items[std::size_t(i)], 0) == 0);
     REQUIRE(prods[std::size_t(i)]->done_within(kHang));
     CHECK(prods[std::size_t(i)]->rc() == DSS_SUCCESS);
     for (int j = 0; j < P; ++j) {
@@ -232,11 +259,13 @@ TEST_CASE("blocking: unreg cancels only the items of its utilid", "[blocking][ca
   Blocked prod_pa(hub.get(), a, &pa, 1);
   Blocked prod_pb(hub.get(), b, &pb, 2);
   // Park pa and pb (they are the two oldest items, in unknown order).
-  TicketBox ta(hub.get()), tbx(hub.get());
+  Wt ta(hub.get(), 0), tbx(hub.get(), 0);
   for (int i = 0; i < 2; ++i) {
     Taken it = must_take(hub.get());
     REQUIRE(decode(hub.get(), it) == 1);
-    REQUIRE(hub->park(it, it.data == &pa ? &ta.t : &tbx.t));
+    TicketId t = hub->settle(it, 1);
+    REQUIRE(t != 0);
+    (it.data == &pa ? ta : tbx).ticket = t;
   }
   REQUIRE(hub->size() == 0);
   REQUIRE(Hub::deliver(a, rec_decode, nullptr, &qa) == DSS_SUCCESS);
@@ -254,7 +283,7 @@ TEST_CASE("blocking: unreg cancels only the items of its utilid", "[blocking][ca
   CHECK(qa.decode_cancelled == 2);
   CHECK(ba.decode_cancelled == 1);
   CHECK(pa.ret_cancelled == 1);
-  CHECK(Hub::claim(&ta.t) == nullptr);
+  CHECK(hub->claim(ta.ticket) == nullptr);
   // b's items are untouched and still in order.
   CHECK(qb.calls() == 0);
   CHECK(bb.calls() == 0);
@@ -264,17 +293,18 @@ TEST_CASE("blocking: unreg cancels only the items of its utilid", "[blocking][ca
   REQUIRE(hub->size() == 2);
   Taken it = must_take(hub.get());
   CHECK(it.data == &qb);
-  hub->finish(it);
+  hub->finish(it);  // not decoded: ended as if its decoder raised
   it = must_take(hub.get());
   CHECK(it.data == &bb);
   REQUIRE(decode(hub.get(), it) == 0);
-  hub->finish(it);
+  CHECK(hub->settle(it, 0) == 0);
   REQUIRE(prod_bb.prod.done_within(kHang));
-  CHECK(Hub::pending(&tbx.t));
-  Blocking* claimed = Hub::claim(&tbx.t);
+  CHECK(hub->pending(tbx.ticket));
+  Blocking* claimed = hub->claim(tbx.ticket);
   REQUIRE(claimed != nullptr);
+  tbx.ticket = 0;
   CHECK(claimed->data == &pb);
-  claimed->ret(fake_L(), claimed->data, dss::to_utilid(claimed->id), 0);
+  hub->call_return(claimed, fake_L(), 0);
   hub->finish_returned(claimed);
   REQUIRE(prod_pb.prod.done_within(kHang));
   CHECK(pb.returned == 1);

@@ -1,4 +1,5 @@
-// Cancellation: close(), unreg, park() refusing, claim on empty tickets.
+// Cancellation: close(), unreg, settle() refusing to park, claim on spent
+// and empty tickets.
 // Exact counts: every item ends exactly once, every client's cancel runs
 // exactly once.
 #include "helpers.hpp"
@@ -93,8 +94,8 @@ TEST_CASE("close: cancels queued and parked items of every client, then the clie
   REQUIRE(wait_until([&] { return hub->size() == 1; }));
   Taken it = must_take(hub.get());
   REQUIRE(decode(hub.get(), it) == 2);
-  TicketBox tb(hub.get());
-  REQUIRE(hub->park(it, &tb.t));
+  Wt w(hub.get(), hub->settle(it, 2));
+  REQUIRE(w.ticket != 0);
   REQUIRE(Hub::deliver(a, rec_decode, nullptr, &q1) == DSS_SUCCESS);
   REQUIRE(Hub::deliver(c, rec_decode, nullptr, &q2) == DSS_SUCCESS);
   REQUIRE(Hub::deliver(c, rec_decode, nullptr, &third) == DSS_SUCCESS);
@@ -105,7 +106,7 @@ TEST_CASE("close: cancels queued and parked items of every client, then the clie
   CHECK(parked.decoded == 1);
   CHECK(parked.ret_cancelled == 1);
   CHECK(parked.calls() == 2);
-  CHECK(Hub::claim(&tb.t) == nullptr);
+  CHECK(hub->claim(w.ticket) == nullptr);
   CHECK(q1.decode_cancelled == 1);
   CHECK(q2.decode_cancelled == 1);
   CHECK(third.decode_cancelled == 1);
@@ -208,7 +209,8 @@ TEST_CASE("close: a hub with no registrations and no items closes cleanly", "[ca
   CHECK(CancelLog::get().total() == 0);
 }
 
-TEST_CASE("park: refused when the registration went away between take and park",
+TEST_CASE("settle: does not park when the registration went away between take and "
+          "settle; ends the item by cancellation itself",
           "[cancel][park]") {
   CancelLog::get().reset();
   Rec r;
@@ -224,23 +226,23 @@ TEST_CASE("park: refused when the registration went away between take and park",
   CHECK(r.calls() == 0);
   CHECK_FALSE(p.done_within(kQuiet));
   REQUIRE(decode(hub.get(), it) == 1);
-  // ...but park refuses it, and the consumer cancels it.
-  TicketBox tb(hub.get());
-  CHECK_FALSE(hub->park(it, &tb.t));
-  CHECK(tb.t.item == nullptr);
-  CHECK(it.blk->ticket == nullptr);
-  CHECK_FALSE(Hub::pending(&tb.t));
   CHECK_FALSE(p.done_within(kQuiet));
-  hub->cancel_decoded(it.blk);
+  std::uint64_t before = hub->stats().cancelled;
+  // ...but settle does not park it: it ends it by cancellation, on this
+  // thread, before it returns (no ticket).
+  CHECK(hub->settle(it, 1) == 0);
+  CHECK(r.ret_cancelled == 1);
+  CHECK(hub->stats().cancelled == before + 1);
   REQUIRE(p.done_within(kHang));
   CHECK(p.rc() == DSS_SUCCESS);
   CHECK(r.decoded == 1);
   CHECK(r.ret_cancelled == 1);
   CHECK(r.calls() == 2);
-  CHECK(Hub::claim(&tb.t) == nullptr);
+  CHECK(r.bad_args == 0);
 }
 
-TEST_CASE("park: refused when the hub closed between take and park", "[cancel][park]") {
+TEST_CASE("settle: does not park when the hub closed between take and settle",
+          "[cancel][park]") {
   CancelLog::get().reset();
   Rec r;
   r.decode_result = 1;
@@ -254,61 +256,56 @@ TEST_CASE("park: refused when the hub closed between take and park", "[cancel][p
   CHECK(CancelLog::get().count(u) == 1);
   CHECK(r.calls() == 0);
   REQUIRE(decode(hub.get(), it) == 1);
-  TicketBox tb(hub.get());
-  CHECK_FALSE(hub->park(it, &tb.t));
-  CHECK(tb.t.item == nullptr);
-  hub->cancel_decoded(it.blk);
+  CHECK(hub->settle(it, 1) == 0);
+  CHECK(r.ret_cancelled == 1);
   REQUIRE(p.done_within(kHang));
   CHECK(r.ret_cancelled == 1);
   CHECK(r.calls() == 2);
 }
 
-TEST_CASE("claim: an empty ticket yields nullptr", "[cancel][park]") {
-  Ticket none{nullptr, nullptr};
-  CHECK(Hub::claim(&none) == nullptr);
-  CHECK(Hub::claim(&none) == nullptr);
+TEST_CASE("claim: no ticket (0) yields nullptr", "[cancel][park]") {
   HubHandle hub;
-  TicketBox tb(hub.get());
-  CHECK(Hub::claim(&tb.t) == nullptr);
-  CHECK(tb.t.item == nullptr);
-  CHECK(tb.t.hub == hub.get());
+  CHECK(hub->claim(0) == nullptr);
+  CHECK(hub->claim(0) == nullptr);
+  CHECK_FALSE(hub->pending(0));
+  CHECK_FALSE(answer(hub.get(), 0));
 }
 
 TEST_CASE("pending: true exactly while a parked item waits for its return", "[cancel][park]") {
   CancelLog::get().reset();
-  Ticket none{nullptr, nullptr};
-  CHECK_FALSE(Hub::pending(&none));
   Rec r1, r2, r3;
   r1.decode_result = r2.decode_result = r3.decode_result = 1;
   HubHandle hub;
   void* u = must_reg(hub.get(), libid(0));
-  TicketBox t1(hub.get()), t2(hub.get()), t3(hub.get());
-  CHECK_FALSE(Hub::pending(&t1.t));  // empty ticket
+  CHECK_FALSE(hub->pending(0));  // no ticket
+  Wt t1(hub.get(), 0), t2(hub.get(), 0), t3(hub.get(), 0);
   Producer p1(u, rec_decode, rec_ret, &r1);
   REQUIRE(wait_until([&] { return hub->size() == 1; }));
   Producer p2(u, rec_decode, rec_ret, &r2);
   REQUIRE(wait_until([&] { return hub->size() == 2; }));
   Producer p3(u, rec_decode, rec_ret, &r3);
   REQUIRE(wait_until([&] { return hub->size() == 3; }));
-  TicketBox* boxes[] = {&t1, &t2, &t3};
-  for (TicketBox* tb : boxes) {
+  Wt* boxes[] = {&t1, &t2, &t3};
+  for (Wt* w : boxes) {
     Taken it = must_take(hub.get());
     REQUIRE(decode(hub.get(), it) == 1);
-    REQUIRE(hub->park(it, &tb->t));
-    CHECK(Hub::pending(&tb->t));
+    w->ticket = hub->settle(it, 1);
+    REQUIRE(w->ticket != 0);
+    CHECK(hub->pending(w->ticket));
   }
   // Ended by the Lua side: claimed, no longer pending.
-  Blocking* b = Hub::claim(&t1.t);
+  Blocking* b = hub->claim(t1.ticket);
   REQUIRE(b != nullptr);
-  CHECK_FALSE(Hub::pending(&t1.t));
-  b->ret(fake_L(), b->data, dss::to_utilid(b->id), 0);
+  CHECK_FALSE(hub->pending(t1.ticket));
+  hub->call_return(b, fake_L(), 0);
   hub->finish_returned(b);
   REQUIRE(p1.done_within(kHang));
-  CHECK(Hub::pending(&t2.t));
+  CHECK_FALSE(hub->pending(t1.ticket));
+  CHECK(hub->pending(t2.ticket));
   // Ended by cancellation.
   CHECK(Hub::unreg(u) == DSS_SUCCESS);
-  CHECK_FALSE(Hub::pending(&t2.t));
-  CHECK_FALSE(Hub::pending(&t3.t));
+  CHECK_FALSE(hub->pending(t2.ticket));
+  CHECK_FALSE(hub->pending(t3.ticket));
   REQUIRE(p2.done_within(kHang));
   REQUIRE(p3.done_within(kHang));
   CHECK(r1.returned == 1);
@@ -329,8 +326,8 @@ TEST_CASE("unreg: cancels every queued and parked item of its utilid exactly onc
   REQUIRE(wait_until([&] { return hub->size() == 1; }));
   Taken it = must_take(hub.get());
   REQUIRE(decode(hub.get(), it) == 1);
-  TicketBox tb(hub.get());
-  REQUIRE(hub->park(it, &tb.t));
+  Wt w(hub.get(), hub->settle(it, 1));
+  REQUIRE(w.ticket != 0);
   for (auto& r : ff) REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
   Producer pq(u, rec_decode, rec_ret, &q);
   REQUIRE(wait_until([&] { return hub->size() == std::size_t(K + 1); }));
@@ -350,7 +347,7 @@ TEST_CASE("unreg: cancels every queued and parked item of its utilid exactly onc
   CHECK(q.calls() == 1);
   CHECK(parked.ret_cancelled == 1);
   CHECK(parked.calls() == 2);
-  CHECK(Hub::claim(&tb.t) == nullptr);
+  CHECK(hub->claim(w.ticket) == nullptr);
   CHECK(Hub::unreg(u) == DSS_ERR_INVALID_UTILID);
   hub->close();
   CHECK(CancelLog::get().total() == 0);  // nothing left to cancel
@@ -376,8 +373,8 @@ void reenter() {
     if (!it || it.data != &dummy) ++g_reentrant_bad;
     if (it) g_reentrant_hub->finish(it);
   }
-  TicketBox tb(g_reentrant_hub);
-  (void)Hub::claim(&tb.t);
+  (void)g_reentrant_hub->pending(0);
+  (void)g_reentrant_hub->claim(0);
   ++g_reentrant_calls;
 }
 
@@ -437,9 +434,9 @@ TEST_CASE("cancel: callbacks run without the hub's lock held", "[cancel]") {
     Taken blocking = must_take(hub);
     REQUIRE(blocking.blk != nullptr);
     REQUIRE(blocking.blk->ret == reentrant_ret);
-    TicketBox tb(hub);
     REQUIRE(decode(hub, blocking) == 1);
-    REQUIRE(hub->park(blocking, &tb.t));
+    Wt w(hub, hub->settle(blocking, 1));
+    REQUIRE(w.ticket != 0);
     // Put the fire-and-forget one back in the queue by delivering anew.
     hub->finish(first);
     REQUIRE(Hub::deliver(u, reentrant_decode, nullptr, &dummy) == DSS_SUCCESS);

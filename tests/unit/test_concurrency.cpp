@@ -10,7 +10,8 @@ using namespace ut;
 namespace {
 
 // Item i of a producer is blocking when i % kBlockEvery == kBlockEvery - 1;
-// half the blocking ones decode to 0, the others go through park/claim.
+// half the blocking ones decode to 0, the others are parked (settle) and
+// answered (claim).
 constexpr int kBlockEvery = 8;
 
 bool is_blocking(int i) { return i % kBlockEvery == kBlockEvery - 1; }
@@ -61,7 +62,7 @@ class Consumer {
 
   std::atomic<int> taken{0};
   std::atomic<int> claimed_empty{0};  // parked items that unreg/close cancelled
-  std::atomic<int> park_refused{0};
+  std::atomic<int> park_refused{0};  // settle ended it instead of parking
   std::atomic<int> order_errors{0};
   std::atomic<int> foreign_items{0};
   std::atomic<bool> closed_by_me{false};
@@ -70,7 +71,7 @@ class Consumer {
  private:
   void end_held() {
     if (!held_) return;
-    if (!answer(&held_->t)) ++claimed_empty;
+    if (!answer(*held_)) ++claimed_empty;
     held_.reset();
   }
 
@@ -101,15 +102,11 @@ class Consumer {
         next[std::size_t(r->producer)] = r->seq + 1;
       }
       int n = decode(hub_, it);
+      if (it.blk && n > 0) end_held();  // the previous one: parked for one round
+      TicketId t = hub_->settle(it, n);
       if (it.blk && n > 0) {
-        end_held();  // the previous one: it was parked for one round
-        held_.reset(new TicketBox(hub_));
-        if (!settle(hub_, it, &held_->t)) {  // park refused: cancelled
-          ++park_refused;
-          held_.reset();
-        }
-      } else {
-        hub_->finish(it);
+        if (t) held_.reset(new Wt(hub_, t));
+        else ++park_refused;  // ended by cancellation instead
       }
       hub_->drain_leave();
       if (++ended == close_after_) {
@@ -125,7 +122,7 @@ class Consumer {
   std::atomic<bool>& done_flag_;
   int close_after_;
   std::atomic<bool>* pause_;
-  std::unique_ptr<TicketBox> held_;
+  std::unique_ptr<Wt> held_;
   std::atomic<bool> finished_{false};
   std::thread thread_;
 };

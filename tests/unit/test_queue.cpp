@@ -35,7 +35,7 @@ TEST_CASE("queue: FIFO over many items, size exact after every deliver and take"
     REQUIRE(it.blk == nullptr);  // fire and forget
     REQUIRE(hub->size() == std::size_t(N - 1 - i));
     REQUIRE(decode(hub.get(), it) == 0);
-    hub->finish(it);
+    CHECK(hub->settle(it, 0) == 0);
   }
   CHECK_FALSE(hub->take());
   CHECK(hub->size() == 0);
@@ -179,7 +179,7 @@ TEST_CASE("queue: a blocking item keeps its place in the FIFO", "[queue]") {
   CHECK(hub->size() == 1);
   CHECK_FALSE(prod.done_within(kQuiet));
   REQUIRE(decode(hub.get(), it) == 0);
-  hub->finish(it);
+  CHECK(hub->settle(it, 0) == 0);
   REQUIRE(prod.done_within(kHang));
   CHECK(prod.rc() == DSS_SUCCESS);
   it = must_take(hub.get());
