@@ -29,6 +29,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -47,6 +48,9 @@
 #define RETURN_ERROR_MSG "testclient: return callback failed"
 /* How long join() waits for a context's producers, in total. */
 #define JOIN_SECONDS 10 /* times DSS_TEST_TIMESCALE */
+/* How long a callback in mode "hold" waits for the unreg thread. */
+#define HOLD_MS 300 /* times DSS_TEST_TIMESCALE */
+#define CANCEL_ERROR_MSG "testclient: cancel failed"
 
 /* ---------------------------------------------------------------------
  * Counters.
@@ -91,6 +95,13 @@ enum {
   C_LATE,              /* a callback for a blocking item after its deliver
                           returned */
   C_REENTERED,         /* deliveries a decoder made (decoder "reenter...") */
+  C_HELD,              /* callbacks (L != NULL) that held (decoder / ret
+                          "hold") */
+  C_AFTER_UNREG,       /* callbacks (L != NULL) of a lib that started, or were
+                          still running, after an unreg of it made by the
+                          unreg thread (unregonhold) had returned */
+  C_CANCEL_RAISED,     /* cancel calls that raised a Lua error
+                          (setcancelerror) */
   NCOUNTERS
 };
 
@@ -106,7 +117,8 @@ static const char *const counter_names[NCOUNTERS] = {
     "completed",         "stopped",         "timeout",
     "queue_full",        "cancelled",       "would_deadlock",
     "invalid_argument",  "timedout_queued", "timedout_pending",
-    "late",              "reentered"};
+    "late",              "reentered",       "held",
+    "after_unreg",       "cancel_raised"};
 
 /* Non-success deliver results from ERR_LOW to ERR_HIGH are counted per code;
  * anything else under errors_other. */
@@ -131,7 +143,9 @@ static const char *const counter_names[NCOUNTERS] = {
  *              flags and timeout) from inside the decoder, then as normal
  *   reenter_ff as reenter, with a fire-and-forget item
  *   nested     call the Lua callback with "nested" (it may poll or
- *              dispatch), then as reenter */
+ *              dispatch), then as reenter
+ *   hold       signal "held" (see unregonhold), then wait until the unreg
+ *              thread's unreg returned, HOLD_MS at most; then as normal */
 enum dmode {
   D_NORMAL,
   D_ZERO,
@@ -143,17 +157,21 @@ enum dmode {
   D_UNREG,
   D_REENTER,
   D_REENTER_FF,
-  D_NESTED
+  D_NESTED,
+  D_HOLD
 };
 static const char *const dmode_names[] = {
     "normal",    "zero",  "negative", "error",      "junk", "bare",
-    "overcount", "unreg", "reenter",  "reenter_ff", "nested", NULL};
+    "overcount", "unreg", "reenter",  "reenter_ff", "nested",
+    "hold",      NULL};
 /* Return callback behaviours (start's "ret" option):
  *   normal  store the answer, push "ack", seq, number of Lua arguments
  *   none    store the answer, push nothing
- *   error   raise RETURN_ERROR_MSG */
-enum rmode { R_NORMAL, R_NONE, R_ERROR };
-static const char *const rmode_names[] = {"normal", "none", "error", NULL};
+ *   error   raise RETURN_ERROR_MSG
+ *   hold    as the decoder "hold" (called from Lua only), then as normal */
+enum rmode { R_NORMAL, R_NONE, R_ERROR, R_HOLD };
+static const char *const rmode_names[] = {"normal", "none", "error", "hold",
+                                          NULL};
 
 struct producer;
 struct item;
@@ -173,6 +191,14 @@ typedef struct ctx {
   int id;
   void *utilid[NLIBS + 1]; /* last utilid of each lib (may be stale) */
   int nounreg;             /* cancel does not unregister */
+  lua_State *L;            /* the state that required us (its main thread) */
+  int cancel_raise[NLIBS + 1]; /* cancel raises a Lua error on L */
+  /* Decoder / return mode "hold" and the unreg thread (unregonhold), under
+   * g_mu, signalled through g_cv. */
+  long held_total[NLIBS + 1];    /* callbacks that held, ever */
+  int unreg_done[NLIBS + 1];     /* the unreg thread's unreg returned ... */
+  void *unreg_utilid[NLIBS + 1]; /* ... for this utilid */
+  struct unregger *unregger;     /* the last unreg thread (never freed) */
   long c[NLIBS + 1][NCOUNTERS];
   long errs[NLIBS + 1][NERRS];
   long errs_other[NLIBS + 1];
@@ -225,6 +251,7 @@ typedef struct item {
 } item;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER; /* with g_mu */
 static ctx *g_ctx[MAXCTX + 1]; /* by id, 1..g_nctx */
 static int g_nctx;
 static long g_cancel_unknown; /* cancel calls for a utilid we never had */
@@ -353,6 +380,51 @@ static item *item_new(ctx *c, producer *p, int lib, void *utilid, int pid,
   return it;
 }
 
+/* DSS_TEST_TIMESCALE, an integer >= 1 (stretches every bound). */
+static int timescale(void) {
+  const char *scale = getenv("DSS_TEST_TIMESCALE");
+  return scale && atoi(scale) > 0 ? atoi(scale) : 1;
+}
+
+/* CLOCK_REALTIME (g_cv's and pthread_timedjoin_np's clock) ms from now. */
+static struct timespec deadline_ms(long ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  return ts;
+}
+
+/* Under g_mu, from a callback of lib `lib` called with L != NULL: counts it
+ * as after_unreg (and returns 1) when the unreg thread's unreg of utilid has
+ * returned already. */
+static int after_unreg_locked(ctx *c, int lib, void *utilid) {
+  if (!c->unreg_done[lib] || c->unreg_utilid[lib] != utilid) return 0;
+  c->c[lib][C_AFTER_UNREG]++;
+  return 1;
+}
+
+/* Mode "hold", from a callback of lib `lib` with L != NULL: signals that it
+ * holds (the unreg thread waits for that), then waits until the unreg
+ * thread's unreg returned, HOLD_MS at most. If unreg returned while we were
+ * still here, counts after_unreg (unless `counted` already). */
+static void hold(ctx *c, int lib, void *utilid, int counted) {
+  struct timespec until = deadline_ms((long)HOLD_MS * timescale());
+  LOCK();
+  c->c[lib][C_HELD]++;
+  c->held_total[lib]++;
+  pthread_cond_broadcast(&g_cv);
+  while (!c->unreg_done[lib]) {
+    if (pthread_cond_timedwait(&g_cv, &g_mu, &until) == ETIMEDOUT) break;
+  }
+  if (!counted) after_unreg_locked(c, lib, utilid);
+  UNLOCK();
+}
+
 /* ---------------------------------------------------------------------
  * The callbacks darksidesync calls.
  * ------------------------------------------------------------------ */
@@ -388,6 +460,7 @@ static void reenter(ctx *c, int lib, void *utilid, const dopts *outer,
 static int decode(lua_State *L, void *pData, void *utilid, int lib) {
   item *it = (item *)pData;
   int blocking = it->blocking, dmode = it->dmode, pid = it->pid;
+  int itlib = it->lib, counted = 0;
   long seq = it->seq;
   dopts o = it->o;
   ctx *c = it->c;
@@ -407,6 +480,7 @@ static int decode(lua_State *L, void *pData, void *utilid, int lib) {
     return 0;
   }
   it->c->c[it->lib][C_DECODED]++;
+  counted = after_unreg_locked(it->c, it->lib, utilid);
   if (it->p) {
     if (seq <= it->p->last_seq) it->c->c[it->lib][C_ORDER_BAD]++;
     it->p->last_seq = seq;
@@ -423,6 +497,7 @@ static int decode(lua_State *L, void *pData, void *utilid, int lib) {
   it = NULL;
   /* Run long (with L set), to be running at a deliver2 deadline. */
   sleep_ms(o.decode_ms);
+  if (dmode == D_HOLD) hold(c, itlib, utilid, counted);
 
   switch (dmode) {
     case D_ZERO:
@@ -479,8 +554,16 @@ static int decode2(lua_State *L, void *pData, void *utilid) {
 static int retfn(lua_State *L, void *pData, void *utilid, int garbage,
                  int lib) {
   item *it = (item *)pData;
-  int nargs;
-  if (L != NULL && !garbage) sleep_ms(it->o.ret_ms); /* run long */
+  int nargs, counted = 0;
+  if (L != NULL) {
+    LOCK();
+    counted = after_unreg_locked(it->c, it->lib, utilid);
+    UNLOCK();
+  }
+  if (L != NULL && !garbage) {
+    sleep_ms(it->o.ret_ms); /* run long */
+    if (it->rmode == R_HOLD) hold(it->c, it->lib, utilid, counted);
+  }
   LOCK();
   if (it->lib != lib || it->utilid != utilid) it->c->c[lib][C_MISROUTED]++;
   if (it->done) it->c->c[it->lib][C_LATE]++;
@@ -528,9 +611,13 @@ static int ret2(lua_State *L, void *pData, void *utilid, int garbage) {
   return retfn(L, pData, utilid, garbage, 2);
 }
 
-/* Cancel of lib `lib`: counts, and unregisters unless told not to. */
+/* Cancel of lib `lib`: counts, and unregisters unless told not to. With
+ * setcancelerror, raises CANCEL_ERROR_MSG on the Lua state that required us
+ * instead (as a client that kept its lua_State and calls luaL_error on it),
+ * before it unregisters anything. */
 static void cancel(void *utilid, int lib) {
   int i, nounreg = 0;
+  lua_State *raise_on = NULL;
   LOCK();
   for (i = 1; i <= g_nctx; ++i) {
     if (g_ctx[i]->utilid[lib] == utilid) break;
@@ -538,10 +625,15 @@ static void cancel(void *utilid, int lib) {
   if (i <= g_nctx) {
     g_ctx[i]->c[lib][C_CANCEL_CALLS]++;
     nounreg = g_ctx[i]->nounreg;
+    if (g_ctx[i]->cancel_raise[lib] && g_ctx[i]->L) {
+      raise_on = g_ctx[i]->L;
+      g_ctx[i]->c[lib][C_CANCEL_RAISED]++;
+    }
   } else {
     g_cancel_unknown++;
   }
   UNLOCK();
+  if (raise_on) luaL_error(raise_on, CANCEL_ERROR_MSG);
   if (nounreg) return;
   if (lib == 1)
     DSS_shutdown(NULL, utilid);
@@ -714,13 +806,37 @@ static int opt_bool(lua_State *L, int t, const char *name, int def) {
   return v;
 }
 
+/* opts.name as a long: a number (an integer exactly on 5.3+; a float is
+ * truncated, and one out of long's range raises), or a decimal string, for
+ * values a double cannot hold on every Lua version ("9223372036854775807",
+ * see testclient.LONG_MAX). */
 static long opt_int(lua_State *L, int t, const char *name, long def) {
   long v = def;
   lua_getfield(L, t, name);
-  if (!lua_isnil(L, -1)) {
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    const char *s = lua_tostring(L, -1);
+    char *end;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (!*s || *end || errno)
+      luaL_error(L, "option '%s': '%s' is not a decimal long", name, s);
+  } else if (!lua_isnil(L, -1)) {
+    lua_Number n;
     if (lua_type(L, -1) != LUA_TNUMBER)
       luaL_error(L, "option '%s' must be a number", name);
-    v = (long)lua_tonumber(L, -1);
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, -1)) {
+      v = (long)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+      return v;
+    }
+#endif
+    n = lua_tonumber(L, -1);
+    /* -(lua_Number)LONG_MIN is 2^63 exactly (LONG_MAX is not a double). */
+    if (!(n >= (lua_Number)LONG_MIN && n < -(lua_Number)LONG_MIN))
+      luaL_error(L, "option '%s' out of long's range (pass a decimal string)",
+                 name);
+    v = (long)n;
   }
   lua_pop(L, 1);
   return v;
@@ -1021,6 +1137,11 @@ static int l_reset(lua_State *L) {
   for (i = 0; i < c->nnotes; ++i) free(c->notes[i]);
   c->nnotes = 0;
   c->lua_seq = 0;
+  for (i = 0; i <= NLIBS; ++i) {
+    c->cancel_raise[i] = 0;
+    c->unreg_done[i] = 0;
+    c->unreg_utilid[i] = NULL;
+  }
   g_cancel_unknown = 0;
   UNLOCK();
   return 0;
@@ -1207,6 +1328,135 @@ static int l_setnounreg(lua_State *L) {
   c->nounreg = lua_toboolean(L, 1);
   UNLOCK();
   return 0;
+}
+
+/* setcancelerror(lib, flag): when true, the lib's cancel (in this
+ * context) raises CANCEL_ERROR_MSG on the Lua state that required us, before
+ * it unregisters (counted as cancel_raised). */
+static int l_setcancelerror(lua_State *L) {
+  ctx *c = self_ctx(L);
+  int lib = check_lib(L, 1);
+  LOCK();
+  c->cancel_raise[lib] = lua_toboolean(L, 2);
+  UNLOCK();
+  return 0;
+}
+
+/* The unreg thread: waits (JOIN_SECONDS at most) until a callback of its
+ * lib holds (mode "hold"), then unregisters the lib's utilid and records
+ * that unreg returned (unreg_done), waking the holder. */
+typedef struct unregger {
+  ctx *c;
+  int lib;
+  long held0;  /* held_total when started */
+  int done;    /* finished */
+  int held;    /* a callback held (else it gave up without unregistering) */
+  int rc;      /* unreg's result */
+  int joined;
+  pthread_t th;
+} unregger;
+
+static void *unregger_main(void *arg) {
+  unregger *u = (unregger *)arg;
+  ctx *c = u->c;
+  int lib = u->lib, held, rc = 0;
+  void *utilid;
+  struct timespec until = deadline_ms(JOIN_SECONDS * 1000L * timescale());
+  LOCK();
+  while (c->held_total[lib] == u->held0) {
+    if (pthread_cond_timedwait(&g_cv, &g_mu, &until) == ETIMEDOUT) break;
+  }
+  held = c->held_total[lib] != u->held0;
+  utilid = c->utilid[lib];
+  UNLOCK();
+  if (held) rc = DSS_getapi()->unreg(utilid);
+  LOCK();
+  if (held) {
+    c->unreg_utilid[lib] = utilid;
+    c->unreg_done[lib] = 1;
+  }
+  u->held = held;
+  u->rc = rc;
+  u->done = 1;
+  pthread_cond_broadcast(&g_cv);
+  UNLOCK();
+  return NULL;
+}
+
+/* unregonhold([lib]): starts the unreg thread for the lib (default 1): as
+ * soon as a callback of the lib in mode "hold" holds, it calls the ABI's
+ * unreg on the lib's utilid from its own thread. Callbacks with L != NULL of
+ * that utilid that start, or are still running, once that unreg returned
+ * count as after_unreg. */
+static int l_unregonhold(lua_State *L) {
+  ctx *c = self_ctx(L);
+  int lib = check_lib(L, 1), err;
+  unregger *u;
+  check_api(L);
+  LOCK();
+  u = c->unregger;
+  if (u && !u->joined) {
+    if (!u->done) {
+      UNLOCK();
+      return luaL_error(L, "testclient: the last unreg thread is still running");
+    }
+    UNLOCK();
+    pthread_join(u->th, NULL); /* finished: returns at once */
+    LOCK();
+    u->joined = 1;
+  }
+  if (!u) {
+    u = (unregger *)calloc(1, sizeof *u);
+    if (!u) {
+      UNLOCK();
+      return luaL_error(L, "out of memory");
+    }
+    c->unregger = u;
+  }
+  memset(u, 0, sizeof *u);
+  u->c = c;
+  u->lib = lib;
+  u->held0 = c->held_total[lib];
+  c->unreg_done[lib] = 0;
+  c->unreg_utilid[lib] = NULL;
+  UNLOCK();
+  err = pthread_create(&u->th, NULL, unregger_main, u);
+  if (err) {
+    LOCK();
+    u->joined = 1;
+    UNLOCK();
+    return luaL_error(L, "pthread_create: %s", strerror(err));
+  }
+  return 0;
+}
+
+/* unregjoin() -> unreg's code | nil, "no callback held" | false, "still
+ * running": joins the unreg thread (JOIN_SECONDS at most). */
+static int l_unregjoin(lua_State *L) {
+  ctx *c = self_ctx(L);
+  unregger *u;
+  struct timespec until = deadline_ms(JOIN_SECONDS * 1000L * timescale());
+  LOCK();
+  u = c->unregger;
+  UNLOCK();
+  if (!u) return luaL_error(L, "testclient: no unreg thread");
+  if (!u->joined) {
+    if (pthread_timedjoin_np(u->th, NULL, &until) != 0) {
+      lua_pushboolean(L, 0);
+      lua_pushliteral(L, "still running");
+      return 2;
+    }
+    LOCK();
+    u->joined = 1;
+    UNLOCK();
+  }
+  if (!u->held) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "no callback held");
+    return 2;
+  }
+  lua_pushinteger(L, u->rc);
+  return 1;
 }
 
 /* setcallback(f): what the decoder pushes as poll's callback. */
@@ -1451,6 +1701,9 @@ static const luaL_Reg funcs[] = {{"start", l_start},
                                  {"unreg", l_unreg},
                                  {"deliver", l_deliver},
                                  {"setnounreg", l_setnounreg},
+                                 {"setcancelerror", l_setcancelerror},
+                                 {"unregonhold", l_unregonhold},
+                                 {"unregjoin", l_unregjoin},
                                  {"setcallback", l_setcallback},
                                  {"ctx", l_ctx},
                                  {"api", l_api},
@@ -1485,6 +1738,7 @@ int luaopen_testclient(lua_State *L) {
   }
   c->id = ++g_nctx;
   g_ctx[c->id] = c;
+  c->L = L;
   UNLOCK();
   set_utilid(c, 1, DSS_getutilid(L));
 
@@ -1499,6 +1753,17 @@ int luaopen_testclient(lua_State *L) {
     lua_pushlightuserdata(L, c);
     lua_pushcclosure(L, f->func, 1);
     lua_setfield(L, -2, f->name);
+  }
+  /* long's limits as decimal strings (opt_int takes them; a double cannot
+   * hold LONG_MAX). */
+  {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%ld", LONG_MAX);
+    lua_pushstring(L, buf);
+    lua_setfield(L, -2, "LONG_MAX");
+    snprintf(buf, sizeof buf, "%ld", LONG_MIN);
+    lua_pushstring(L, buf);
+    lua_setfield(L, -2, "LONG_MIN");
   }
   return 1;
 }
