@@ -54,6 +54,38 @@
 // (it pins itself), every producer blocked before must have been released,
 // and deliveries with stale utilids, through the API struct pointer obtained
 // earlier, must return DSS_ERR_INVALID_UTILID.
+//
+// Every registration has a record (RegRec). Its client's cancel must be
+// called at most once, exactly once if nobody unregistered it before
+// lua_close returned, and never if an unreg of it returned before lua_close
+// was called; once lua_close returns its utilid is gone (queued() says
+// INVALID_UTILID) and every producer that delivered to the state comes out
+// of deliver (bounded wait: else hung).
+//
+// Close with a draining finalizer (--finalizer-prob): before some states are
+// closed, after their last poll, the driver makes one to three objects with
+// a __gc finalizer (newproxy on 5.1 and LuaJIT, a table on 5.2+), anchored
+// in the registry, so lua_close runs them first (newest first, before the
+// hub's closer). Each runs a plan: poll() or dispatch() (protected) until
+// the queue is empty, blocking items included (the waiting-thread callback
+// called, kept or dropped as the item's action says), answer held
+// callbacks, or register a new client (a libid of its own) during the close,
+// deliver a few items to it and publish it to the producers. Now and then
+// such an object is made when the state opens instead. Every item must still
+// end exactly once, every producer be released, every cancel be called as
+// above (lost = doubled = hung = 0).
+//
+// Unreg during decode (--flood-prob): a state delivers 400 to 1600
+// fire-and-forget items (more than one queue block of 340 entries) to one
+// of its registrations, producers favour it meanwhile, and a helper thread
+// unregisters it once the Lua thread has decoded a random part of them (at
+// least 340 still queued), while the Lua thread goes on decoding and
+// answering that registration's items. Decoders are slowed a little for
+// such a registration, so the unreg's cancel walk overlaps the consumer.
+// For every registration, in every scenario: once an unreg of it returned
+// (or its state's lua_close returned), none of its decoders or return
+// callbacks may run with L != NULL; each one that does counts as "late",
+// and late must be 0.
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <link.h>
@@ -62,20 +94,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 extern "C" {
@@ -107,6 +143,8 @@ struct Options {
   double window_every = 2;  // seconds between all-closed moments
   int max_open_ms = 150;    // a state stays open 1..max_open_ms
   double scale = 1;         // DSS_TEST_TIMESCALE: stretches the bounded waits
+  double fin_prob = 0.2;    // closes with draining finalizers
+  double flood_prob = 0.1;  // states with an unreg during decode
   std::string module_dir = DSS_STRESS_MODULE_DIR;
 };
 Options opt;
@@ -147,7 +185,14 @@ struct Stats {
       timeout_noroom{0}, cancelled_v2{0}, bad_flags{0}, queued_calls{0},
       deadlock_probes{0}, raised{0}, dispatched{0}, waits{0}, wait_timeouts{0},
       fd_wakeups{0}, fd_spurious{0}, datagrams{0}, coalesce_modes{0},
-      maxqueue_changes{0}, stats_checks{0}, self_items{0}, mode_switches{0};
+      maxqueue_changes{0}, stats_checks{0}, self_items{0}, mode_switches{0},
+      // close with a draining finalizer
+      fin_states{0}, fin_runs{0}, fin_decoded{0}, fin_regs{0}, fin_reg_refused{0},
+      fin_items{0}, cancel_checks{0},
+      // unreg during decode
+      floods{0}, flood_items{0}, decode_unregs{0}, unreg_overlaps{0}, unreg_spanning{0},
+      // callbacks with L != NULL after the registration ended
+      late{0};
   std::atomic<int> hung{0};
 };
 Stats st;
@@ -191,11 +236,35 @@ enum {
 // How an item ended, as the producer sees it.
 enum { ANS_NONE = 0, ANS_RETURNED, ANS_GARBAGE, ANS_DEC0, ANS_CANCELLED, ANS_TIMEDOUT };
 
+struct StateRec;
+
+// One registration (utilid), for the whole run: never freed before its end.
+struct RegRec {
+  std::uintptr_t utilid = 0;
+  StateRec* owner = nullptr;              // the state it was registered in
+  std::atomic<int> cancels{0};            // its client's cancel calls
+  std::atomic<int> unreg_inflight{0};     // unreg calls on it not yet recorded
+  std::atomic<int> stale_inflight{0};     // producers delivering to it as stale
+  std::atomic<bool> unreg_done{false};    // an unreg of it returned SUCCESS
+  std::atomic<int> unreg_by{0};           // ... made by (UNREG_BY)
+  std::atomic<bool> unreg_early{false};   // ... before its lua_close was called
+  std::atomic<bool> closed{false};        // its state's lua_close returned
+  std::atomic<bool> flood{false};         // unreg-during-decode target
+  std::atomic<std::uint64_t> decoded{0};  // its decoders run with L
+};
+
+const int NLIBS = 2;          // the client libraries a state registers
+const int LATE_K = NLIBS;     // the one a finalizer registers during close
+const int NREGS = NLIBS + 1;
+
 // One opened Lua state, as producers see it (published in its slot), with
 // the harness's own counts of what happened to its items. Never freed
 // before the end of the run: producers may still hold it.
 struct StateRec {
-  std::atomic<std::uintptr_t> utilid[2];
+  // reg[k] (producers deliver to reg[k]->utilid) and, the same, utilid[k]:
+  // the last registration of lib k, stale once unregistered.
+  std::atomic<std::uintptr_t> utilid[NREGS];
+  std::atomic<RegRec*> reg[NREGS];
   // Counted by the callbacks.
   std::atomic<std::uint64_t> dec_L{0}, returned{0}, garbage{0}, cancel_q{0},
       cancel_p{0}, timeout_q{0}, timeout_p{0}, self_ended{0};
@@ -203,9 +272,14 @@ struct StateRec {
   std::atomic<std::uint64_t> accepted{0}, rejected{0};
   // Producers between loading this record and counting their result.
   std::atomic<int> inflight{0};
+  std::atomic<bool> closing{false};  // lua_close was called
+  std::atomic<int> flood_k{-1};      // producers favour reg[flood_k]
+  std::vector<RegRec*> regs;         // every registration made in it (state thread)
   StateRec() {
-    utilid[0].store(0);
-    utilid[1].store(0);
+    for (int k = 0; k < NREGS; ++k) {
+      utilid[k].store(0);
+      reg[k].store(nullptr);
+    }
   }
 };
 
@@ -226,6 +300,7 @@ struct Payload {
   void* utilid;
   int answer;  // written by the ending callback, read by a released producer
   StateRec* sr;
+  RegRec* rr;  // the registration delivered to (not for probes or stale ids)
 };
 
 // The item this thread is delivering right now: a decoder or return
@@ -235,6 +310,8 @@ thread_local const Payload* t_delivering = nullptr;
 thread_local std::uint64_t t_decoded = 0, t_decraised = 0;
 // This state thread's UDP socket.
 thread_local int t_udp = -1;
+// Set on a state thread while it is inside lua_close.
+thread_local bool t_in_close = false;
 
 // Records that p's item ended; doubles are counted at the end from the flags.
 void end_item(Payload* p, int answer) {
@@ -268,6 +345,8 @@ const char* const STEP_KEY = "stress.step";
 const char* const MODE_KEY = "stress.setmode";
 const char* const REPORT_KEY = "stress.report";
 const char* const DSS_KEY = "stress.dss";
+const char* const ARM_KEY = "stress.arm";
+const char* const UNBOUND_KEY = "stress.unbound";
 
 void push_callback(lua_State* L, Payload* p) {
   lua_getfield(L, LUA_REGISTRYINDEX, CB_KEY);
@@ -283,6 +362,66 @@ double uniform() {
 
 const DSS_api_1v0_t* api();
 const DSS_api_2v0_t* api2();
+
+// --- registrations -----------------------------------------------------------
+
+std::mutex g_regs_mu;
+std::vector<std::unique_ptr<RegRec>> g_regs;
+std::unordered_map<std::uintptr_t, RegRec*> g_reg_by_id;
+
+// A record for a registration just made in owner's state (its state thread).
+RegRec* new_reg(void* utilid, StateRec* owner) {
+  RegRec* r = new RegRec();
+  r->utilid = reinterpret_cast<std::uintptr_t>(utilid);
+  r->owner = owner;
+  {
+    std::lock_guard<std::mutex> lock(g_regs_mu);
+    g_regs.emplace_back(r);
+    g_reg_by_id[r->utilid] = r;
+  }
+  owner->regs.push_back(r);
+  return r;
+}
+
+RegRec* find_reg(void* utilid) {
+  std::lock_guard<std::mutex> lock(g_regs_mu);
+  auto it = g_reg_by_id.find(reinterpret_cast<std::uintptr_t>(utilid));
+  return it == g_reg_by_id.end() ? nullptr : it->second;
+}
+
+// Who called unreg.
+enum { BY_PRODUCER = 1, BY_LUA_THREAD, BY_QUIET, BY_CANCEL, BY_UNREG_THREAD };
+const char* const UNREG_BY[] = {"?", "a producer", "the Lua thread", "a quiet moment",
+                                "its cancel", "the unreg-during-decode thread"};
+
+// unreg of rr's utilid, recorded in rr.
+int unreg_rec(RegRec* rr, int by) {
+  rr->unreg_inflight++;
+  int rc = api()->unreg(reinterpret_cast<void*>(rr->utilid));
+  if (rc == DSS_SUCCESS) {
+    rr->unreg_by = by;
+    rr->unreg_done = true;
+    if (!rr->owner->closing.load()) rr->unreg_early = true;
+  }
+  rr->unreg_inflight--;
+  return rc;
+}
+
+// A decoder or return callback runs with L != NULL: its registration must
+// not have ended (an unreg of it returned, or its lua_close returned).
+void check_late(const Payload* p, const char* who) {
+  RegRec* rr = p->rr;
+  if (!rr) return;
+  bool unregd = rr->unreg_done.load(), closed = rr->closed.load();
+  if (!unregd && !closed) return;
+  st.late++;
+  if (unregd)
+    fail("item %u: %s ran with L != NULL after unreg(%#" PRIxPTR ") by %s returned", p->idx,
+         who, rr->utilid, UNREG_BY[rr->unreg_by.load()]);
+  else
+    fail("item %u: %s ran with L != NULL after lua_close of its state (utilid %#" PRIxPTR
+         ") returned", p->idx, who, rr->utilid);
+}
 
 extern "C" {
 
@@ -308,16 +447,25 @@ static int stress_decode(lua_State* L, void* pData, void* utilid) {
   }
   t_decoded++;
   if (sr) sr->dec_L++;
+  if (RegRec* rr = p->rr) {
+    check_late(p, "decoder");
+    rr->decoded.fetch_add(1, std::memory_order_relaxed);
+    // unreg during decode: give the unregistering thread a chance to run
+    if (rr->flood.load(std::memory_order_relaxed) && (t_rng() & 31) == 0)
+      std::this_thread::yield();
+  }
   // A blocking delivery from here (the Lua thread, inside poll or dispatch)
   // would wait for this very thread: refused at once.
   if (!p->blocking && p->idx != SELF && uniform() < 0.003) {
-    Payload probe = {MAGIC, PROBE, A_CALL, true, p->utilid, ANS_NONE, nullptr};
+    Payload probe = {MAGIC, PROBE, A_CALL, true, p->utilid, ANS_NONE, nullptr, nullptr};
     int rc = uniform() < 0.5
                  ? api2()->deliver2(p->utilid, stress_decode, stress_ret, &probe, 0,
                                     uniform() < 0.5 ? DSS_TIMEOUT_INFINITE : 1000)
                  : api()->deliver(p->utilid, stress_decode, stress_ret, &probe);
-    // INVALID_UTILID: a producer unregistered the library meanwhile.
-    if (rc != DSS_ERR_WOULD_DEADLOCK && rc != DSS_ERR_INVALID_UTILID)
+    // INVALID_UTILID: a producer unregistered the library meanwhile;
+    // NOT_STARTED: draining from a finalizer, the state closing.
+    if (rc != DSS_ERR_WOULD_DEADLOCK && rc != DSS_ERR_INVALID_UTILID &&
+        !(t_in_close && rc == DSS_ERR_NOT_STARTED))
       fail("a blocking deliver from a decoder returned %d, not WOULD_DEADLOCK", rc);
     st.deadlock_probes++;
   }
@@ -377,6 +525,7 @@ static int stress_ret(lua_State* L, void* pData, void* utilid, int garbage) {
     end_item(p, ANS_CANCELLED);
     return 0;
   }
+  check_late(p, garbage ? "return callback (collected)" : "return callback");
   if (garbage) {
     if (p->action != A_DROP && p->action != A_HOLD)
       fail("item %u: collected, but its action was %d", p->idx, p->action);
@@ -399,8 +548,13 @@ static int stress_ret(lua_State* L, void* pData, void* utilid, int garbage) {
 static void stress_cancel(void* utilid) {
   st.client_cancels++;
   if (!utilid) fail("cancel callback with a NULL utilid");
+  RegRec* rr = find_reg(utilid);
+  if (!rr)
+    fail("cancel callback for utilid %p, never registered", utilid);
+  else if (rr->cancels.fetch_add(1) != 0)
+    fail("cancel callback for utilid %p called again", utilid);
   if (uniform() < 0.5) {
-    int rc = api()->unreg(utilid);
+    int rc = rr ? unreg_rec(rr, BY_CANCEL) : api()->unreg(utilid);
     // INVALID_UTILID: a producer unregistered it concurrently.
     if (rc != DSS_SUCCESS && rc != DSS_ERR_INVALID_UTILID)
       fail("unreg from cancel returned %d", rc);
@@ -452,28 +606,33 @@ bool module_mapped(const void* addr, bool* contains) {
 
 // --- stale utilids ------------------------------------------------------------
 
+// Registrations unregistered, or of closed states.
 struct StaleList {
   std::mutex mu;
-  std::uintptr_t ids[256] = {};
+  RegRec* regs[256] = {};
   std::size_t n = 0;
-  void push(std::uintptr_t id) {
-    if (!id) return;
+  void push(RegRec* rr) {
+    if (!rr) return;
     std::lock_guard<std::mutex> lock(mu);
-    ids[n++ % 256] = id;
+    regs[n++ % 256] = rr;
   }
-  std::uintptr_t pick() {
+  RegRec* pick() {
     std::lock_guard<std::mutex> lock(mu);
-    if (n == 0) return 0;
-    return ids[t_rng() % (n < 256 ? n : 256)];
+    if (n == 0) return nullptr;
+    return regs[t_rng() % (n < 256 ? n : 256)];
+  }
+  std::uintptr_t pick_id() {
+    RegRec* rr = pick();
+    return rr ? rr->utilid : 0;
   }
 };
 StaleList g_stale;
 
 // --- slots: what each state thread publishes ---------------------------------
 
-const int NLIBS = 2;
 const char g_libids[NLIBS] = {0, 0};  // libids: their addresses
 const char g_self_libid = 0;          // a state's own library (quiet moments)
+const char g_late_libid = 0;          // registered by a finalizer during close
 
 struct Slot {
   std::atomic<StateRec*> rec{nullptr};
@@ -483,6 +642,11 @@ std::unique_ptr<Slot[]> g_slots;
 std::uintptr_t slot_utilid(int s, int k) {
   StateRec* r = g_slots[std::size_t(s)].rec.load();
   return r ? r->utilid[k].load() : 0;
+}
+
+RegRec* slot_reg(int s, int k) {
+  StateRec* r = g_slots[std::size_t(s)].rec.load();
+  return r ? r->reg[k].load() : nullptr;
 }
 
 // --- run control ---------------------------------------------------------------
@@ -580,8 +744,8 @@ local function run_dispatch(max)
     C.dispatched = C.dispatched + d
     return d
   end
+  if not ours(n) then error(n, 0) end  -- (a finalizer's: the state stopped)
   if has_handler then H.fail("dispatch raised with an error handler set: " .. tostring(n)) end
-  if not ours(n) then error(n, 0) end
   caught = caught + 1
   C.dispatched = C.dispatched + d
   return d
@@ -729,7 +893,76 @@ local function report()
   return C
 end
 
-return cb, step, setmode, report, dss
+-- unreg during decode: the queue unbounded, so that a flood is queued whole
+local function unbound()
+  limit = 0
+  bounded = false
+  dss.setmaxqueue(0)
+end
+
+-- close with a draining finalizer -------------------------------------------
+-- Objects whose __gc runs a plan during lua_close; anchored here, so that
+-- only lua_close collects them.
+local STOPPED = "not started, or already stopped"
+local fins = {}
+
+local function fin_check(ok, e)
+  if not ok and not (type(e) == "string" and (e:find(STOPPED, 1, true) or ours(e))) then
+    H.fail("finalizer: " .. tostring(e))
+  end
+end
+
+local function answer_held()
+  for k = nheld, 1, -1 do
+    if random() < 0.5 then
+      local h = held[k]
+      held[k] = held[nheld]
+      held[nheld] = nil
+      nheld = nheld - 1
+      check(h[2], h[1](h[2]))
+    end
+  end
+end
+
+local function dispatch_all()
+  for _ = 1, 64 do
+    if run_dispatch() == 0 or dss.queuesize() == 0 then return end
+  end
+end
+
+-- plan: a letter a step. p: poll until the queue is empty; d: dispatch
+-- until it is; D: dispatch(n) once; h: answer some held waiting-thread
+-- callbacks; r: register a new client (H.reglate). Errors are caught: a
+-- state already stopped says so, and the stress errors are expected.
+local function runplan(plan)
+  H.finrun()
+  for i = 1, #plan do
+    local c = plan:sub(i, i)
+    if c == "p" then fin_check(pcall(run_poll, 4000))
+    elseif c == "d" then fin_check(pcall(dispatch_all))
+    elseif c == "D" then fin_check(pcall(run_dispatch, random(1, 16)))
+    elseif c == "h" then fin_check(pcall(answer_held))
+    elseif c == "r" then fin_check(pcall(H.reglate))
+    end
+  end
+end
+
+local setgc
+if newproxy then  -- 5.1, LuaJIT
+  setgc = function(f)
+    local u = newproxy(true)
+    getmetatable(u).__gc = f
+    return u
+  end
+else
+  setgc = function(f) return setmetatable({}, { __gc = f }) end
+end
+
+local function arm(plan)
+  fins[#fins + 1] = setgc(function() runplan(plan) end)
+end
+
+return cb, step, setmode, report, dss, arm, unbound
 )LUA";
 
 bool lua_do(lua_State* L, int nargs, int nres, const char* what) {
@@ -741,9 +974,102 @@ bool lua_do(lua_State* L, int nargs, int nres, const char* what) {
   return true;
 }
 
+// The state thread's current state (for the helpers a finalizer calls).
+thread_local StateRec* t_sr = nullptr;
+thread_local Slot* t_slot = nullptr;
+
+// Publishes rr as sr's registration k (and in the record producers see now,
+// when a quiet moment replaced sr).
+void publish_reg(StateRec* sr, int k, RegRec* rr) {
+  sr->reg[k].store(rr);
+  sr->utilid[k].store(rr->utilid);
+  StateRec* cur = t_slot ? t_slot->rec.load() : nullptr;
+  if (cur && cur != sr) {
+    cur->reg[k].store(rr);
+    cur->utilid[k].store(rr->utilid);
+  }
+}
+
+// A fire-and-forget item from this (the state's) thread to rr, counted as a
+// producer's would be. Returns deliver2's code, or 1 when the run's item
+// budget is spent.
+int self_deliver(StateRec* sr, RegRec* rr) {
+  std::uint64_t idx = g_next_item.fetch_add(1);
+  if (idx >= opt.items) return 1;
+  double r = uniform();
+  int action = r < 0.1 ? A_DEC0 : r < 0.13 ? A_RAISE : r < 0.15 ? A_DECRAISE : A_PUSH;
+  void* id = reinterpret_cast<void*>(rr->utilid);
+  Payload* p = new Payload{MAGIC, std::uint32_t(idx), action, false, id, ANS_NONE, sr, rr};
+  st.ff++;
+  st.v2++;
+  g_items[idx].fetch_or(F_STARTED);
+  int rc = api2()->deliver2(id, stress_decode, nullptr, p, DSS_DELIVER_NOWAIT,
+                            DSS_TIMEOUT_INFINITE);
+  if (rc == DSS_SUCCESS || rc == DSS_ERR_UDP_SEND_FAILED) {
+    st.accepted++;
+    sr->accepted++;
+    g_items[idx].fetch_or(F_ACCEPTED);
+    return rc;
+  }
+  st.refused++;
+  std::uint8_t old = g_items[idx].fetch_or(F_REFUSED);
+  if (old & (F_ENDS | F_DECODES))
+    fail("item %" PRIu64 ": refused (%d) but its callbacks ran", idx, rc);
+  if (rc == DSS_ERR_NOT_STARTED) {
+    st.not_started++;
+  } else if (rc == DSS_ERR_QUEUE_FULL) {
+    st.queue_full++;
+    sr->rejected++;
+  } else if (rc != DSS_ERR_INVALID_UTILID) {
+    fail("item %" PRIu64 ": the state's own deliver2 returned %d", idx, rc);
+  }
+  delete p;
+  return rc;
+}
+
 // --- helpers the driver calls (table H) ------------------------------------------
 
 extern "C" {
+
+static int h_finrun(lua_State*) {
+  st.fin_runs++;
+  return 0;
+}
+
+// reglate(): from a finalizer during lua_close, registers a client of its
+// own, publishes it to the producers and delivers a few items to it. The
+// state may refuse (NOT_STARTED: already stopped).
+static int h_reglate(lua_State* L) {
+  StateRec* sr = t_sr;
+  if (!sr || !api()) return 0;
+  int err = 0;
+  void* id = api()->reg(L, const_cast<char*>(&g_late_libid), stress_cancel, &err);
+  if (!id) {
+    if (err != DSS_ERR_NOT_STARTED) fail("reg during lua_close: NULL, code %d", err);
+    st.fin_reg_refused++;
+    return 0;
+  }
+  if (err == DSS_ERR_ALREADY_REGISTERED) {  // an earlier finalizer's
+    RegRec* rr = sr->reg[LATE_K].load();
+    if (!rr || rr->utilid != reinterpret_cast<std::uintptr_t>(id))
+      fail("reg during lua_close: ALREADY_REGISTERED with utilid %p, not ours", id);
+    return 0;
+  }
+  if (err != DSS_SUCCESS) {
+    fail("reg during lua_close: utilid %p with code %d", id, err);
+    return 0;
+  }
+  RegRec* rr = new_reg(id, sr);
+  st.fin_regs++;
+  publish_reg(sr, LATE_K, rr);
+  int n = int(t_rng() % 8);
+  for (int i = 0; i < n; ++i) {
+    int rc = self_deliver(sr, rr);
+    if (rc != DSS_SUCCESS && rc != DSS_ERR_UDP_SEND_FAILED) break;
+    st.fin_items++;
+  }
+  return 0;
+}
 
 static int h_decoded(lua_State* L) {
   lua_pushnumber(L, lua_Number(t_decoded));
@@ -819,6 +1145,10 @@ void push_helpers(lua_State* L) {
   lua_setfield(L, -2, "fdready");
   lua_pushcfunction(L, h_udp);
   lua_setfield(L, -2, "udp");
+  lua_pushcfunction(L, h_finrun);
+  lua_setfield(L, -2, "finrun");
+  lua_pushcfunction(L, h_reglate);
+  lua_setfield(L, -2, "reglate");
   lua_pushnumber(L, lua_Number(opt.scale));
   lua_setfield(L, -2, "scale");
 }
@@ -906,10 +1236,12 @@ lua_State* open_state(std::uint64_t lua_seed) {
     return nullptr;
   }
   push_helpers(L);
-  if (!lua_do(L, 1, 5, "require darksidesync / driver")) {
+  if (!lua_do(L, 1, 7, "require darksidesync / driver")) {
     lua_close(L);
     return nullptr;
   }
+  lua_setfield(L, LUA_REGISTRYINDEX, UNBOUND_KEY);
+  lua_setfield(L, LUA_REGISTRYINDEX, ARM_KEY);
   lua_setfield(L, LUA_REGISTRYINDEX, DSS_KEY);
   lua_setfield(L, LUA_REGISTRYINDEX, REPORT_KEY);
   lua_setfield(L, LUA_REGISTRYINDEX, MODE_KEY);
@@ -967,12 +1299,25 @@ void ensure_registered(lua_State* L, StateRec* sr, int k) {
     fail("reg returned %p, code %d", id, err);
     return;
   }
+  RegRec* rr = new_reg(id, sr);
   int err2 = 0;
   void* again = api()->reg(L, libid, stress_cancel, &err2);
   if (again != id || err2 != DSS_ERR_ALREADY_REGISTERED)
     fail("reg again returned %p code %d, expected %p ALREADY_REGISTERED", again,
          err2, id);
+  sr->reg[k].store(rr);
   sr->utilid[k].store(reinterpret_cast<std::uintptr_t>(id));
+}
+
+// A record for producers after sr went quiet or closed: the same (stale
+// from now on) registrations.
+StateRec* tomb_of(StateRec* sr) {
+  StateRec* tomb = new_rec();
+  for (int k = 0; k < NREGS; ++k) {
+    tomb->reg[k].store(sr->reg[k].load());
+    tomb->utilid[k].store(sr->utilid[k].load());
+  }
+  return tomb;
 }
 
 void wait_window() {
@@ -1065,22 +1410,29 @@ void quiet_check(lua_State* L, Slot& slot, StateRec* sr) {
   // Nobody can reach the state any more: its libraries are unregistered,
   // and producers that loaded its record have counted their results.
   for (int k = 0; k < NLIBS; ++k) {
-    std::uintptr_t id = sr->utilid[k].load();
-    int rc = api()->unreg(reinterpret_cast<void*>(id));
+    RegRec* rr = sr->reg[k].load();
+    if (!rr) continue;
+    int rc = unreg_rec(rr, BY_QUIET);
     if (rc == DSS_SUCCESS) {
       st.unregs++;
-      g_stale.push(id);
+      g_stale.push(rr);
     } else if (rc != DSS_ERR_INVALID_UTILID) {
       fail("quiet: unreg returned %d", rc);
     }
   }
-  StateRec* tomb = new_rec();
-  for (int k = 0; k < NLIBS; ++k) tomb->utilid[k].store(sr->utilid[k].load());
-  slot.rec.store(tomb);
+  slot.rec.store(tomb_of(sr));
+  // ... and unregs made elsewhere (a producer, the unreg-during-decode
+  // thread) have returned: their cancellations are counted.
+  auto busy = [sr] {
+    if (sr->inflight.load() != 0) return true;
+    for (RegRec* rr : sr->regs)
+      if (rr->unreg_inflight.load() != 0) return true;
+    return false;
+  };
   auto deadline = Clock::now() + std::chrono::milliseconds(std::int64_t(10000 * opt.scale));
-  while (sr->inflight.load() != 0) {
+  while (busy()) {
     if (Clock::now() > deadline) {
-      fail("quiet: a producer stayed inside deliver to an unregistered library for 10 s");
+      fail("quiet: a producer stayed inside deliver or unreg to an unregistered library for 10 s");
       return;
     }
     std::this_thread::sleep_for(std::chrono::microseconds(100));
@@ -1099,13 +1451,14 @@ void quiet_check(lua_State* L, Slot& slot, StateRec* sr) {
     fail("quiet: reg returned %p, code %d", self, err);
     return;
   }
+  RegRec* selfrr = new_reg(self, sr);
   long long limit = dcall_int(L, "getmaxqueue");
   long long m = std::int64_t(t_rng() % 12);
   long long want = limit > 0 && limit < m ? limit : m;
   long long accepted = 0;
   const DSS_api_2v0_t* a2 = api2();
   auto self_item = [&](unsigned flags, long timeout_ms, int expect) {
-    Payload* p = new Payload{MAGIC, SELF, A_PUSH, false, self, ANS_NONE, sr};
+    Payload* p = new Payload{MAGIC, SELF, A_PUSH, false, self, ANS_NONE, sr, selfrr};
     int rc = a2->deliver2(self, stress_decode, nullptr, p, flags, timeout_ms);
     if (rc == DSS_SUCCESS || rc == DSS_ERR_UDP_SEND_FAILED) {
       sr->accepted++;
@@ -1151,11 +1504,172 @@ void quiet_check(lua_State* L, Slot& slot, StateRec* sr) {
   if (sr->self_ended.load() != std::uint64_t(accepted))
     fail("quiet: %" PRIu64 " of %lld own items ended", sr->self_ended.load(), accepted);
   if (fd_readable(fd)) fail("quiet: the wake-up fd is readable once dispatch() emptied the queue");
-  int rc = api()->unreg(self);
+  int rc = unreg_rec(selfrr, BY_QUIET);
   if (rc != DSS_SUCCESS) fail("quiet: unreg of the own library returned %d", rc);
   compare_stats(L, sr, "quiet, own items");
   st.stats_checks++;
 }
+
+// --- unreg during decode ---------------------------------------------------------
+
+const std::uint64_t QBLOCK = 340;  // entries in a queue block (docs/design.md)
+
+// A request to the unreg thread: unregister rr (the state's lib k) once the
+// Lua thread has decoded `after` of its items.
+struct UnregReq {
+  RegRec* rr;
+  int k;
+  std::uint64_t after;
+};
+std::mutex g_ureq_mu;
+std::condition_variable g_ureq_cv;
+std::deque<UnregReq> g_ureq;
+std::atomic<std::int64_t> g_unreg_enter_ns{0};  // inside unreg since, or 0
+std::atomic<bool> g_unreg_exited{false};
+
+// On the Lua thread, between two steps: floods one of the state's
+// registrations with more than a queue block of items and asks the unreg
+// thread to unregister it while they are decoded.
+void flood(lua_State* L, StateRec* sr) {
+  int k = int(t_rng() % NLIBS);
+  ensure_registered(L, sr, k);
+  RegRec* rr = sr->reg[k].load();
+  if (!rr || rr->unreg_done.load()) return;
+  lua_getfield(L, LUA_REGISTRYINDEX, UNBOUND_KEY);
+  if (!lua_do(L, 0, 0, "unbound")) return;
+  rr->flood = true;
+  sr->flood_k = k;  // producers favour it
+  std::uint64_t d0 = rr->decoded.load();
+  int n = 400 + int(t_rng() % 1200);
+  std::uint64_t got = 0;
+  for (int i = 0; i < n; ++i) {
+    int rc = self_deliver(sr, rr);
+    if (rc != DSS_SUCCESS && rc != DSS_ERR_UDP_SEND_FAILED) break;  // unregistered
+    ++got;
+  }
+  st.floods++;
+  st.flood_items += got;
+  // Unregister with at least a block's worth still queued.
+  std::uint64_t after = d0 + (got > QBLOCK ? t_rng() % (got - QBLOCK) : 0);
+  {
+    std::lock_guard<std::mutex> lock(g_ureq_mu);
+    g_ureq.push_back(UnregReq{rr, k, after});
+  }
+  g_ureq_cv.notify_one();
+}
+
+void unreg_thread() {
+  for (;;) {
+    UnregReq req;
+    {
+      std::unique_lock<std::mutex> lock(g_ureq_mu);
+      while (g_ureq.empty()) {
+        if (g_stop.load() && g_states_exited.load() == opt.states) {
+          g_unreg_exited = true;
+          return;
+        }
+        g_ureq_cv.wait_for(lock, std::chrono::milliseconds(20));
+      }
+      req = g_ureq.front();
+      g_ureq.pop_front();
+    }
+    RegRec* rr = req.rr;
+    StateRec* sr = rr->owner;
+    auto deadline = Clock::now() + std::chrono::milliseconds(std::int64_t(1000 * opt.scale));
+    while (rr->decoded.load() < req.after && !sr->closing.load() && !rr->unreg_done.load() &&
+           Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::microseconds(10));
+    long q = api2()->queued(reinterpret_cast<void*>(rr->utilid));
+    std::uint64_t d0 = rr->decoded.load();
+    g_unreg_enter_ns = now_ns();
+    int rc = unreg_rec(rr, BY_UNREG_THREAD);
+    g_unreg_enter_ns = 0;
+    std::uint64_t d1 = rr->decoded.load();
+    if (rc == DSS_SUCCESS) {
+      st.unregs++;
+      st.decode_unregs++;
+      g_stale.push(rr);
+      if (d1 != d0) st.unreg_overlaps++;  // the Lua thread decoded meanwhile
+      if (q > long(QBLOCK)) st.unreg_spanning++;  // the walk spans blocks
+    } else if (rc != DSS_ERR_INVALID_UTILID) {
+      fail("unreg during decode returned %d", rc);
+    }
+    rr->flood = false;
+    int expected = req.k;  // unless a newer flood of the state took over
+    sr->flood_k.compare_exchange_strong(expected, -1);
+  }
+}
+
+// --- close with a draining finalizer -----------------------------------------------
+
+// The plans of the state's finalizers, for failure messages.
+thread_local std::string t_plans;
+
+// Makes an object whose finalizer runs a random plan (see runplan in the
+// driver) during lua_close.
+void arm_finalizer(lua_State* L, bool early) {
+  static const char letters[] = "pppdddDhrr";
+  char plan[5];
+  int n = 1 + int(t_rng() % 4);
+  for (int i = 0; i < n; ++i) plan[i] = letters[t_rng() % (sizeof letters - 1)];
+  plan[n] = 0;
+  if (!t_plans.empty()) t_plans += ',';
+  if (early) t_plans += "early:";
+  t_plans += plan;
+  lua_getfield(L, LUA_REGISTRYINDEX, ARM_KEY);
+  lua_pushstring(L, plan);
+  lua_do(L, 1, 0, "arm");
+}
+
+// After lua_close(L) of sr's state returned: its registrations are gone,
+// each client's cancel ran as it should have, and every producer that
+// delivered to it (live or stale utilids) comes out of deliver.
+void after_close(int s, Slot& slot, StateRec* sr) {
+  for (RegRec* rr : sr->regs) rr->closed = true;
+  StateRec* cur = slot.rec.load();  // sr, or the record of its quiet moment
+  slot.rec.store(tomb_of(cur));
+  double limit_s = std::min(10.0, opt.hang_seconds) * opt.scale;
+  auto deadline =
+      Clock::now() + std::chrono::milliseconds(std::int64_t(limit_s * 1000));
+  int live = 0, uncancelled = 0, early = 0;
+  std::uintptr_t first = 0;
+  for (RegRec* rr : sr->regs) {
+    long q = api2()->queued(reinterpret_cast<void*>(rr->utilid));
+    if (q != DSS_ERR_INVALID_UTILID && !live++) first = rr->utilid;
+    while (rr->unreg_inflight.load() != 0 && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    int c = rr->cancels.load();
+    if (c == 0 && !rr->unreg_done.load()) ++uncancelled;
+    if (c != 0 && rr->unreg_early.load()) ++early;
+    st.cancel_checks++;
+  }
+  const char* plans = t_plans.empty() ? "none" : t_plans.c_str();
+  if (live)
+    fail("state %d: %d of its %zu utilids (first %#" PRIxPTR ") still registered after "
+         "lua_close returned (finalizer plans: %s)", s, live, sr->regs.size(), first, plans);
+  if (uncancelled)
+    fail("state %d: %d registration(s) live at lua_close whose cancel was never called "
+         "(finalizer plans: %s)", s, uncancelled, plans);
+  if (early)
+    fail("state %d: cancel called for %d registration(s) unregistered before lua_close", s,
+         early);
+  auto inside = [&] {
+    int n = sr->inflight.load() + (cur != sr ? cur->inflight.load() : 0);
+    for (RegRec* rr : sr->regs) n += rr->stale_inflight.load();
+    return n;
+  };
+  while (int n = inside()) {
+    if (Clock::now() > deadline) {
+      fail("state %d: %d producer(s) still inside deliver to it %.0f s after lua_close "
+           "returned (finalizer plans: %s)", s, n, limit_s, plans);
+      st.hung++;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+std::unique_ptr<std::atomic<std::int64_t>[]> g_close_ns;  // inside lua_close since, or 0
 
 void state_thread(int s) {
   t_rng.seed(opt.seed * 1000003u + 17u + std::uint64_t(s));
@@ -1185,15 +1699,27 @@ void state_thread(int s) {
     }
     st.states_opened++;
     StateRec* sr = new_rec();
+    t_sr = sr;
+    t_slot = &slot;
     bool first = true;
     for (int k = 0; k < NLIBS; ++k) ensure_registered(L, sr, k);
     slot.rec.store(sr);
     int mode = pick_mode();
     bool ok = set_mode(L, mode, port);
+    // Now and then a finalizer made early: it runs before or after the hub's
+    // closer, depending on what the state does meanwhile.
+    bool fin = false;
+    t_plans.clear();
+    if (ok && uniform() < opt.fin_prob / 4) {
+      arm_finalizer(L, true);
+      fin = true;
+    }
+    int flood_step = uniform() < opt.flood_prob ? 1 + int(t_rng() % 16) : -1;
     auto until = Clock::now() +
                  std::chrono::milliseconds(1 + std::int64_t(t_rng() % std::uint64_t(opt.max_open_ms)));
     int steps = 0;
     while (ok && !g_stop.load() && Clock::now() < until) {
+      if (steps == flood_step) flood(L, sr);
       lua_getfield(L, LUA_REGISTRYINDEX, STEP_KEY);
       lua_pushnumber(L, 0.05);
       lua_pushboolean(L, ++steps % 16 == 0);
@@ -1204,11 +1730,11 @@ void state_thread(int s) {
       // Unregister a client mid-flight, now and then, from the Lua thread.
       if (uniform() < 0.004) {
         int k = int(t_rng() % NLIBS);
-        std::uintptr_t id = sr->utilid[k].load();
-        int rc = api()->unreg(reinterpret_cast<void*>(id));
+        RegRec* rr = sr->reg[k].load();
+        int rc = rr ? unreg_rec(rr, BY_LUA_THREAD) : DSS_ERR_INVALID_UTILID;
         if (rc == DSS_SUCCESS) {
           st.unregs++;
-          g_stale.push(id);
+          g_stale.push(rr);
         } else if (rc != DSS_ERR_INVALID_UTILID) {
           fail("unreg returned %d", rc);
         }
@@ -1233,9 +1759,26 @@ void state_thread(int s) {
     // utilids: they are stale from now on.
     if (ok && t_rng() % 2 == 0) quiet_check(L, slot, sr);
     collect_report(L);
+    // Close with a draining finalizer: made after the last poll, it runs
+    // first. Items pile up for a moment before.
+    if (ok && uniform() < opt.fin_prob) {
+      std::this_thread::sleep_for(std::chrono::microseconds(t_rng() % 3000));
+      for (int i = 1 + int(t_rng() % 3); i > 0; --i) arm_finalizer(L, false);
+      fin = true;
+    }
+    if (fin) st.fin_states++;
+    sr->closing = true;
+    t_in_close = true;
+    g_close_ns[std::size_t(s)] = now_ns();
+    std::uint64_t d0 = t_decoded;
     lua_close(L);
+    g_close_ns[std::size_t(s)] = 0;
+    t_in_close = false;
+    st.fin_decoded += t_decoded - d0;
     st.states_closed++;
-    for (int k = 0; k < NLIBS; ++k) g_stale.push(sr->utilid[k].load());
+    after_close(s, slot, sr);
+    t_sr = nullptr;
+    for (int k = 0; k < NREGS; ++k) g_stale.push(sr->reg[k].load());
     if (t_rng() % 4 == 0)
       std::this_thread::sleep_for(std::chrono::microseconds(t_rng() % 3000));
   }
@@ -1263,12 +1806,11 @@ void producer_thread(int pi) {
     int k = int(t_rng() % NLIBS);
     // Unregister from a foreign thread, now and then.
     if (uniform() < 0.002) {
-      std::uintptr_t id = slot_utilid(s, k);
-      int rc = api() ? api()->unreg(reinterpret_cast<void*>(id))
-                     : DSS_ERR_INVALID_UTILID;
+      RegRec* rr = slot_reg(s, k);
+      int rc = rr ? unreg_rec(rr, BY_PRODUCER) : DSS_ERR_INVALID_UTILID;
       if (rc == DSS_SUCCESS) {
         st.unregs++;
-        g_stale.push(id);
+        g_stale.push(rr);
       } else if (rc != DSS_ERR_INVALID_UTILID) {
         fail("unreg (producer) returned %d", rc);
       }
@@ -1277,7 +1819,7 @@ void producer_thread(int pi) {
     // queued(): live, stale and garbage ids, now and then.
     if (a2 && uniform() < 0.01) {
       static const std::uintptr_t garbage[] = {1, 0xdeadbeef, ~std::uintptr_t(0), 12345};
-      std::uintptr_t id = uniform() < 0.5 ? slot_utilid(s, k) : g_stale.pick();
+      std::uintptr_t id = uniform() < 0.5 ? slot_utilid(s, k) : g_stale.pick_id();
       long q = a2->queued(reinterpret_cast<void*>(id));
       if (q < 0 && q != DSS_ERR_INVALID_UTILID) fail("queued(%#" PRIxPTR ") returned %ld", id, q);
       q = a2->queued(reinterpret_cast<void*>(garbage[t_rng() % 4]));
@@ -1287,19 +1829,35 @@ void producer_thread(int pi) {
     bool stale = uniform() < 0.03;
     std::uintptr_t id = 0;
     StateRec* sr = nullptr;
+    RegRec* rr = nullptr;
+    RegRec* stale_rr = nullptr;  // counts us in its stale_inflight
     if (stale) {
-      id = g_stale.pick();
-      if (!id) stale = false;
+      stale_rr = g_stale.pick();
+      if (stale_rr) {
+        stale_rr->stale_inflight++;
+        id = stale_rr->utilid;
+      } else {
+        stale = false;
+      }
     }
     if (!stale) {
       sr = slot.rec.load();
-      if (sr) sr->inflight++;
-      id = sr ? sr->utilid[k].load() : 0;
+      if (sr) {
+        sr->inflight++;
+        // unreg during decode: its registration is favoured; a
+        // registration made during close now and then
+        int fk = sr->flood_k.load();
+        if (fk >= 0 && uniform() < 0.5) k = fk;
+        else if (sr->reg[LATE_K].load() && uniform() < 0.3) k = LATE_K;
+        rr = sr->reg[k].load();
+      }
+      id = rr ? rr->utilid : 0;
     }
     const DSS_api_1v0_t* a = api();
     if (!a) {  // no state opened yet
       g_items[idx].fetch_or(F_STARTED | F_REFUSED);
       if (sr) sr->inflight--;
+      if (stale_rr) stale_rr->stale_inflight--;
       std::this_thread::yield();
       continue;
     }
@@ -1334,7 +1892,7 @@ void producer_thread(int pi) {
       timeout = TIMEOUTS[t_rng() % (sizeof TIMEOUTS / sizeof TIMEOUTS[0])];
     }
     Payload local = {MAGIC, std::uint32_t(idx), action, blocking,
-                     reinterpret_cast<void*>(id), ANS_NONE, sr};
+                     reinterpret_cast<void*>(id), ANS_NONE, sr, rr};
     Payload* p = blocking ? &local : new Payload(local);
     (blocking ? st.blocking : st.ff)++;
     if (stale) st.stale++;
@@ -1393,6 +1951,7 @@ void producer_thread(int pi) {
                rc, local.answer, action);
       }
       if (sr) sr->inflight--;
+      if (stale_rr) stale_rr->stale_inflight--;
     } else {
       st.refused++;
       if (rc == DSS_ERR_NOT_STARTED) st.not_started++;
@@ -1420,6 +1979,7 @@ void producer_thread(int pi) {
           !(bad_flags && rc == DSS_ERR_INVALID_ARGUMENT))
         fail("item %" PRIu64 ": stale utilid: deliver returned %d, not INVALID_UTILID", idx, rc);
       if (sr) sr->inflight--;
+      if (stale_rr) stale_rr->stale_inflight--;
       if (!blocking) delete p;
       // Back off a little, as a client would: refusals are instant, and
       // would otherwise crowd out the deliveries that get through.
@@ -1481,9 +2041,19 @@ void do_window() {
       fail("all states closed: the API struct's version reads '%s'", a->version);
     for (int i = 0; i < 8; ++i) {
       std::uintptr_t id = i < opt.states * NLIBS ? slot_utilid(i / NLIBS, i % NLIBS)
-                                                 : g_stale.pick();
+                                                 : g_stale.pick_id();
+      // A utilid still registered (its hub never closed) would keep a
+      // blocking probe here for good, or queue one that lives on this stack.
+      if (a2) {
+        long q = a2->queued(reinterpret_cast<void*>(id));
+        if (q != DSS_ERR_INVALID_UTILID) {
+          fail("all states closed: queued(stale %#" PRIxPTR ") returned %ld: still registered",
+               id, q);
+          continue;
+        }
+      }
       Payload probe = {MAGIC, PROBE, A_CALL, i % 2 == 1, reinterpret_cast<void*>(id), ANS_NONE,
-                       nullptr};
+                       nullptr, nullptr};
       int rc = a->deliver(reinterpret_cast<void*>(id), stress_decode,
                           probe.blocking ? stress_ret : nullptr, &probe);
       if (rc != DSS_ERR_INVALID_UTILID)
@@ -1516,7 +2086,10 @@ void usage() {
   std::fprintf(stderr,
                "usage: stress [--seed N] [--items N] [--seconds S] [--producers P]\n"
                "              [--states S] [--hang-seconds S] [--window-every S]\n"
-               "              [--max-open-ms MS] [--module-dir DIR]\n");
+               "              [--max-open-ms MS] [--module-dir DIR]\n"
+               "              [--finalizer-prob P] [--flood-prob P]\n"
+               "  --finalizer-prob P  share of closes with draining finalizers (0.2)\n"
+               "  --flood-prob P      share of states with an unreg during decode (0.1)\n");
   std::exit(2);
 }
 
@@ -1544,12 +2117,17 @@ void parse(int argc, char** argv) {
       opt.max_open_ms = std::atoi(v);
     } else if (a == "--module-dir") {
       opt.module_dir = v;
+    } else if (a == "--finalizer-prob") {
+      opt.fin_prob = std::atof(v);
+    } else if (a == "--flood-prob") {
+      opt.flood_prob = std::atof(v);
     } else {
       usage();
     }
   }
   if (opt.producers < 1 || opt.states < 1 || opt.max_open_ms < 1 ||
-      opt.items > 0xfffffff0u)
+      opt.items > 0xfffffff0u || !(opt.fin_prob >= 0 && opt.fin_prob <= 1) ||
+      !(opt.flood_prob >= 0 && opt.flood_prob <= 1))
     usage();
   if (!opt.seed_given) {
     std::random_device rd;
@@ -1604,7 +2182,12 @@ void summary(const Result& r, double secs, bool passed) {
       " fd_wakeups=%" PRIu64 " fd_spurious=%" PRIu64 " datagrams=%" PRIu64
       " coalesce_modes=%" PRIu64 " mode_switches=%" PRIu64 " maxqueue_changes=%" PRIu64
       " stats_checks=%" PRIu64 " own_items=%" PRIu64
-      " lost=%" PRIu64 " doubled=%" PRIu64 " hung=%d errors=%d duration=%.1fs\n",
+      " fin_states=%" PRIu64 " fin_runs=%" PRIu64 " fin_decoded=%" PRIu64
+      " fin_regs=%" PRIu64 " fin_reg_refused=%" PRIu64 " fin_items=%" PRIu64
+      " cancel_checks=%" PRIu64 " floods=%" PRIu64 " flood_items=%" PRIu64
+      " decode_unregs=%" PRIu64 " unreg_overlaps=%" PRIu64 " unreg_spanning=%" PRIu64
+      " lost=%" PRIu64 " doubled=%" PRIu64 " hung=%d late=%" PRIu64
+      " errors=%d duration=%.1fs\n",
       opt.seed, r.issued, st.accepted.load(), st.refused.load(), st.not_started.load(),
       st.blocking.load(), st.ff.load(), st.states_opened.load(),
       st.states_closed.load(), st.windows.load(), st.cancels.load(),
@@ -1617,7 +2200,11 @@ void summary(const Result& r, double secs, bool passed) {
       st.dispatched.load(), st.waits.load(), st.wait_timeouts.load(), st.fd_wakeups.load(),
       st.fd_spurious.load(), st.datagrams.load(), st.coalesce_modes.load(),
       st.mode_switches.load(), st.maxqueue_changes.load(), st.stats_checks.load(),
-      st.self_items.load(), r.lost, r.doubled, st.hung.load(), g_errors.load(), secs);
+      st.self_items.load(), st.fin_states.load(), st.fin_runs.load(), st.fin_decoded.load(),
+      st.fin_regs.load(), st.fin_reg_refused.load(), st.fin_items.load(),
+      st.cancel_checks.load(), st.floods.load(), st.flood_items.load(),
+      st.decode_unregs.load(), st.unreg_overlaps.load(), st.unreg_spanning.load(), r.lost,
+      r.doubled, st.hung.load(), st.late.load(), g_errors.load(), secs);
   std::printf("stress: %d passed, %d failed\n", passed ? 1 : 0, passed ? 0 : 1);
   std::fflush(stdout);
 }
@@ -1636,12 +2223,14 @@ int main(int argc, char** argv) {
   g_items.reset(new std::atomic<std::uint8_t>[opt.items + 1]());
   g_slots.reset(new Slot[std::size_t(opt.states)]);
   g_prod.reset(new ProducerInfo[std::size_t(opt.producers)]);
+  g_close_ns.reset(new std::atomic<std::int64_t>[std::size_t(opt.states)]());
 
   auto t0 = Clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
   std::vector<std::thread> threads;
   for (int s = 0; s < opt.states; ++s) threads.emplace_back(state_thread, s);
   for (int p = 0; p < opt.producers; ++p) threads.emplace_back(producer_thread, p);
+  threads.emplace_back(unreg_thread);
 
   double next_window = 0.5;
   double stop_at = -1;
@@ -1659,8 +2248,20 @@ int main(int argc, char** argv) {
         st.hung++;
       }
     }
+    for (int s = 0; s < opt.states; ++s) {
+      std::int64_t e = g_close_ns[std::size_t(s)].load();
+      if (e && double(now - e) / 1e9 > opt.hang_seconds) {
+        fail("state %d inside lua_close for more than %.0f s", s, opt.hang_seconds);
+        st.hung++;
+      }
+    }
+    std::int64_t ue = g_unreg_enter_ns.load();
+    if (ue && double(now - ue) / 1e9 > opt.hang_seconds) {
+      fail("the unreg-during-decode thread inside unreg for more than %.0f s", opt.hang_seconds);
+      st.hung++;
+    }
     bool done = g_producers_exited.load() == opt.producers &&
-                g_states_exited.load() == opt.states;
+                g_states_exited.load() == opt.states && g_unreg_exited.load();
     if (st.hung.load() || (stop_at >= 0 && !done && t - stop_at > opt.hang_seconds)) {
       if (!st.hung.load()) {
         fail("threads did not finish within %.0f s of the stop", opt.hang_seconds);
@@ -1691,7 +2292,7 @@ int main(int argc, char** argv) {
          st.states_closed.load());
   if (st.windows.load() == 0 && secs > 1.0)
     fail("the run never went through a moment with all states closed");
-  bool passed = g_errors.load() == 0 && st.hung.load() == 0;
+  bool passed = g_errors.load() == 0 && st.hung.load() == 0 && st.late.load() == 0;
   summary(r, secs, passed);
   return passed ? 0 : 1;
 }
