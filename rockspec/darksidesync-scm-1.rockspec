@@ -24,7 +24,8 @@ dependencies = {
 -- No modules table: with build type cmake, CMake's install rule installs
 -- lua/ (dss.lua and the event-loop helpers lua/darksidesync/*.lua, required
 -- as "darksidesync.luv", "darksidesync.cqueues", "darksidesync.copas",
--- "darksidesync.select", "darksidesync.reader") into $(LUADIR);
+-- "darksidesync.select", "darksidesync.reader", and the fibers:
+-- "darksidesync.fibers" and "darksidesync.fibers.*") into $(LUADIR);
 -- scripts/check-rockspec.sh checks they are there.
 build = {
   type = "cmake",

@@ -26,9 +26,16 @@ for v in ${ROCK_LUAS:-5.1 5.4}; do
     local dss = require "dss"
     assert(type(dss.gethandler) == "function", "dss helper")
     local sel = require "darksidesync.select"
+    local fibers = require "darksidesync.fibers"
+    assert(type(fibers.spawn) == "function" and type(d.monotime) == "function", "fibers")
     assert(type(sel.new) == "function", "darksidesync.select helper")
     for _, m in ipairs { "darksidesync.reader", "darksidesync.luv", "darksidesync.cqueues",
-                         "darksidesync.copas" } do
+                         "darksidesync.copas", "darksidesync.fibers", "darksidesync.fibers.sched",
+                         "darksidesync.fibers.fiber", "darksidesync.fibers.op",
+                         "darksidesync.fibers.channel", "darksidesync.fibers.sleep",
+                         "darksidesync.fibers.cond", "darksidesync.fibers.waitgroup",
+                         "darksidesync.fibers.queue", "darksidesync.fibers.mutex",
+                         "darksidesync.fibers.go" } do
       assert(not package.searchpath or
              (package.searchpath(m, package.path) or ""):find(os.getenv("TREE"), 1, true),
              m .. " from the tree")

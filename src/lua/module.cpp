@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <type_traits>
 
@@ -640,6 +641,17 @@ int l_wait(lua_State* L) {
   return 1;
 }
 
+// monotime() -> seconds from CLOCK_MONOTONIC, a float. Needs no hub: it
+// reads the clock only (the fibers scheduler's clock, lua/darksidesync/fibers).
+int l_monotime(lua_State* L) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+    return luaL_error(L, "darksidesync: clock_gettime failed: %s",
+                      std::strerror(errno));
+  lua_pushnumber(L, lua_Number(ts.tv_sec) + lua_Number(ts.tv_nsec) * 1e-9);
+  return 1;
+}
+
 int l_setmaxqueue(lua_State* L) {
   Hub* hub = check_hub(L);
   hub->set_max(std::size_t(check_count(L, 1)));
@@ -800,6 +812,7 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
                             {"setmaxqueue", l_setmaxqueue},
                             {"getmaxqueue", l_getmaxqueue},
                             {"stats", l_stats},
+                            {"monotime", l_monotime},
                             {nullptr, nullptr}};
   dss_setfuncs(L, funcs, 0);
   lua_pushliteral(L, DSS_VERSION);
