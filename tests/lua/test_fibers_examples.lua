@@ -1,0 +1,88 @@
+-- test_fibers_examples.lua -- the examples of examples/fibers/, each run as
+-- a child process with this interpreter (LUA_PATH and LUA_CPATH inherited),
+-- their exact output checked. Each must end on its own (fibers.stop()).
+
+-- The interpreter running this file: arg's lowest index.
+local interp
+do
+  local i = -1
+  while arg[i - 1] ~= nil do i = i - 1 end
+  interp = arg[i]
+end
+local dir = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/../../examples/fibers/"
+
+-- run(script, ...): the script's stdout (stderr into it too), as lines,
+-- and the exit status seen by close() (true on 5.1, which does not tell).
+local function run(script, ...)
+  local cmd = { "'" .. interp .. "'", "'" .. dir .. script .. "'" }
+  for _, a in ipairs({ ... }) do cmd[#cmd + 1] = tostring(a) end
+  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>&1; echo \"exit $?\""))
+  local out = p:read("*a")
+  p:close()
+  local lines = {}
+  for l in out:gmatch("([^\n]*)\n") do lines[#lines + 1] = l end
+  return lines
+end
+
+local function expect(lines, want)
+  eq(lines[#lines], "exit 0", "exit status (output: " .. table.concat(lines, " | ") .. ")")
+  eq(table.concat(lines, "\n", 1, #lines - 1), table.concat(want, "\n"))
+end
+
+test("interpreter found", function()
+  ok(interp and interp ~= "", "arg's lowest index")
+end)
+
+test("pingpong.lua: 10 hits, alternating, then the count", function()
+  local want = {}
+  for i = 1, 10 do want[i] = (i % 2 == 1 and "ping" or "pong") .. "\t" .. i end
+  want[11] = "hits\t10"
+  expect(run("pingpong.lua"), want)
+end)
+
+test("pingpong.lua 3", function()
+  expect(run("pingpong.lua", 3), { "ping\t1", "pong\t2", "ping\t3", "hits\t3" })
+end)
+
+test("sieve.lua: the first 10 primes", function()
+  expect(run("sieve.lua"), { "2", "3", "5", "7", "11", "13", "17", "19", "23", "29" })
+end)
+
+test("sieve.lua 25: the primes below 100", function()
+  local want = {}
+  for p = 2, 100 do
+    local prime = true
+    for d = 2, p - 1 do if p % d == 0 then prime = false break end end
+    if prime then want[#want + 1] = tostring(p) end
+  end
+  eq(#want, 25)
+  expect(run("sieve.lua", 25), want)
+end)
+
+test("select.lua: timeout, result, default, received, sent, default", function()
+  expect(run("select.lua"), { "timeout", "result fast", "no message received", "received hi",
+                              "sent again", "no message sent" })
+end)
+
+test("workers.lua: 9 jobs over 3 workers, results in job order", function()
+  local want = {}
+  for j = 1, 9 do want[j] = "job " .. j .. " -> " .. 2 * j end
+  want[10] = "9 results, 3 of 3 workers busy"
+  expect(run("workers.lua"), want)
+end)
+
+test("workers.lua 20 4", function()
+  local want = {}
+  for j = 1, 20 do want[j] = "job " .. j .. " -> " .. 2 * j end
+  want[21] = "20 results, 4 of 4 workers busy"
+  expect(run("workers.lua", 20, 4), want)
+end)
+
+test("cthreads.lua: the ticker's ticks and question through one fiber loop, the answer back in C", function()
+  expect(run("cthreads.lua"), { "1", "2", "3", "4", "5", "question 5", "ticker:\t5 ticks seen",
+                                "timer beat:\ttrue", "queue:\t0" })
+end)
+
+test("cthreads.lua 0: just the question", function()
+  expect(run("cthreads.lua", 0), { "question 0", "ticker:\t0 ticks seen", "timer beat:\ttrue", "queue:\t0" })
+end)
