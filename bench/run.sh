@@ -95,6 +95,19 @@ for v in $LUAS; do
   echo "bench: short suite on Lua $v" >&2
   "$BUILD$v"/bench/dss_bench --quick --reps 3 --scale "$SCALE" --label "$(label "$v")" | tee -a "$out"
 done
+
+# --- fibers (issue 16) -------------------------------------------------------------
+say ""
+say "### Fibers (darksidesync.fibers; ratio to a ceiling measured in the same process)"
+say ""
+say "| row | Lua | what | ours | reference | ratio | target |"
+say "|---|---|---|---|---|---|---|"
+for v in $LUAS; do
+  echo "bench: fiber rows on Lua $v" >&2
+  case $BUILD in /*) mod=$BUILD$v ;; *) mod=$ROOT/$BUILD$v ;; esac
+  LUA_PATH="$ROOT/lua/?.lua;;" LUA_CPATH="$mod/?.so;;" \
+    $(interp "$v") bench/fibers.lua "$(label "$v")" "$SCALE" 3 | tee -a "$out" || failed=1
+done
 say ""
 say "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 

@@ -1,0 +1,162 @@
+-- bench/fibers.lua -- the fiber rows of `make bench` (issue 16), run by
+-- bench/run.sh with each Lua's interpreter:
+--
+--   lua bench/fibers.lua LABEL [SCALE [REPS]]
+--
+-- needs package.path to reach lua/ and package.cpath the built module.
+-- Prints markdown table rows: each figure next to its ceiling measured here,
+-- in the same process (median of REPS), and the ratio.
+--
+--   FB1 unbuffered channel ping-pong, round trips/s; ceiling: two bare
+--       coroutine resume/yield round trips per round trip (target >= 0.25x)
+--   FB2 fibers spawned and finished/s; ceiling: bare coroutine.create +
+--       resume of a function that returns (target >= 0.3x)
+--   FB3 four-way selects/s: choice over 4 channels' get_op, one ready
+--       (orientation: lua-fibers ~129 k/s on 5.1; aim 1.5x = 193 k/s)
+--   FB4 10 000 fibers sleeping random 0-50 ms under main(), lateness by the
+--       monotonic clock, p50 / p99 (target p99 <= 2 ms)
+
+local label = arg[1] or _VERSION
+local scale = tonumber(arg[2]) or 1
+local reps = tonumber(arg[3]) or 3
+
+local dss = require "darksidesync"
+local fiber = require "darksidesync.fibers.fiber"
+local channel = require "darksidesync.fibers.channel"
+local op = require "darksidesync.fibers.op"
+local sleep = require "darksidesync.fibers.sleep"
+
+local now = dss.monotime
+local sched = fiber.current_scheduler
+
+local function median(t)
+  table.sort(t)
+  return t[math.floor((#t + 1) / 2)]
+end
+
+local function rate(n, f)
+  collectgarbage()
+  local t0 = now()
+  f(n)
+  return n / (now() - t0)
+end
+
+-- Runs turns until done() holds.
+local function drive(done)
+  while not done() do sched:run() end
+end
+
+-- --- FB1: ping-pong --------------------------------------------------------------
+local function pingpong(n)
+  local a, b = channel.new(), channel.new()
+  local finished = false
+  fiber.spawn(function()
+    for i = 1, n do
+      a:put(i)
+      b:get()
+    end
+    finished = true
+  end)
+  fiber.spawn(function()
+    for _ = 1, n do b:put(a:get()) end
+  end)
+  drive(function() return finished end)
+end
+
+local function coro_pingpong(n)
+  local co = coroutine.create(function()
+    while true do coroutine.yield() end
+  end)
+  local resume = coroutine.resume
+  for _ = 1, 2 * n do resume(co) end
+end
+
+-- --- FB2: spawn --------------------------------------------------------------------
+local function spawn_finish(n)
+  local done = 0
+  local function body() done = done + 1 end
+  local batch = 1000
+  for _ = 1, n / batch do
+    for _ = 1, batch do fiber.spawn(body) end
+    sched:run()
+  end
+  assert(done == n, "spawned fibers did not all finish")
+end
+
+local function coro_spawn(n)
+  local create, resume = coroutine.create, coroutine.resume
+  local function body() end
+  for _ = 1, n do resume(create(body)) end
+end
+
+-- --- FB3: four-way select -------------------------------------------------------
+local function select4(n)
+  local chans = {}
+  for i = 1, 4 do chans[i] = channel.new(1) end
+  local finished = false
+  fiber.spawn(function()
+    local ops = {}
+    for i = 1, 4 do ops[i] = chans[i]:get_op() end
+    local sel = op.choice(ops[1], ops[2], ops[3], ops[4])
+    for i = 1, n do
+      chans[i % 4 + 1]:put(i)
+      sel:perform()
+    end
+    finished = true
+  end)
+  drive(function() return finished end)
+end
+
+-- --- FB4: sleepers ---------------------------------------------------------------
+local function sleepers(n)
+  local late = {}
+  local left = n
+  math.randomseed(42)
+  for i = 1, n do
+    local dt = math.random() * 0.05
+    fiber.spawn(function()
+      local t0 = now()
+      sleep.sleep(dt)
+      late[i] = now() - (t0 + dt)
+      left = left - 1
+      if left == 0 then fiber.stop() end
+    end)
+  end
+  fiber.main()
+  table.sort(late)
+  return late[math.floor(n * 0.5)], late[math.floor(n * 0.99)]
+end
+
+-- --- run -------------------------------------------------------------------------
+local function fmt_rate(r)
+  if r >= 1e6 then return string.format("%.2f M/s", r / 1e6) end
+  return string.format("%.1f k/s", r / 1e3)
+end
+
+local function row(id, what, ours, ceil, target)
+  local ratio = ours / ceil
+  print(string.format("| %s | %s | %s | %s | %s | %.2fx | %s |", id, label, what,
+                      fmt_rate(ours), fmt_rate(ceil), ratio,
+                      target and (ratio >= target and ("met (>= " .. target .. "x)")
+                                  or ("**missed** (>= " .. target .. "x)")) or ""))
+end
+
+local n_pp, n_sp, n_sel = 100000 * scale, 100000 * scale, 100000 * scale
+local pp, cpp, sp, csp, sel = {}, {}, {}, {}, {}
+for _ = 1, reps do  -- interleaved
+  pp[#pp + 1] = rate(n_pp, pingpong)
+  cpp[#cpp + 1] = rate(n_pp, coro_pingpong)
+  sp[#sp + 1] = rate(n_sp, spawn_finish)
+  csp[#csp + 1] = rate(n_sp, coro_spawn)
+  sel[#sel + 1] = rate(n_sel, select4)
+end
+row("FB1", "channel ping-pong, round trips", median(pp), median(cpp), 0.25)
+row("FB2", "fibers spawned + finished", median(sp), median(csp), 0.3)
+local s = median(sel)
+print(string.format("| FB3 | %s | four-way select | %s | lua-fibers ~129 k/s (5.1) | %.2fx | %s |",
+                    label, fmt_rate(s), s / 129e3,
+                    s >= 193.5e3 and "met (>= 1.5x lua-fibers)" or "**missed** (>= 1.5x lua-fibers)"))
+local p50, p99 = sleepers(math.floor(10000 * math.min(scale, 1)))
+print(string.format("| FB4 | %s | 10 000 sleepers 0-50 ms, lateness p50 / p99 | %.2f / %.2f ms | lua-fibers ~31 / 49 ms | | %s |",
+                    label, p50 * 1e3, p99 * 1e3,
+                    p99 <= 0.002 and "met (p99 <= 2 ms)" or "**missed** (p99 <= 2 ms)"))
