@@ -273,6 +273,11 @@ void Hub::drain_enter() {
 void Hub::drain_leave() {
   if (--drain_depth_ == 0) drainer_.store(0, std::memory_order_relaxed);
   flush_room();
+  // Entries killed since the reservation was made (unreg, a timeout) may
+  // have emptied the queue while the killer could not tell: settle and
+  // look, under the lock (see after_kills_locked).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (kills_.load(std::memory_order_acquire) != seen_kills_) extend();
 }
 
 // --- deliver -----------------------------------------------------------
@@ -1004,16 +1009,17 @@ long Hub::queued_local(std::uint64_t id) {
 void Hub::after_kills_locked(std::size_t killed) {
   count_.store(count_.load(std::memory_order_relaxed) - killed,
                std::memory_order_relaxed);
-  kills_.fetch_add(1, std::memory_order_release);
-  // The consumer's count of items taken is its own, read here without
-  // synchronisation: it may be older (smaller) than the truth, which makes
-  // the queue look fuller, never emptier. Empty for sure: reset the
-  // wake-ups. Otherwise the queue may be empty and the consumer past its
-  // last look: let the next delivery send its notice again (a reader woken
-  // for nothing is fine; one never woken is not). The fd stays readable
-  // until the consumer finds the queue empty.
+  kills_.fetch_add(1, std::memory_order_seq_cst);
+  // The consumer's count of items taken is its own, read here without a
+  // lock: it may be older (smaller) than the truth, which makes the queue
+  // look fuller, never emptier. Empty for sure: reset the wake-ups. If it
+  // only looks non-empty, the consumer finds out: it stores its count,
+  // then (fence) reads kills_ when it leaves its drain; we bump kills_,
+  // then (fence) read its count. One of the two sees the other's store, so
+  // either we read the count that makes it empty, or the consumer sees the
+  // kill and settles under the lock (drain_leave). A notice is never lost.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (size_locked() == 0) reset_locked();
-  else signalled_ = false;
   if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_all();
 }
 

@@ -1173,11 +1173,13 @@ TEST_CASE("coalesce: after unreg kills the last queued items while the consumer 
     if (look) {
       drain(hub.get());  // until take() finds the queue empty
     } else {
+      hub->drain_enter();  // as poll and dispatch do
       for (int i = 0; i < k; ++i) {
         Taken t = hub->take();
         if (!t || t.data != &bs[std::size_t(i)]) ++bad_takes;
         if (t) hub->settle(t, hub->call_decoder(t, fake_L()));
       }
+      hub->drain_leave();
     }
     consumer_done = true;
     unregger.join();
