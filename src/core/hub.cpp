@@ -275,9 +275,9 @@ void Hub::drain_leave() {
   flush_room();
   // Entries killed since the reservation was made (unreg, a timeout) may
   // have emptied the queue while the killer could not tell: settle and
-  // look, under the lock (see after_kills_locked).
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (kills_.load(std::memory_order_acquire) != seen_kills_) extend();
+  // look, under the lock (see after_kills_locked; the read-modify-write,
+  // not a plain load, is what orders it with the killer's).
+  if (kills_.fetch_add(0, std::memory_order_acq_rel) != seen_kills_) extend();
 }
 
 // --- deliver -----------------------------------------------------------
@@ -1009,16 +1009,17 @@ long Hub::queued_local(std::uint64_t id) {
 void Hub::after_kills_locked(std::size_t killed) {
   count_.store(count_.load(std::memory_order_relaxed) - killed,
                std::memory_order_relaxed);
-  kills_.fetch_add(1, std::memory_order_seq_cst);
   // The consumer's count of items taken is its own, read here without a
   // lock: it may be older (smaller) than the truth, which makes the queue
   // look fuller, never emptier. Empty for sure: reset the wake-ups. If it
   // only looks non-empty, the consumer finds out: it stores its count,
-  // then (fence) reads kills_ when it leaves its drain; we bump kills_,
-  // then (fence) read its count. One of the two sees the other's store, so
-  // either we read the count that makes it empty, or the consumer sees the
-  // kill and settles under the lock (drain_leave). A notice is never lost.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // then does a read-modify-write of kills_ when it leaves its drain; we
+  // do ours, then read its count. The two are ordered in kills_'s
+  // modification order: either ours comes first and the consumer reads the
+  // kill (and settles under the lock, drain_leave), or its comes first and
+  // ours reads from it (acquire), and so reads its count. A notice is
+  // never lost.
+  kills_.fetch_add(1, std::memory_order_acq_rel);
   if (size_locked() == 0) reset_locked();
   if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_all();
 }
