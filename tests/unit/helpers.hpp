@@ -33,6 +33,14 @@
 
 #include "hub.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
 namespace ut {
 
 using dss::Blocking;
@@ -298,6 +306,47 @@ inline Taken must_take(Hub* hub) {
 // Calls the item's decoder with the fake L (as poll and dispatch do);
 // returns what it returned.
 inline int decode(Hub* hub, const Taken& t) { return hub->call_decoder(t, fake_L()); }
+
+// --- wake-ups ------------------------------------------------------------------
+
+// Whether fd is readable right now (poll(2) with a 0 timeout).
+inline bool readable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+}
+
+// A UDP socket bound to 127.0.0.1 on a free port.
+struct UdpListener {
+  int fd = -1;
+  int port = 0;
+  UdpListener() {
+    fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = 0;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port = ntohs(a.sin_port);
+    REQUIRE(port > 0);
+  }
+  ~UdpListener() { ::close(fd); }
+  UdpListener(const UdpListener&) = delete;
+  UdpListener& operator=(const UdpListener&) = delete;
+
+  // One datagram's payload; "<none>" when nothing arrived within the bound.
+  std::string recv(std::chrono::milliseconds bound) {
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, int(bound.count()));
+    if (r <= 0) return "<none>";
+    char buf[256];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0) return "<error>";
+    return std::string(buf, std::size_t(n));
+  }
+};
 
 }  // namespace ut
 

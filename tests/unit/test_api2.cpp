@@ -10,12 +10,6 @@ using namespace ut;
 
 namespace {
 
-// Whether fd is readable right now (poll(2) with a 0 timeout).
-bool readable(int fd) {
-  pollfd p{fd, POLLIN, 0};
-  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
-}
-
 // CHECKs every counter of hub->stats() against e.
 void check_stats(Hub* hub, const dss::Stats& e) {
   dss::Stats s = hub->stats();
