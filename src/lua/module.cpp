@@ -766,6 +766,8 @@ void start(lua_State* L) {
 
 }  // namespace
 
+void dss_open_poller(lua_State* L);  // poller.cpp
+
 extern "C" int luaopen_darksidesync(lua_State* L) {
   pin_module();
   if (hub_entry(L) == &stopped_mark) return luaL_error(L, "%s", STOPPED_MSG);
@@ -815,6 +817,7 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
                             {"monotime", l_monotime},
                             {nullptr, nullptr}};
   dss_setfuncs(L, funcs, 0);
+  dss_open_poller(L);
   lua_pushliteral(L, DSS_VERSION);
   lua_setfield(L, -2, "_VERSION");
 #if DSS_SET_GLOBAL
