@@ -86,3 +86,44 @@ end)
 test("cthreads.lua 0: just the question", function()
   expect(run("cthreads.lua", 0), { "question 0", "ticker:\t0 ticks seen", "timer beat:\ttrue", "queue:\t0" })
 end)
+
+-- run_fds(n, script, ...): as run(), with the fd limit raised to n first
+-- where the hard limit allows it (echo_server.lua scales itself down
+-- otherwise).
+local function run_fds(n, script, ...)
+  local cmd = { "ulimit -n " .. n .. " 2>/dev/null;", "'" .. interp .. "'", "'" .. dir .. script .. "'" }
+  for _, a in ipairs({ ... }) do cmd[#cmd + 1] = tostring(a) end
+  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>&1; echo \"exit $?\""))
+  local out = p:read("*a")
+  p:close()
+  local lines = {}
+  for l in out:gmatch("([^\n]*)\n") do lines[#lines + 1] = l end
+  return lines
+end
+
+-- echo_server.lua's summary line, its seconds as a pattern; with a first
+-- line when the fd limit scaled the clients down.
+local function expect_echo(lines, clients, per)
+  eq(lines[#lines], "exit 0", "exit status (output: " .. table.concat(lines, " | ") .. ")")
+  local first = 1
+  if #lines == 3 then
+    local limit, fit, want = lines[1]:match("^fd limit (%d+): (%d+) clients instead of (%d+)$")
+    ok(limit, "the scaling line: " .. lines[1])
+    eq(tonumber(want), clients)
+    ok(tonumber(fit) >= 1 and 2 * tonumber(fit) + 32 <= tonumber(limit), "scaled to fit the limit")
+    clients = tonumber(fit)
+    first = 2
+  end
+  eq(#lines, first + 1, "one summary line")
+  local pattern = "^" .. clients .. " clients, " .. clients * per ..
+                  " lines echoed, 0 mismatched, %d+%.%d%d seconds$"
+  ok(lines[first]:match(pattern), "summary: " .. tostring(lines[first]))
+end
+
+test("echo_server.lua 20 5: a server fiber per connection, 20 client fibers, every echo matched", function()
+  expect_echo(run("echo_server.lua", 20, 5), 20, 5)
+end)
+
+test("echo_server.lua: 1000 concurrent clients x 10 lines in one process (fd limit raised to 4096)", function()
+  expect_echo(run_fds(4096, "echo_server.lua"), 1000, 10)
+end)

@@ -1,0 +1,453 @@
+-- test_fibers_socket.lua -- darksidesync.fibers.socket: LuaSocket TCP and
+-- UDP sockets that suspend only their fiber, under fiber.main() on the real
+-- clock. Every test body runs in a fiber with a watchdog (a bounded wait,
+-- not a synchronisation); synchronisation is by channels and the sockets.
+
+local fiber = require "darksidesync.fibers.fiber"
+local op = require "darksidesync.fibers.op"
+local sleep = require "darksidesync.fibers.sleep"
+local channel = require "darksidesync.fibers.channel"
+local waitgroup = require "darksidesync.fibers.waitgroup"
+local socket = require "darksidesync.fibers.socket"
+local core = require "socket"
+
+fiber.set_stop_on_error(true)
+
+local scale = tonumber(os.getenv("DSS_TEST_TIMESCALE")) or 1
+
+-- run(body): body() in a fiber under fiber.main(); fails after `limit`
+-- seconds (default 30).
+local function run(body, limit)
+  local c = op.new_cond()
+  local finished = false
+  fiber.spawn(function()
+    local late = op.choice(c.wait_op():wrap(function() return false end),
+                           sleep.sleep_op((limit or 30) * scale):wrap(function() return true end)):perform()
+    if late then error("test timed out", 0) end
+  end)
+  fiber.spawn(function()
+    body()
+    finished = true
+    c.signal()
+    fiber.stop()
+  end)
+  fiber.main()
+  ok(finished, "body finished")
+end
+
+-- A listening socket on 127.0.0.1 and its port.
+local function listener()
+  local srv = assert(socket.bind("127.0.0.1", 0))
+  local _, port = srv:getsockname()
+  return srv, tonumber(port)
+end
+
+-- pair(): a connected client and server-side socket, both wrapped.
+local function pair()
+  local srv, port = listener()
+  local c = assert(socket.connect("127.0.0.1", port))
+  local s = assert(srv:accept())
+  srv:close()
+  return c, s
+end
+
+local function timeout_op(dt)
+  return sleep.sleep_op(dt):wrap(function() return nil, "timeout" end)
+end
+
+local function closed_port()
+  local s = assert(core.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+test("module: functions and wrap", function()
+  for _, name in ipairs { "tcp", "udp", "connect", "bind", "wrap" } do
+    eq(type(socket[name]), "function", name)
+  end
+  local raw = core.tcp()
+  local t = socket.wrap(raw)
+  eq(socket.wrap(t), t, "a wrapper is returned as it is")
+  eq(t:getsocket(), raw)
+  eq(tostring(t), tostring(raw))
+  eq(t.class, raw.class, "fields of the LuaSocket object")
+  local u = socket.udp()
+  ok(tostring(u):match("^udp"), "udp")
+  raises(function() socket.wrap({}) end, "bad argument #1 to 'wrap' (LuaSocket tcp or udp object expected, got table)")
+  eq(t:settimeout(1), 1)
+  eq(t:gettimeout(), 1)
+  eq(t:settimeout(nil), 1)
+  eq(t:gettimeout(), -1)
+  t:close()
+  u:close()
+end)
+
+test("bad patterns and data raise when the call is made", function()
+  local t = socket.tcp()
+  raises(function() t:receive("*x") end, "bad argument #1 to 'receive' (invalid receive pattern)")
+  raises(function() t:receive_op(-1) end, "bad argument #1 to 'receive' (invalid receive pattern)")
+  raises(function() t:receive("*l", {}) end, "bad argument #2 to 'receive' (string expected, got table)")
+  raises(function() t:send({}) end, "bad argument #1 to 'send' (string expected, got table)")
+  raises(function() t:send_op(nil) end, "bad argument #1 to 'send_op' (string expected, got nil)")
+  t:close()
+end)
+
+test("echo over TCP: 50 client fibers x 20 lines, one fiber per connection, every echo exact", function()
+  local clients, lines = 50, 20
+  local matched, served = 0, 0
+  run(function()
+    local srv, port = listener()
+    fiber.spawn(function()
+      while true do
+        local c, err = srv:accept()
+        if not c then eq(err, "closed") return end
+        fiber.spawn(function()
+          while true do
+            local l, e = c:receive("*l")
+            if not l then eq(e, "closed"); break end
+            assert(c:send(l .. "\n"))
+            served = served + 1
+          end
+          c:close()
+        end)
+      end
+    end)
+    local wg = waitgroup.new()
+    wg:add(clients)
+    for i = 1, clients do
+      fiber.spawn(function()
+        local c = assert(socket.connect("127.0.0.1", port))
+        for j = 1, lines do
+          local msg = ("client %d line %d"):format(i, j)
+          eq(c:send(msg .. "\n"), #msg + 1)
+          if c:receive("*l") == msg then matched = matched + 1 end
+        end
+        c:close()
+        wg:done()
+      end)
+    end
+    wg:wait()
+    srv:close()
+  end)
+  eq(matched, clients * lines)
+  eq(served, clients * lines)
+end)
+
+test("patterns: *l drops CRs, l, *a until closed, numbers, prefixes as LuaSocket 3", function()
+  run(function()
+    local c, s = pair()
+    c:send("a\rb\r\nline two\nabcdefgh")
+    eq(s:receive("*l"), "ab")
+    eq(s:receive("l"), "line two")
+    eq(s:receive(3), "abc")
+    eq(s:receive("3"), "def", "a numeric string")
+    eq(s:receive(3, "xy"), "xyg", "a number counts the prefix too")
+    eq(s:receive(2, "xyz"), "xyz", "prefix already long enough: nothing read")
+    eq(s:receive(0), "")
+    eq(s:receive(1), "h")
+    c:send("one\r\ntwo\nrest of it")
+    eq(s:receive(nil, ">"), ">one")
+    eq(s:receive("*l", "2:"), "2:two")
+    c:close()
+    eq(s:receive("*a"), "rest of it")
+    local r = pack(s:receive("*a"))
+    eq(r.n, 3); eq(r[1], nil); eq(r[2], "closed"); eq(r[3], "", "*a at the end: nil, closed, \"\" as LuaSocket")
+    r = pack(s:receive("*a", "p"))
+    eq(r[2], "closed"); eq(r[3], "p")
+    s:close()
+  end)
+end)
+
+test("partial results when the peer closes: numbers and lines", function()
+  run(function()
+    local c, s = pair()
+    c:send("abc")
+    c:close()
+    local r = pack(s:receive(10, "P"))
+    eq(r[1], nil); eq(r[2], "closed"); eq(r[3], "Pabc")
+    r = pack(s:receive(1))
+    eq(r[2], "closed"); eq(r[3], "")
+    s:close()
+    c, s = pair()
+    c:send("no newline\r")
+    c:close()
+    r = pack(s:receive("*l"))
+    eq(r[1], nil); eq(r[2], "closed"); eq(r[3], "no newline")
+    s:close()
+  end)
+end)
+
+test("settimeout: nil, timeout and the partial data, taken as LuaSocket does; the rest comes next", function()
+  run(function()
+    local c, s = pair()
+    s:settimeout(0.05)
+    c:send("half a li")
+    local r = pack(s:receive("*l"))
+    eq(r[1], nil); eq(r[2], "timeout"); eq(r[3], "half a li")
+    c:send("ne\n")
+    eq(s:receive("*l"), "ne", "the partial was returned, not kept")
+    s:settimeout(0)
+    r = pack(s:receive(4, "x"))
+    eq(r[2], "timeout"); eq(r[3], "x", "timeout 0: at once")
+    c:send("abc")
+    r = pack(s:receive(4))
+    eq(r[2], "timeout"); eq(r[3], "abc")
+    s:settimeout(-1)
+    eq(s:gettimeout(), -1)
+    c:send("wxyz")
+    eq(s:receive(4), "wxyz", "no timeout")
+    -- *a with a timeout: everything so far
+    s:settimeout(0.05)
+    c:send("all this")
+    r = pack(s:receive("*a"))
+    eq(r[2], "timeout"); eq(r[3], "all this")
+    c:close()
+    s:close()
+  end)
+end)
+
+test("choice with sleep_op: the timeout wins and no byte is lost; the data arriving later completes the line", function()
+  run(function()
+    local c, s = pair()
+    local r = pack(op.choice(s:receive_op("*l"), timeout_op(0.02)):perform())
+    eq(r[1], nil); eq(r[2], "timeout")
+    c:send("first ")
+    r = pack(op.choice(s:receive_op("*l"), timeout_op(0.05)):perform())
+    eq(r[2], "timeout", "half a line: still a timeout")
+    ok(s:dirty(), "the half line is buffered")
+    c:send("half\r\nsecond\n")
+    eq(op.choice(s:receive_op("*l"), timeout_op(5)):perform(), "first half")
+    eq(op.choice(s:receive_op(3), timeout_op(5)):perform(), "sec")
+    -- numbers too: 3 of 5 bytes come, the op loses, then 2 more
+    c:send("12")
+    r = pack(op.choice(s:receive_op(7), timeout_op(0.05)):perform())
+    eq(r[2], "timeout")
+    c:send("345")
+    eq(s:receive(7), "ond\n123", "bytes read by the losing op kept")
+    eq(s:receive(2), "45")
+    -- a receive blocked in a choice: the data wins when it comes
+    local ch = channel.new()
+    fiber.spawn(function()
+      ch:put(op.choice(s:receive_op("*l"), timeout_op(5)):perform())
+    end)
+    sleep.sleep(0.02)
+    c:send("late\n")
+    eq(ch:get(), "late")
+    c:close()
+    s:close()
+  end)
+end)
+
+test("accept_op in a choice: the timeout, then a client", function()
+  run(function()
+    local srv, port = listener()
+    local r = pack(op.choice(srv:accept_op(), timeout_op(0.02)):perform())
+    eq(r[1], nil); eq(r[2], "timeout")
+    local ch = channel.new()
+    fiber.spawn(function()
+      ch:put(op.choice(srv:accept_op():wrap(function(c) return c end), timeout_op(5)):perform())
+    end)
+    local c = assert(socket.connect("127.0.0.1", port))
+    local a = ch:get()
+    ok(a, "accepted")
+    ok(tostring(a):match("^tcp{client}"))
+    local ip, p = a:getpeername()
+    eq(ip, "127.0.0.1")
+    local _, cport = c:getsockname()
+    eq(tonumber(p), tonumber(cport))
+    srv:settimeout(0.02)
+    r = pack(srv:accept())
+    eq(r[1], nil); eq(r[2], "timeout")
+    a:close(); c:close(); srv:close()
+  end)
+end)
+
+test("connect to a closed port: LuaSocket's own error; connect_op, socket.tcp + connect", function()
+  run(function()
+    local port = closed_port()
+    local want = pack(core.connect("127.0.0.1", port))
+    eq(want[2], "connection refused")
+    local r = pack(socket.connect("127.0.0.1", port))
+    eq(r[1], nil); eq(r[2], want[2])
+    local t = socket.tcp()
+    r = pack(t:connect("127.0.0.1", port))
+    eq(r[1], nil); eq(r[2], want[2])
+    t:close()
+    local srv, lport = listener()
+    t = socket.tcp()
+    eq(op.choice(t:connect_op("127.0.0.1", lport), timeout_op(5)):perform(), 1)
+    local a = assert(srv:accept())
+    t:send("hi\n")
+    eq(a:receive(), "hi")
+    a:close(); t:close(); srv:close()
+  end)
+end)
+
+test("socket.tcp: bind, listen, accept by hand; setoption, getstats, shutdown", function()
+  run(function()
+    local t = socket.tcp()
+    eq(t:bind("127.0.0.1", 0), 1)
+    eq(t:setoption("reuseaddr", true), 1, "after bind: LuaSocket's tcp() has no fd before")
+    eq(t:listen(8), 1)
+    ok(t:getfd() >= 0, "getfd")
+    local _, port = t:getsockname()
+    local c = assert(socket.connect("127.0.0.1", port))
+    local s = assert(t:accept())
+    eq(c:send("xyz"), 3)
+    eq(s:receive(3), "xyz")
+    local rx, tx = s:getstats()
+    eq(rx, 3); eq(tx, 0)
+    eq(c:shutdown("send"), 1)
+    local r = pack(s:receive(1))
+    eq(r[2], "closed")
+    eq(s:dirty(), false)
+    s:close(); c:close(); t:close()
+  end)
+end)
+
+test("close wakes fibers blocked in receive, accept and a choice: nil, closed", function()
+  run(function()
+    local c, s = pair()
+    local srv = listener()
+    local ch = channel.new()
+    fiber.spawn(function() ch:put(pack(s:receive("*l"))) end)
+    fiber.spawn(function() ch:put(pack(srv:accept())) end)
+    fiber.spawn(function() ch:put(pack(op.choice(c:receive_op(5), timeout_op(10)):perform())) end)
+    sleep.sleep(0.02)
+    s:close()
+    srv:close()
+    c:close()
+    for _ = 1, 3 do
+      local r = ch:get()
+      eq(r[1], nil); eq(r[2], "closed")
+    end
+    local r = pack(s:receive())
+    eq(r[1], nil); eq(r[2], "closed"); eq(r[3], "", "after close")
+    r = pack(s:send("x"))
+    eq(r[2], "closed")
+  end)
+end)
+
+test("large sends: 8 MB in one send while the peer reads, many writable waits; send with i, j", function()
+  local size = 8 * 1024 * 1024
+  run(function()
+    local c, s = pair()
+    local chunk = ("0123456789abcdef"):rep(64)
+    local parts = {}
+    for i = 1, size / #chunk do parts[i] = chunk:sub(1 + i % 7) .. chunk:sub(1, i % 7) end
+    local data = table.concat(parts)
+    eq(#data, size)
+    local reads = 0
+    local ch = channel.new()
+    fiber.spawn(function()
+      local got = {}
+      while true do
+        local d, err, partial = s:receive(65536)
+        reads = reads + 1
+        got[#got + 1] = d or partial
+        if not d then eq(err, "closed") break end
+      end
+      ch:put(table.concat(got))
+    end)
+    eq(c:send(data), size)
+    eq(c:send(data, size - 9, size - 5), size - 5, "i, j: the last index")
+    eq(c:send("abcdef", -2), 6)
+    c:close()
+    local got = ch:get()
+    eq(#got, size + 5 + 2)
+    ok(got == data .. data:sub(size - 9, size - 5) .. "ef", "the bytes, in order")
+    ok(reads > 10, "the reader ran while the sender waited")
+    s:close()
+  end)
+end)
+
+test("send with a timeout: nil, timeout and the last byte sent; the rest sent after it arrives whole", function()
+  local size = 16 * 1024 * 1024
+  run(function()
+    local c, s = pair()
+    local data = ("x"):rep(size - 1) .. "y"
+    c:settimeout(0.05)
+    local r = pack(c:send(data))
+    eq(r[1], nil); eq(r[2], "timeout")
+    local last = r[3]
+    ok(last > 0 and last < size, "some sent: " .. tostring(last))
+    -- send_op in a losing choice
+    local r2 = pack(op.choice(c:send_op(data, last + 1), timeout_op(0.02)):perform())
+    eq(r2[2], "timeout")
+    c:close()
+    local got, err, partial = s:receive("*a")
+    eq(err, nil)
+    ok(#got >= last, "at least what send reported")
+    eq(got:sub(1, last), data:sub(1, last))
+    s:close()
+    -- both ways to the end
+    c, s = pair()
+    c:settimeout(0.05)
+    r = pack(c:send(data))
+    local n = r[3]
+    local ch = channel.new()
+    fiber.spawn(function() ch:put(s:receive(size)) end)
+    c:settimeout(nil)
+    eq(c:send(data, n + 1), size)
+    eq(ch:get(), data)
+    c:close(); s:close()
+  end)
+end)
+
+test("UDP: sendto, receivefrom, setsockname, setpeername, send, receive; receive_op in a choice; close wakes", function()
+  run(function()
+    local a, b = socket.udp(), socket.udp()
+    eq(a:setsockname("127.0.0.1", 0), 1)
+    eq(b:setsockname("127.0.0.1", 0), 1)
+    local _, pa = a:getsockname()
+    local _, pb = b:getsockname()
+    pa, pb = tonumber(pa), tonumber(pb)
+    local r = pack(op.choice(a:receivefrom_op(), timeout_op(0.02)):perform())
+    eq(r[1], nil); eq(r[2], "timeout")
+    local ch = channel.new()
+    fiber.spawn(function() ch:put(pack(a:receivefrom())) end)
+    eq(b:sendto("hello", "127.0.0.1", pa), 5)
+    r = ch:get()
+    eq(r[1], "hello"); eq(r[2], "127.0.0.1"); eq(tonumber(r[3]), pb)
+    eq(a:setpeername("127.0.0.1", pb), 1)
+    eq(a:send("back"), 4)
+    eq(b:receive(), "back")
+    eq(b:sendto("123456", "127.0.0.1", pa), 6)
+    eq(a:receive(3), "123", "size truncates the datagram")
+    eq(op.choice(b:receive_op(), timeout_op(5)):perform_alt(function() return "none" end), "none")
+    a:settimeout(0.02)
+    r = pack(a:receive())
+    eq(r[1], nil); eq(r[2], "timeout")
+    for i = 1, 100 do b:sendto("d" .. i, "127.0.0.1", pa) end
+    local n = 0
+    for i = 1, 100 do if a:receive() == "d" .. i then n = n + 1 end end
+    eq(n, 100)
+    fiber.spawn(function() ch:put(pack(b:receive())) end)
+    sleep.sleep(0.02)
+    b:close()
+    r = ch:get()
+    eq(r[1], nil); eq(r[2], "closed")
+    a:close()
+  end)
+end)
+
+test("outside a fiber: blocking calls block the thread, with the timeout", function()
+  local srv, port = listener()
+  local c = assert(socket.connect("127.0.0.1", port))
+  local s = assert(srv:accept())
+  c:send("line\n")
+  eq(s:receive(), "line")
+  s:settimeout(0.05)
+  local t0 = core.gettime()
+  local r = pack(s:receive())
+  eq(r[1], nil); eq(r[2], "timeout")
+  ok(core.gettime() - t0 >= 0.04, "it waited")
+  local refused = pack(socket.connect("127.0.0.1", closed_port()))
+  eq(refused[2], "connection refused")
+  c:close()
+  r = pack(s:receive())
+  eq(r[2], "closed")
+  s:close()
+  srv:close()
+end)
