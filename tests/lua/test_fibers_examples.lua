@@ -78,13 +78,14 @@ test("workers.lua 20 4", function()
   expect(run("workers.lua", 20, 4), want)
 end)
 
-test("cthreads.lua: the ticker's ticks and question through one fiber loop, the answer back in C", function()
+test("cthreads.lua: the ticker's ticks and question, a socket and a timer through one fiber loop, the answer back in C", function()
   expect(run("cthreads.lua"), { "1", "2", "3", "4", "5", "question 5", "ticker:\t5 ticks seen",
-                                "timer beat:\ttrue", "queue:\t0" })
+                                "timer beat:\ttrue", "socket heard:\ttrue", "queue:\t0" })
 end)
 
 test("cthreads.lua 0: just the question", function()
-  expect(run("cthreads.lua", 0), { "question 0", "ticker:\t0 ticks seen", "timer beat:\ttrue", "queue:\t0" })
+  expect(run("cthreads.lua", 0), { "question 0", "ticker:\t0 ticks seen", "timer beat:\ttrue",
+                                   "socket heard:\ttrue", "queue:\t0" })
 end)
 
 -- run_fds(n, script, ...): as run(), with the fd limit raised to n first
