@@ -185,6 +185,7 @@ typedef struct dopts {
   int dmode, rmode;
   long decode_ms; /* the decoder (L != NULL) sleeps this long first */
   long ret_ms;    /* the return callback (called from Lua) too */
+  int stamp; /* the callback gets a 5th argument: when deliver was called */
 } dopts;
 
 typedef struct ctx {
@@ -248,6 +249,7 @@ typedef struct item {
   int ended_by_deliver; /* ended with L == NULL on that thread, inside it */
   int done;             /* its deliver returned */
   struct item *kept_next;
+  double stamped; /* CLOCK_MONOTONIC seconds just before deliver (o.stamp) */
 } item;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -463,6 +465,7 @@ static int decode(lua_State *L, void *pData, void *utilid, int lib) {
   int itlib = it->lib, counted = 0;
   long seq = it->seq;
   dopts o = it->o;
+  double stamped = it->stamped;
   ctx *c = it->c;
   LOCK();
   if (it->lib != lib || it->utilid != utilid) it->c->c[lib][C_MISROUTED]++;
@@ -538,6 +541,10 @@ static int decode(lua_State *L, void *pData, void *utilid, int lib) {
   lua_pushinteger(L, lib);
   lua_pushinteger(L, pid);
   lua_pushinteger(L, (lua_Integer)seq);
+  if (o.stamp) {
+    lua_pushnumber(L, (lua_Number)stamped);
+    return 5;
+  }
   return 4;
 }
 
@@ -670,9 +677,16 @@ static int deliver_as(int lib, const dopts *o, void *utilid,
 
 /* Delivers a new item (from item_new) from this thread and accounts for
  * the result; frees it when it is ours again. Returns the code. */
+static double mono_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int deliver_item(item *it, int nodecoder) {
   ctx *c = it->c;
   int lib = it->lib, blocking = it->blocking, rc;
+  if (it->o.stamp) it->stamped = mono_seconds();
   rc = deliver_as(lib, &it->o, it->utilid, nodecoder ? NULL : decoder_of(lib),
                   blocking ? return_of(lib) : NULL, it);
   /* A delivered fire-and-forget item may be gone already: don't touch. */
@@ -891,19 +905,22 @@ static void opt_dopts(lua_State *L, int t, dopts *o) {
   o->rmode = opt_mode(L, t, "ret", rmode_names);
   o->decode_ms = opt_int(L, t, "decode_ms", 0);
   o->ret_ms = opt_int(L, t, "ret_ms", 0);
+  o->stamp = opt_bool(L, t, "stamp", 0);
   if (o->dmode == D_OVERCOUNT && o->blocking)
     luaL_error(L, "decoder 'overcount' is for fire-and-forget items");
 }
 
 /* start{threads=, items=, blocking=, decoder=, ret=, lib=, utilid=, api=,
- *       flags=, timeout=, keepgoing=, delay=, decode_ms=, ret_ms=}
+ *       flags=, timeout=, keepgoing=, delay=, decode_ms=, ret_ms=, stamp=}
  *   -> first producer id, number of threads. Producer i delivers items seq
  * 1..items, each after the previous one was accepted (blocking: ended).
  * api = 2: through deliver2, with flags ("nowait" or a number) and timeout
  * (ms; default DSS_TIMEOUT_INFINITE). A producer stops at the first deliver
  * that did not return SUCCESS or UDP_SEND_FAILED, unless keepgoing. delay:
  * ms to sleep before each deliver; decode_ms / ret_ms: ms the decoder /
- * return callback runs (sleeps) when called from Lua. */
+ * return callback runs (sleeps) when called from Lua. stamp: the callback
+ * gets a 5th argument, the CLOCK_MONOTONIC seconds (darksidesync.monotime's
+ * clock) taken just before the item's deliver (bench/fibers.lua, FB5). */
 static int l_start(lua_State *L) {
   ctx *c = self_ctx(L);
   long threads, items, delay, i;

@@ -6,18 +6,30 @@
 -- closed" (blocked putters raise it too). Closing again does nothing.
 
 local op = require "darksidesync.fibers.op"
+local fiber = require "darksidesync.fibers.fiber"
 
 local M = {}
 
--- A FIFO: head and tail indexes over a table.
+local co_yield, co_running = coroutine.yield, coroutine.running
+local reusable_suspension, identity = op.reusable_suspension, op.identity
+local SUSPENDED = fiber.SUSPENDED
+local current_fiber = fiber.current_fiber
+
+-- A FIFO: head and tail indexes over a table; back to 1, 0 when it empties,
+-- so that its keys stay small (in the table's array part).
 local function fifo() return { h = 1, t = 0 } end
-local function push(q, v) q.t = q.t + 1; q[q.t] = v end
+local function push(q, v) local t = q.t + 1; q.t = t; q[t] = v end
 local function pop(q)
   local h = q.h
-  if h > q.t then return nil end
+  local t = q.t
+  if h > t then return nil end
   local v = q[h]
   q[h] = nil
-  q.h = h + 1
+  if h == t then
+    q.h, q.t = 1, 0
+  else
+    q.h = h + 1
+  end
   return v
 end
 local function size(q) return q.t - q.h + 1 end
@@ -29,9 +41,16 @@ end
 local function pop_live(q)
   while q.h <= q.t do
     local e = pop(q)
-    if e[1]:waiting() then return e end
+    if e[1].state == "waiting" then return e end
   end
   return nil
+end
+
+-- The buffer holds the values themselves, nil as NILV.
+local NILV = {}
+local function buf_push(ch, v)
+  if v == nil then v = NILV end
+  push(ch.buf, v)
 end
 
 local Channel = {}
@@ -60,7 +79,7 @@ function Channel:put_op(val)
       return true
     end
     if size(ch.buf) < ch.size then
-      push(ch.buf, { val })
+      buf_push(ch, val)
       return true
     end
     return false
@@ -75,15 +94,17 @@ end
 function Channel:get_op()
   local ch = self
   local function try()
-    local b = pop(ch.buf)
-    if b then
+    local buf = ch.buf
+    if buf.h <= buf.t then
+      local b = pop(buf)
       -- Room now: a waiting putter's value moves into the buffer.
       local p = pop_live(ch.putq)
       if p then
-        push(ch.buf, { p[3] })
+        buf_push(ch, p[3])
         p[1]:complete(p[2])
       end
-      return true, b[1]
+      if b == NILV then b = nil end
+      return true, b
     end
     local p = pop_live(ch.putq)
     if p then
@@ -103,12 +124,94 @@ end
 Channel.put_operation = Channel.put_op
 Channel.get_operation = Channel.get_op
 
+-- put(val) and get(): put_op(val):perform() and get_op():perform(), without
+-- building the op: the same try, then the same block, with the fiber's
+-- reusable suspension as the queue entry. (The hot path of channels: the
+-- queue operations and a completion of a plain entry are inlined.)
+
+-- Takes the first live entry off q and completes it with (v) (nv = 1) or
+-- nothing (nv = 0); returns the entry, or nil when none waits.
+local function complete_first(q, nv, v)
+  local h, t = q.h, q.t
+  while h <= t do
+    local e = q[h]
+    q[h] = nil
+    if h == t then
+      q.h, q.t = 1, 0
+    else
+      q.h = h + 1
+    end
+    local s = e[1]
+    if s.state == "waiting" then
+      if s.nacks == nil then
+        s.state = "synchronized"
+        s.wrap = e[2]
+        s.nv = nv
+        s.v1 = v
+        s.sched:schedule(s)
+      elseif nv == 1 then
+        s:complete(e[2], v)
+      else
+        s:complete(e[2])
+      end
+      return e
+    end
+    h = h + 1
+  end
+  return nil
+end
+
+-- Queues the fiber's reusable suspension as an entry of q, with wrap
+-- identity and value v.
+local function enqueue(q, f, v)
+  local s = reusable_suspension(fiber.current_scheduler, f)
+  s[2], s[3] = identity, v
+  local h = q.h
+  while h <= q.t and q[h][1].state ~= "waiting" do pop(q); h = q.h end -- drop_stale
+  local t = q.t + 1
+  q.t = t
+  q[t] = s
+end
+
 function Channel:put(val)
-  self:put_op(val):perform()
+  if self.closed then closed_error() end
+  if complete_first(self.getq, 1, val) then return end
+  local buf = self.buf
+  if buf.t - buf.h + 1 < self.size then
+    buf_push(self, val)
+    return
+  end
+  local f = current_fiber()
+  if f == nil or co_running() ~= f.coroutine then
+    self:put_op(val):perform() -- raises the usual error
+    return
+  end
+  enqueue(self.putq, f, val)
+  local w = co_yield(SUSPENDED)
+  if w ~= identity then w() end -- closed_error
 end
 
 function Channel:get()
-  return self:get_op():perform()
+  local buf = self.buf
+  if buf.h <= buf.t then
+    local b = pop(buf)
+    local p = complete_first(self.putq, 0)
+    if p then buf_push(self, p[3]) end
+    if b == NILV then b = nil end
+    return b
+  end
+  local p = complete_first(self.putq, 0)
+  if p then return p[3] end
+  if self.closed then return nil end
+  local f = current_fiber()
+  if f == nil or co_running() ~= f.coroutine then
+    return self:get_op():perform() -- raises the usual error
+  end
+  enqueue(self.getq, f, nil)
+  -- Resumed with (wrap, value): identity, but for close()'s completion.
+  local w, v = co_yield(SUSPENDED)
+  if w == identity then return v end
+  return w(v)
 end
 
 -- close(): wakes every blocked fiber: getters get nil, putters raise

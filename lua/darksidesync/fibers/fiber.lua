@@ -46,24 +46,61 @@ end
 local Fiber = {}
 Fiber.__index = Fiber
 
+-- What suspend yields: a fiber that yielded it is not dead, without asking
+-- coroutine.status.
+local SUSPENDED = {}
+-- What a fiber's coroutine yields when the fiber's function has returned:
+-- the coroutine goes back to a pool, for a later spawn (creating one costs
+-- more than the rest of a spawn).
+local DONE = {}
+local pool, npool, POOL_MAX = {}, 0, 1024
+
+-- A pooled coroutine's body: runs the function of the fiber it is resumed
+-- with, then yields DONE and waits for the next fiber. Nothing of a fiber
+-- stays referenced from the stack while pooled.
+local function body(f)
+  while true do
+    local fn, args = f.fn, f.args
+    f.fn, f.args, f = nil, nil, nil
+    if args == nil then fn() else fn(unpack(args, 1, args.n)) end
+    fn, args = nil, nil
+    f = co_yield(DONE)
+  end
+end
+
 function Fiber:resume(...)
   if not self.alive then error("dead fiber", 2) end
   local saved = current_fiber
   current_fiber = self
-  local ok, err = co_resume(self.coroutine, ...)
-  current_fiber = saved
-  if not ok then
-    self.alive = false
-    local tb = debug.traceback(self.coroutine, tostring(err))
-    self.traceback = tb
-    if stop_on_error then
-      if first_error == nil then first_error = tb end
-      M.current_scheduler:stop()
-    end
-    error_handler(err, tb, self)
-  elseif co_status(self.coroutine) == "dead" then
-    self.alive = false
+  local co = self.coroutine
+  local ok, err
+  if self.fn == nil then
+    ok, err = co_resume(co, ...)
+  else -- first run: the body takes the function from self
+    ok, err = co_resume(co, self)
   end
+  current_fiber = saved
+  if ok then
+    if err == SUSPENDED then return end
+    if err == DONE then
+      self.alive = false
+      if npool < POOL_MAX then
+        npool = npool + 1
+        pool[npool] = co
+      end
+    elseif co_status(co) == "dead" then
+      self.alive = false
+    end
+    return
+  end
+  self.alive = false
+  local tb = debug.traceback(co, tostring(err))
+  self.traceback = tb
+  if stop_on_error then
+    if first_error == nil then first_error = tb end
+    M.current_scheduler:stop()
+  end
+  error_handler(err, tb, self)
 end
 Fiber.run = Fiber.resume
 
@@ -77,13 +114,16 @@ function M.spawn(fn, ...)
     error("bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")", 2)
   end
   local co
-  if select("#", ...) == 0 and type(fn) == "function" then
-    co = co_create(fn)
+  if npool > 0 then
+    co = pool[npool]
+    pool[npool] = nil
+    npool = npool - 1
   else
-    local args = pack(...)
-    co = co_create(function() return fn(unpack(args, 1, args.n)) end)
+    co = co_create(body)
   end
-  M.current_scheduler:schedule(setmetatable({ coroutine = co, alive = true }, Fiber))
+  local f = setmetatable({ coroutine = co, alive = true, fn = fn }, Fiber)
+  if select("#", ...) > 0 then f.args = pack(...) end
+  M.current_scheduler:schedule(f)
 end
 
 function M.current_fiber()
@@ -99,8 +139,12 @@ function M.suspend(block_fn, ...)
     error("darksidesync.fibers: cannot block in a coroutine inside a fiber", 2)
   end
   block_fn(M.current_scheduler, f, ...)
-  return co_yield()
+  return co_yield(SUSPENDED)
 end
+
+-- SUSPENDED: what a fiber yields when it blocks (for fast paths that block
+-- without suspend(), see channel.lua).
+M.SUSPENDED = SUSPENDED
 
 local function reschedule(s, f) s:schedule(f) end
 
@@ -130,32 +174,66 @@ end
 -- The darksidesync task source: every turn, each queued item's callback
 -- runs in its own fiber, callback(unpack(args)); main() sleeps in
 -- darksidesync.wait, so an item delivered by a C thread wakes it.
+-- It also completes the waiters of darksidesync.fibers.items' ready_op when
+-- the queue is non-empty; with auto off (items.set_auto(false)) it only
+-- does that, and never polls.
 local ok_dss, dss = pcall(require, "darksidesync")
 if ok_dss and type(dss) == "table" and dss.poll then
-  local source = { max = 1000 }
+  local source = { max = 1000, auto = true }
+  local queuesize = dss.queuesize
+  -- Waiters of ready_op: {suspension, wrap}; stale ones (another arm of a
+  -- choice won) are skipped, and pruned when the list doubles.
+  local waiters, nwaiters, prune_at = {}, 0, 16
+  local function wake_waiters(n)
+    local w, count = waiters, nwaiters
+    waiters, nwaiters, prune_at = {}, 0, 16
+    for i = 1, count do
+      local e = w[i]
+      if e[1]:waiting() then e[1]:complete(e[2], n) end
+    end
+  end
   function source.schedule_tasks(self, _, _)
+    local n = queuesize()
+    if n == 0 then return end -- cheaper than a poll of nothing
+    if nwaiters > 0 then wake_waiters(n) end
+    if not self.auto then return end
     local poll = dss.poll
     for _ = 1, self.max do
-      local ok, n, cb, args = pcall(poll)
+      local ok, left, cb, args = pcall(poll)
       if not ok then
         -- A client's decoder raised: the item has ended; report it like a
         -- fiber's error.
-        local tb = debug.traceback(tostring(n), 1)
-        error_handler(n, tb, nil)
-      elseif n == -1 then
+        local tb = debug.traceback(tostring(left), 1)
+        error_handler(left, tb, nil)
+      elseif left == -1 then
         return
       elseif cb ~= nil then
         M.spawn(cb, unpack(args))
-        if n == 0 then return end
-      elseif n == 0 then
+        if left == 0 then return end
+      elseif left == 0 then
         return
       end
     end
   end
   function source.wait_for_events(_, _, _, timeout)
-    if dss.queuesize() == 0 then dss.wait(timeout) end
+    if queuesize() == 0 then dss.wait(timeout) end
   end
   function source.cancel_all_tasks() end
+  -- add_waiter(s, wrap): s:complete(wrap, queuesize()) in the first turn
+  -- that starts with the queue non-empty (darksidesync.fibers.items).
+  function source.add_waiter(s, wrap)
+    if nwaiters >= prune_at then
+      local live = {}
+      for i = 1, nwaiters do
+        local e = waiters[i]
+        if e[1]:waiting() then live[#live + 1] = e end
+      end
+      waiters, nwaiters = live, #live
+      prune_at = 2 * nwaiters + 16
+    end
+    nwaiters = nwaiters + 1
+    waiters[nwaiters] = { s, wrap }
+  end
   M.dss_source = source
   M.current_scheduler:add_task_source(source)
 end

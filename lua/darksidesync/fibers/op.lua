@@ -47,11 +47,23 @@ local function synchronize(self, wrap)
   end
 end
 
--- complete(wrap, ...): the fiber resumes next turn with wrap(...).
+-- complete(wrap, ...): the fiber resumes next turn with wrap(...). No
+-- value or one value (the common case) is kept in fields, not a table.
 function Suspension:complete(wrap, ...)
-  synchronize(self, wrap)
+  if self.state ~= "waiting" or self.nacks then
+    synchronize(self, wrap)
+  else
+    self.state = "synchronized"
+  end
   self.wrap = wrap
-  self.vals = pack(...)
+  local n = select("#", ...)
+  if n == 1 then
+    self.nv, self.v1 = 1, ...
+  elseif n == 0 then
+    self.nv = 0
+  else
+    self.nv, self.vals = -1, pack(...)
+  end
   self.sched:schedule(self)
 end
 
@@ -64,9 +76,20 @@ function Suspension:complete_and_run(wrap, ...)
 end
 
 function Suspension:run()
-  local v = self.vals
-  self.vals = nil
-  if self.fiber.alive then self.fiber:resume(self.wrap, unpack(v, 1, v.n)) end
+  local f, nv = self.fiber, self.nv
+  self.nv = nil -- run: free for reuse (see reusable_suspension)
+  self[3] = nil
+  if nv == 1 then
+    local v = self.v1
+    self.v1 = nil
+    if f.alive then f:resume(self.wrap, v) end
+  elseif nv == 0 then
+    if f.alive then f:resume(self.wrap) end
+  else
+    local v = self.vals
+    self.vals = nil
+    if f.alive then f:resume(self.wrap, unpack(v, 1, v.n)) end
+  end
 end
 
 local CompleteTask = {}
@@ -93,6 +116,28 @@ function CompleteTask:cancel(reason)
 end
 
 M.new_suspension = new_suspension
+
+-- reusable_suspension(sched, f): for the fast paths (channel get and put)
+-- that register a suspension in exactly one queue, as that queue's entry
+-- itself (s[1] == s; s[2] the wrap, s[3] a value), and whose completer
+-- always takes the entry off the queue first: the fiber's suspension of
+-- its last such block is used again once it has completed and run. One
+-- still waiting (a yield that failed, inside pcall on 5.1) or not yet run
+-- is left alone: a new one replaces it.
+function M.reusable_suspension(sched, f)
+  local s = f.rsusp
+  if s == nil or s.state ~= "synchronized" or s.nv ~= nil then
+    s = setmetatable({ state = "waiting", sched = sched, fiber = f }, Suspension)
+    s[1] = s
+    f.rsusp = s
+    return s
+  end
+  s.state = "waiting"
+  s.sched = sched
+  s.wrap = nil
+  return s
+end
+M.identity = identity
 
 -- Op kinds.
 

@@ -14,43 +14,53 @@ local Scheduler = {}
 Scheduler.__index = Scheduler
 
 -- The timer: a binary min-heap of {time, seq, task}; seq keeps entries with
--- the same time in the order they were added.
-local function before(a, b)
-  if a[1] ~= b[1] then return a[1] < b[1] end
-  return a[2] < b[2]
-end
-
+-- the same time in the order they were added. (Comparisons inline: this is
+-- the hot path of many sleepers.)
 local function heap_push(h, e)
   local i = #h + 1
-  h[i] = e
+  local t, s = e[1], e[2]
   while i > 1 do
     local p = (i - i % 2) / 2
-    if before(h[i], h[p]) then
-      h[i], h[p] = h[p], h[i]
+    local pe = h[p]
+    local pt = pe[1]
+    if t < pt or (t == pt and s < pe[2]) then
+      h[i] = pe
       i = p
     else
       break
     end
   end
+  h[i] = e
 end
 
 local function heap_pop(h)
   local n = #h
   local top = h[1]
-  h[1] = h[n]
+  local last = h[n]
   h[n] = nil
   n = n - 1
+  if n == 0 then return top end
+  local t, s = last[1], last[2]
   local i = 1
   while true do
-    local l = 2 * i
-    local r = l + 1
-    local m = i
-    if l <= n and before(h[l], h[m]) then m = l end
-    if r <= n and before(h[r], h[m]) then m = r end
-    if m == i then break end
-    h[i], h[m] = h[m], h[i]
-    i = m
+    local m = 2 * i
+    if m > n then break end
+    local me = h[m]
+    local r = m + 1
+    if r <= n then
+      local re = h[r]
+      local rt, mt = re[1], me[1]
+      if rt < mt or (rt == mt and re[2] < me[2]) then m, me = r, re end
+    end
+    local mt = me[1]
+    if mt < t or (mt == t and me[2] < s) then
+      h[i] = me
+      i = m
+    else
+      break
+    end
   end
+  h[i] = last
   return top
 end
 
@@ -60,9 +70,15 @@ Timer.__index = Timer
 
 function Timer:schedule_tasks(sched, now)
   local h = self.heap
-  while h[1] and h[1][1] <= now do
-    sched:schedule(heap_pop(h)[3])
-  end
+  local top = h[1]
+  if top == nil or top[1] > now then return end
+  local q = sched.next
+  local n = #q
+  repeat
+    n = n + 1
+    q[n] = heap_pop(h)[3]
+    top = h[1]
+  until top == nil or top[1] > now
 end
 
 function Timer:cancel_all_tasks()
@@ -124,6 +140,24 @@ function Scheduler:schedule_at_time(t, task)
   heap_push(self.timer.heap, { t, self.seq, task })
 end
 
+-- A timer entry that is its own task: resumes a fiber (with no values).
+local Wake = {}
+Wake.__index = Wake
+function Wake:run()
+  local f = self.fiber
+  if f.alive then f:resume() end
+end
+
+-- resume_at(t, f): resumes fiber f (no values) in the turn at time t; one
+-- table, for plain sleeps (darksidesync.fibers.sleep).
+function Scheduler:resume_at(t, f)
+  local seq = self.seq + 1
+  self.seq = seq
+  local e = setmetatable({ t, seq, nil, fiber = f }, Wake)
+  e[3] = e
+  heap_push(self.timer.heap, e)
+end
+
 -- schedule_after_sleep(dt, task): dt counted from time() (above).
 function Scheduler:schedule_after_sleep(dt, task)
   self:schedule_at_time(self:time() + dt, task)
@@ -144,10 +178,17 @@ end
 -- run([t]): one turn. t (default now()) advances the clock; it never goes
 -- back.
 function Scheduler:run(t)
-  if t == nil or t < self._now then t = self._now end
+  local now = self._now
+  if t == nil or t < now then t = now end
   self._now = t
-  self:schedule_tasks_from_sources(t)
+  local sources = self.sources
+  -- sources[1] is the timer: called only when an entry is due.
+  local timer = sources[1]
+  local top = timer.heap[1]
+  if top ~= nil and top[1] <= t then timer:schedule_tasks(self, t) end
+  for i = 2, #sources do sources[i]:schedule_tasks(self, t) end
   local cur = self.next
+  if cur[1] == nil then return end
   self.next, self.cur = self.cur, cur
   local n = #cur
   for i = 1, n do

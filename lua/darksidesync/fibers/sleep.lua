@@ -29,12 +29,35 @@ function M.sleep_op(dt)
   return op.new_base_op(nil, try, block)
 end
 
+-- sleep(dt) and sleep_until(t): the ops' perform, without building them:
+-- the same try, then one timer entry that resumes the fiber.
+local co_yield, co_running = coroutine.yield, coroutine.running
+local SUSPENDED = fiber.SUSPENDED
+
+local function block_until(t, f)
+  fiber.current_scheduler:resume_at(t, f)
+  co_yield(SUSPENDED)
+end
+
+local function blockable()
+  local f = fiber.current_fiber()
+  if f ~= nil and co_running() == f.coroutine then return f end
+  return nil
+end
+
 function M.sleep(dt)
-  M.sleep_op(dt):perform()
+  if dt <= 0 then return end
+  local f = blockable()
+  if f == nil then return M.sleep_op(dt):perform() end
+  block_until(fiber.current_scheduler:time() + dt, f)
 end
 
 function M.sleep_until(t)
-  M.sleep_until_op(t):perform()
+  local sched = fiber.current_scheduler
+  if t <= sched:time() then return end
+  local f = blockable()
+  if f == nil then return M.sleep_until_op(t):perform() end
+  block_until(t, f)
 end
 
 return M
