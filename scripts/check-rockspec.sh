@@ -35,7 +35,7 @@ for v in ${ROCK_LUAS:-5.1 5.4}; do
                          "darksidesync.fibers.channel", "darksidesync.fibers.sleep",
                          "darksidesync.fibers.cond", "darksidesync.fibers.waitgroup",
                          "darksidesync.fibers.queue", "darksidesync.fibers.mutex",
-                         "darksidesync.fibers.go" } do
+                         "darksidesync.fibers.go", "darksidesync.fibers.items" } do
       assert(not package.searchpath or
              (package.searchpath(m, package.path) or ""):find(os.getenv("TREE"), 1, true),
              m .. " from the tree")
