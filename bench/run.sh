@@ -26,7 +26,7 @@ SCALE=${BENCH_SCALE:-1}
 JOBS=${JOBS:-2}
 BUILD=${BENCH_BUILD:-build/bench-}
 RES=$ROOT/bench/results
-mkdir -p "$RES"
+mkdir -p "$RES" "$(dirname "${BUILD}x")"  # build/ for the logs, on a fresh clone too
 case " $LUAS " in *" $BENCH_LUA "*) ;; *) LUAS="$BENCH_LUA $LUAS" ;; esac
 
 interp() { [ "$1" = luajit ] && echo luajit || echo "lua$1"; }
