@@ -122,14 +122,16 @@ end
 -- row first did) charges the turn's length to the sleepers: one started at
 -- its beginning with dt = 1 ms cannot be woken before the turn ends, since
 -- fibers are not preempted. That was the ~20 ms p99, not the timer.
-local SETUP = 0.25
+-- SETUP: 0.5 s for 10 000 fibers (their first turn takes 0.05-0.3 s here,
+-- depending on the load); a first turn that outlasts it is reported in the
+-- row (the early deadlines then measure the turn again).
 
 local function sleepers(n)
   local late = {}
   local left = n
   local last_start
   math.randomseed(42)
-  local base = now() + SETUP
+  local base = now() + 0.02 + 0.5 * n / 10000
   for i = 1, n do
     local t = base + math.random() * 0.05
     fiber.spawn(function()
@@ -141,9 +143,8 @@ local function sleepers(n)
     end)
   end
   fiber.main()
-  assert(last_start < base, "FB4: the sleepers' first turn outlasted SETUP")
   table.sort(late)
-  return late[math.floor(n * 0.5)], late[math.floor(n * 0.99)]
+  return late[math.floor(n * 0.5)], late[math.floor(n * 0.99)], last_start - base
 end
 
 -- --- FB5: C thread -> fiber ------------------------------------------------------
@@ -217,9 +218,10 @@ local s = median(sel)
 print(string.format("| FB3 | %s | four-way select | %s | lua-fibers ~129 k/s (5.1) | %.2fx | %s |",
                     label, fmt_rate(s), s / 129e3,
                     s >= 193.5e3 and "met (>= 1.5x lua-fibers)" or "**missed** (>= 1.5x lua-fibers)"))
-local p50, p99 = sleepers(math.floor(10000 * math.min(scale, 1)))
-print(string.format("| FB4 | %s | 10 000 sleepers 0-50 ms, lateness p50 / p99 | %.2f / %.2f ms | lua-fibers ~31 / 49 ms | | %s |",
+local p50, p99, overrun = sleepers(math.floor(10000 * math.min(scale, 1)))
+print(string.format("| FB4 | %s | 10 000 sleepers 0-50 ms, lateness p50 / p99 | %.2f / %.2f ms%s | lua-fibers ~31 / 49 ms | | %s |",
                     label, p50 * 1e3, p99 * 1e3,
+                    overrun > 0 and string.format(" (first turn overran the setup by %.0f ms)", overrun * 1e3) or "",
                     p99 <= 0.002 and "met (p99 <= 2 ms)" or "**missed** (p99 <= 2 ms)"))
 if ok_tc then
   local n_c = math.max(10, math.floor(200 * math.min(scale, 1)))

@@ -144,7 +144,7 @@ end
 local Wake = {}
 Wake.__index = Wake
 function Wake:run()
-  local f = self.fiber
+  local f = self[4]
   if f.alive then f:resume() end
 end
 
@@ -153,7 +153,7 @@ end
 function Scheduler:resume_at(t, f)
   local seq = self.seq + 1
   self.seq = seq
-  local e = setmetatable({ t, seq, nil, fiber = f }, Wake)
+  local e = setmetatable({ t, seq, false, f }, Wake)
   e[3] = e
   heap_push(self.timer.heap, e)
 end

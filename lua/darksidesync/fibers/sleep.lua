@@ -34,11 +34,6 @@ end
 local co_yield, co_running = coroutine.yield, coroutine.running
 local SUSPENDED = fiber.SUSPENDED
 
-local function block_until(t, f)
-  fiber.current_scheduler:resume_at(t, f)
-  co_yield(SUSPENDED)
-end
-
 local function blockable()
   local f = fiber.current_fiber()
   if f ~= nil and co_running() == f.coroutine then return f end
@@ -49,7 +44,9 @@ function M.sleep(dt)
   if dt <= 0 then return end
   local f = blockable()
   if f == nil then return M.sleep_op(dt):perform() end
-  block_until(fiber.current_scheduler:time() + dt, f)
+  local sched = fiber.current_scheduler
+  sched:resume_at(sched:time() + dt, f)
+  co_yield(SUSPENDED)
 end
 
 function M.sleep_until(t)
@@ -57,7 +54,8 @@ function M.sleep_until(t)
   if t <= sched:time() then return end
   local f = blockable()
   if f == nil then return M.sleep_until_op(t):perform() end
-  block_until(t, f)
+  sched:resume_at(t, f)
+  co_yield(SUSPENDED)
 end
 
 return M
