@@ -164,7 +164,12 @@ end
 -- Queues the fiber's reusable suspension as an entry of q, with wrap
 -- identity and value v.
 local function enqueue(q, f, v)
-  local s = reusable_suspension(fiber.current_scheduler, f)
+  local s = f.rsusp
+  if s ~= nil and s.state == "synchronized" and s.nv == nil then
+    s.state, s.sched, s.wrap = "waiting", fiber.current_scheduler, nil
+  else
+    s = reusable_suspension(fiber.current_scheduler, f)
+  end
   s[2], s[3] = identity, v
   local h = q.h
   while h <= q.t and q[h][1].state ~= "waiting" do pop(q); h = q.h end -- drop_stale

@@ -68,27 +68,17 @@ local function body(f)
   end
 end
 
-function Fiber:resume(...)
-  if not self.alive then error("dead fiber", 2) end
-  local saved = current_fiber
-  current_fiber = self
-  local co = self.coroutine
-  local ok, err
-  if self.fn == nil then
-    ok, err = co_resume(co, ...)
-  else -- first run: the body takes the function from self
-    ok, err = co_resume(co, self)
-  end
-  current_fiber = saved
+-- After a resume that did not end in SUSPENDED: the fiber finished (its
+-- coroutine back to the pool), ended, or died of an error.
+local function resumed(self, co, ok, err)
   if ok then
-    if err == SUSPENDED then return end
     if err == DONE then
       self.alive = false
       if npool < POOL_MAX then
         npool = npool + 1
         pool[npool] = co
       end
-    elseif co_status(co) == "dead" then
+    elseif err ~= SUSPENDED and co_status(co) == "dead" then
       self.alive = false
     end
     return
@@ -101,6 +91,35 @@ function Fiber:resume(...)
     M.current_scheduler:stop()
   end
   error_handler(err, tb, self)
+end
+
+function Fiber:resume(...)
+  if not self.alive then error("dead fiber", 2) end
+  local saved = current_fiber
+  current_fiber = self
+  local co = self.coroutine
+  local ok, err
+  if self.fn == nil then
+    ok, err = co_resume(co, ...)
+  else -- first run: the body takes the function from self
+    ok, err = co_resume(co, self)
+  end
+  current_fiber = saved
+  if ok and err == SUSPENDED then return end
+  resumed(self, co, ok, err)
+end
+
+-- resume2(a, b): resume(a, b) of a started fiber, without varargs (the
+-- completion of a suspension with one value, op.lua).
+function Fiber:resume2(a, b)
+  if not self.alive then error("dead fiber", 2) end
+  local saved = current_fiber
+  current_fiber = self
+  local co = self.coroutine
+  local ok, err = co_resume(co, a, b)
+  current_fiber = saved
+  if ok and err == SUSPENDED then return end
+  resumed(self, co, ok, err)
 end
 Fiber.run = Fiber.resume
 
@@ -215,8 +234,24 @@ if ok_dss and type(dss) == "table" and dss.poll then
       end
     end
   end
+  -- wants_items(): whether queued items should wake the scheduler: when
+  -- draining automatically, or when a fiber waits in items.ready_op.
+  function source.wants_items()
+    return source.auto or nwaiters > 0
+  end
   function source.wait_for_events(_, _, _, timeout)
-    if queuesize() == 0 then dss.wait(timeout) end
+    if queuesize() == 0 then
+      dss.wait(timeout)
+    elseif not source.wants_items() and timeout > 0 then
+      -- Items queued that nobody drains yet: they must not end the sleep
+      -- at once, turn after turn. Sleep in a poller without the hub's fd.
+      local p = source.idle_poller
+      if not p then
+        p = assert(dss.poller())
+        source.idle_poller = p
+      end
+      p:wait(timeout)
+    end
   end
   function source.cancel_all_tasks() end
   -- add_waiter(s, wrap): s:complete(wrap, queuesize()) in the first turn

@@ -82,7 +82,7 @@ function Suspension:run()
   if nv == 1 then
     local v = self.v1
     self.v1 = nil
-    if f.alive then f:resume(self.wrap, v) end
+    if f.alive then f:resume2(self.wrap, v) end
   elseif nv == 0 then
     if f.alive then f:resume(self.wrap) end
   else
