@@ -99,14 +99,7 @@ Poller::~Poller() {
 #endif
 }
 
-std::size_t Poller::armed() const {
-  std::size_t n = 0;
-  for (const auto& kv : fds_)
-    if (kv.second.events != 0) ++n;
-  return n;
-}
-
-int Poller::add(int fd, unsigned events, bool oneshot) noexcept {
+int Poller::arm(int fd, unsigned events, bool oneshot, bool replace) noexcept {
   events &= kIn | kPri | kOut | kRdHup;
   if (fd < 0 || events == 0) return EINVAL;
   Entry* e;
@@ -125,7 +118,7 @@ int Poller::add(int fd, unsigned events, bool oneshot) noexcept {
     e->in_kernel = true;  // for poll(2): checked
   }
   unsigned want = e->events | events;
-  if (e->oneshot != oneshot) want = events;  // a change of mode starts afresh
+  if (replace || e->oneshot != oneshot) want = events;  // a change of mode starts afresh
 #if DSS_HAVE_EPOLL
   if (epfd_ >= 0) {
     if (!(e->in_kernel && want == e->events && e->oneshot == oneshot)) {
@@ -150,6 +143,7 @@ int Poller::add(int fd, unsigned events, bool oneshot) noexcept {
     }
   }
 #endif
+  if (e->events == 0) ++armed_;
   e->events = want;
   e->oneshot = oneshot;
   return 0;
@@ -162,6 +156,7 @@ int Poller::del(int fd) noexcept {
   // The fd may be closed already (the kernel then dropped it): ignore.
   if (epfd_ >= 0 && it->second.in_kernel) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
 #endif
+  if (it->second.events != 0) --armed_;
   fds_.erase(it);
   return 0;
 }
@@ -171,7 +166,10 @@ void Poller::fired(int fd, unsigned revents) {
   if (it == fds_.end() || it->second.events == 0) return;  // deleted meanwhile
   Entry& e = it->second;
   out_.push_back(Event{fd, revents});
-  if (e.oneshot) e.events = 0;  // epoll disabled it; poll(2) leaves it out
+  if (e.oneshot) {  // epoll disabled it; poll(2) leaves it out
+    e.events = 0;
+    --armed_;
+  }
 }
 
 int Poller::wait(double timeout_s) noexcept {

@@ -50,7 +50,10 @@ class Poller {
   // every wait while it holds. The last add's mode applies to the whole fd.
   // Returns 0 or an errno (EBADF, EPERM for a regular file under epoll,
   // EINVAL for a negative fd or no events, ENOMEM).
-  int add(int fd, unsigned events, bool oneshot) noexcept;
+  int add(int fd, unsigned events, bool oneshot) noexcept { return arm(fd, events, oneshot, false); }
+
+  // set(fd, events, oneshot): as add, but events replace fd's interest.
+  int set(int fd, unsigned events, bool oneshot) noexcept { return arm(fd, events, oneshot, true); }
 
   // del(fd): forgets fd (call it before closing fd). 0, or ENOENT when fd
   // is not known.
@@ -66,7 +69,7 @@ class Poller {
   const std::vector<Event>& events() const { return out_; }
 
   // The fds with an interest waiting to fire.
-  std::size_t armed() const;
+  std::size_t armed() const { return armed_; }
 
  private:
   struct Entry {
@@ -74,6 +77,7 @@ class Poller {
     bool oneshot = false;
     bool in_kernel = false;  // epoll: registered with epoll_ctl; poll: fd checked
   };
+  int arm(int fd, unsigned events, bool oneshot, bool replace) noexcept;
   int wait_epoll(double timeout_s);
   int wait_poll(double timeout_s);
   void fired(int fd, unsigned revents);
@@ -81,6 +85,7 @@ class Poller {
   int error_ = 0;
   int epfd_ = -1;
   std::unordered_map<int, Entry> fds_;
+  std::size_t armed_ = 0;  // entries with events != 0
   std::vector<Event> out_;
   std::vector<unsigned char> evbuf_;  // epoll_event array (raw bytes)
   std::vector<pollfd> pfds_;          // poll(2): rebuilt per wait

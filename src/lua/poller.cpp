@@ -66,20 +66,34 @@ int l_new(lua_State* L) {
   return 1;
 }
 
-// p:add(fd, events [, oneshot]) -> true | nil, message, errno
-int l_add(lua_State* L) {
+const unsigned kInterests =
+    dss::Poller::kIn | dss::Poller::kOut | dss::Poller::kPri | dss::Poller::kRdHup;
+
+// add and set: (fd, events [, oneshot]) -> true | nil, message, errno. set
+// replaces the interest; set with events 0 forgets the fd.
+int add_or_set(lua_State* L, bool replace) {
   dss::Poller* p = check_open(L);
   int fd = check_fd(L, 2);
   lua_Integer ev = 0;
-  if (!dss_numberarg(L, 3) || !dss_tointegerx(L, 3, &ev) || ev <= 0 ||
-      (unsigned(ev) & (dss::Poller::kIn | dss::Poller::kOut | dss::Poller::kPri |
-                       dss::Poller::kRdHup)) == 0)
+  if (!dss_numberarg(L, 3) || !dss_tointegerx(L, 3, &ev) || ev < 0 ||
+      (ev == 0 && !replace) || (ev != 0 && (unsigned(ev) & kInterests) == 0))
     return luaL_argerror(L, 3, "events (a mask of IN, OUT, PRI, RDHUP) expected");
   bool oneshot = lua_isnoneornil(L, 4) ? true : lua_toboolean(L, 4) != 0;
-  if (int err = p->add(fd, unsigned(ev), oneshot)) return fail(L, "add", err);
+  if (ev == 0) {
+    p->del(fd);
+  } else if (int err = replace ? p->set(fd, unsigned(ev), oneshot)
+                               : p->add(fd, unsigned(ev), oneshot)) {
+    return fail(L, replace ? "set" : "add", err);
+  }
   lua_pushboolean(L, 1);
   return 1;
 }
+
+// p:add(fd, events [, oneshot]) -> true | nil, message, errno
+int l_add(lua_State* L) { return add_or_set(L, false); }
+
+// p:set(fd, events [, oneshot]) -> true | nil, message, errno
+int l_set(lua_State* L) { return add_or_set(L, true); }
 
 // p:del(fd) -> true | nil, message, errno (ENOENT: fd was not added)
 int l_del(lua_State* L) {
@@ -161,7 +175,8 @@ int l_tostring(lua_State* L) {
 // the stack.
 void dss_open_poller(lua_State* L) {
   if (luaL_newmetatable(L, kMeta)) {
-    const luaL_Reg methods[] = {{"add", l_add},         {"del", l_del},
+    const luaL_Reg methods[] = {{"add", l_add},         {"set", l_set},
+                                {"del", l_del},
                                 {"wait", l_wait},       {"armed", l_armed},
                                 {"backend", l_backend}, {"close", l_close},
                                 {nullptr, nullptr}};

@@ -192,3 +192,36 @@ test("with auto on, a waiter in ready() wakes too, and the source still runs the
   eq(ran, 1)
   eq(dss.queuesize(), 0)
 end)
+
+-- turns_during(f): runs main(f) and counts the scheduler's turns.
+local function turns_during(f)
+  local counter = { n = 0 }
+  function counter.schedule_tasks(self) self.n = self.n + 1 end
+  sched.sources[#sched.sources + 1] = counter -- a plain source: not the event waiter
+  main_with_guard(f)
+  for i = #sched.sources, 1, -1 do
+    if sched.sources[i] == counter then table.remove(sched.sources, i) end
+  end
+  return counter.n
+end
+
+for _, with_pollio in ipairs { false, true } do
+  local how = with_pollio and "in the poller" or "in darksidesync.wait"
+  test("auto off with items queued and nobody in ready(): main() sleeps " .. how .. " instead of spinning", function()
+    reset()
+    if with_pollio then require("darksidesync.fibers.pollio").install_poll_io_handler() end
+    items.set_auto(false)
+    tc.setcallback(function() end)
+    tc.start { items = 2 }
+    ok(tc.join(), "join")
+    eq(dss.queuesize(), 2)
+    local turns = turns_during(function()
+      sleep.sleep(0.05)
+      fiber.stop()
+    end)
+    ok(turns <= 10, "a handful of turns, not a spin: " .. turns)
+    eq(dss.queuesize(), 2, "still queued")
+    items.set_auto(true)
+    eq(drain(), 2)
+  end)
+end

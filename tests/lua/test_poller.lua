@@ -109,6 +109,26 @@ for _, backend in ipairs { "epoll", "poll" } do
     raises(function() p:add(0, IN) end, "darksidesync.poller: the poller is closed")
   end)
 
+  test(backend .. ": set replaces an interest (0 forgets the fd); armed() counts", function()
+    local p = assert(dss.poller(backend))
+    local r, s = udp_pair()
+    eq(p:add(r:getfd(), IN), true)
+    eq(p:add(s:getfd(), IN), true)
+    eq(p:armed(), 2)
+    eq(p:set(s:getfd(), OUT), true) -- replaced: writable at once
+    local n, out = p:wait(5)
+    eq(n, 1)
+    eq(out[1], s:getfd())
+    eq(out[2], OUT)
+    eq(p:armed(), 1)
+    eq(p:set(r:getfd(), 0), true)
+    eq(p:armed(), 0)
+    eq(p:del(r:getfd()), nil, "set to 0 forgot it")
+    eq(argreason(3, p.add, p, r:getfd(), 0), "events (a mask of IN, OUT, PRI, RDHUP) expected")
+    p:close()
+    r:close(); s:close()
+  end)
+
   test(backend .. ": a timeout never ends early", function()
     local p = assert(dss.poller(backend))
     local r = udp_pair()
@@ -238,6 +258,53 @@ test("pollio: fd_closed wakes the fibers waiting on the fd", function()
     fiber.stop()
   end)
   eq(woke, 3)
+end)
+
+test("pollio: wait_fd with a waiter that waits again from complete(); a closed fd wakes it on the next turn, without recursion", function()
+  local r, s = udp_pair()
+  local fd = r:getfd()
+  local calls = 0
+  local finished = require("darksidesync.fibers.cond").new()
+  local waiter = { live = true }
+  function waiter.waiting(self) return self.live end
+  function waiter.complete(self)
+    calls = calls + 1
+    if calls < 3 then
+      pollio.wait_fd(fd, false, self) -- read again when the next datagram comes
+      if calls == 1 then s:send("two") end
+    else
+      self.live = false
+      finished:signal()
+    end
+  end
+  main_with_guard(function()
+    pollio.wait_fd(fd, false, waiter)
+    s:send("one")
+    finished:wait()
+    fiber.stop()
+  end)
+  eq(calls, 3)
+  -- A closed fd: the poller refuses it; the waiter is woken on the next
+  -- turn, and waiting again each time does not recurse.
+  local r2 = udp_pair()
+  local dead = r2:getfd()
+  r2:close()
+  calls = 0
+  local w2 = {}
+  function w2.waiting() return calls < 50 end
+  function w2.complete(self)
+    calls = calls + 1
+    if calls < 50 then pollio.wait_fd(dead, false, self) end
+  end
+  local turns = 0
+  main_with_guard(function()
+    pollio.wait_fd(dead, false, w2)
+    while calls < 50 do turns = turns + 1; fiber.yield() end
+    fiber.stop()
+  end)
+  eq(calls, 50)
+  ok(turns >= 49, "one wake per turn: " .. turns)
+  r:close(); s:close()
 end)
 
 test("pollio: bad fds are argument errors", function()

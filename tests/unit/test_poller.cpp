@@ -100,6 +100,22 @@ TEST_CASE("poller: backends, one-shot and persistent interests", "[poller]") {
     CHECK(p.events()[0].fd == a.r);
     CHECK(p.events()[0].events == Poller::kIn);
   }
+  SECTION("set replaces the interest; armed() counts what can still fire") {
+    REQUIRE(p.add(a.r, Poller::kIn, true) == 0);
+    REQUIRE(p.add(a.w, Poller::kOut, true) == 0);
+    CHECK(p.armed() == 2);
+    REQUIRE(p.set(a.w, Poller::kIn, true) == 0);  // a pipe's write end never reads
+    CHECK(p.armed() == 2);
+    CHECK(p.wait(0) == 0);
+    REQUIRE(p.set(a.w, Poller::kOut, true) == 0);
+    REQUIRE(p.wait(1) == 1);
+    CHECK(p.events()[0].fd == a.w);
+    CHECK(p.armed() == 1);
+    CHECK(p.del(a.r) == 0);
+    CHECK(p.armed() == 0);
+    CHECK(p.del(a.w) == 0);  // fired, still known
+    CHECK(p.armed() == 0);
+  }
   SECTION("the writer's close: the reader gets kHup") {
     REQUIRE(p.add(a.r, Poller::kIn, true) == 0);
     close(a.w);

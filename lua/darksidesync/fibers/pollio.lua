@@ -57,10 +57,7 @@ local function new_handler(backend)
     hubfd = nil,
   }, Handler)
   local ok, fd = pcall(dss.getfd)
-  if ok then
-    assert(p:add(fd, IN, false))
-    self.hubfd = fd
-  end
+  if ok then self.hubfd = fd end
   return self
 end
 
@@ -86,7 +83,7 @@ local function wake(list)
   end
 end
 
--- (Re)arms fd for the waiters still on its lists.
+-- (Re)arms fd for exactly the waiters still on its lists.
 function Handler:arm(fd)
   local mask = 0
   local r, w = self.readers[fd], self.writers[fd]
@@ -94,20 +91,25 @@ function Handler:arm(fd)
   if w and prune(w) > 0 then mask = mask + OUT end
   if mask == 0 then
     self.readers[fd], self.writers[fd] = nil, nil
+    self.poller:del(fd)
     return
   end
-  local ok, err, errno = self.poller:add(fd, mask, true)
+  local ok = self.poller:set(fd, mask, true)
   if not ok then
-    -- Not pollable (closed, or a regular file under epoll): wake them all;
-    -- their next attempt sees the error (or the data).
-    self:wake_fd(fd)
-    return nil, err, errno
+    -- Not pollable (closed, or a regular file under epoll): wake them all
+    -- on the next turn (not now: a waiter that waits again at once would
+    -- come straight back here); their next attempt sees the error, or
+    -- the data.
+    self.readers[fd], self.writers[fd] = nil, nil
+    self.poller:del(fd)
+    fiber.current_scheduler:schedule({ run = function()
+      if r then wake(r) end
+      if w then wake(w) end
+    end })
   end
-  return true
 end
 
-function Handler:wait_for(fd, list_of, s, wrap)
-  local lists = self[list_of]
+function Handler:wait_for(fd, lists, s, wrap)
   local list = lists[fd]
   if not list then
     list = {}
@@ -153,14 +155,33 @@ function Handler:schedule_tasks(_, _)
     self.polled = false
     return
   end
-  if next(self.readers) == nil and next(self.writers) == nil then return end
+  if self.poller:armed() == 0 then return end
   local n, out = self.poller:wait(0, self.out)
   if n then self:dispatch(n, out) end
 end
 
 -- The scheduler's sleep: until an fd is ready, an item is queued, or the
 -- timeout (the next timer) passes.
+-- Whether a queued item should wake the scheduler: when the dss task source
+-- drains automatically, or a fiber waits in items.ready_op. (With the
+-- draining off and nobody waiting, queued items must not keep the poller
+-- awake.)
+local function items_wake()
+  local src = fiber.dss_source
+  if not src then return false end
+  if src.wants_items then return src.wants_items() end
+  return src.auto ~= false
+end
+
 function Handler:wait_for_events(_, _, timeout)
+  local hubfd = self.hubfd
+  if hubfd then
+    if items_wake() then
+      self.poller:set(hubfd, IN, true)
+    else
+      self.poller:del(hubfd)
+    end
+  end
   local n, out = self.poller:wait(timeout, self.out)
   if n then self:dispatch(n, out) end
   self.polled = true
@@ -202,7 +223,7 @@ function M.fd_readable_op(fd)
   check_fd(fd, "fd_readable_op")
   local h = get_handler()
   return op.new_base_op(nil, never, function(s, wrap)
-    h:wait_for(fd, "readers", s, wrap)
+    h:wait_for(fd, h.readers, s, wrap)
   end)
 end
 
@@ -211,7 +232,7 @@ function M.fd_writable_op(fd)
   check_fd(fd, "fd_writable_op")
   local h = get_handler()
   return op.new_base_op(nil, never, function(s, wrap)
-    h:wait_for(fd, "writers", s, wrap)
+    h:wait_for(fd, h.writers, s, wrap)
   end)
 end
 
@@ -221,6 +242,17 @@ end
 
 function M.fd_writable(fd)
   return M.fd_writable_op(fd):perform()
+end
+
+-- wait_fd(fd, write, waiter): the low-level form of the ops, for wrappers
+-- that retry their I/O in the scheduler: waiter:complete() is called (with
+-- no arguments) once fd is readable (write false) or writable (write
+-- true), unless waiter:waiting() is false by then. A waiter may call
+-- wait_fd again from complete().
+function M.wait_fd(fd, write, waiter)
+  check_fd(fd, "wait_fd")
+  local h = get_handler()
+  h:wait_for(fd, write and h.writers or h.readers, waiter, nil)
 end
 
 -- fd_closed(fd): call before closing an fd that fibers may wait on: wakes

@@ -75,8 +75,7 @@ local function io_op(self, job)
         if r[2] then return s:complete(wrap, unpack(r, 3, r.n)) end
         return s:complete(wrap, nil, "closed")
       end
-      local o = write and pollio.fd_writable_op(fd) or pollio.fd_readable_op(fd)
-      o.block_fn(proxy, nil)
+      pollio.wait_fd(fd, write, proxy)
     end
     local function settle(okcall, done, ...)
       if not okcall then return s:complete(error, done, 0) end
