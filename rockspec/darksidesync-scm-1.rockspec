@@ -27,10 +27,18 @@ dependencies = {
 -- "darksidesync.select", "darksidesync.reader", and the fibers:
 -- "darksidesync.fibers" and "darksidesync.fibers.*") into $(LUADIR);
 -- scripts/check-rockspec.sh checks they are there.
+-- The install prefix is the rock's own directory, $(PREFIX) =
+-- <tree>/lib/luarocks/rocks-<ver>/darksidesync/scm-1: the C headers for
+-- client libraries go to $(PREFIX)/include/darksidesync and darksidesync.pc
+-- to $(PREFIX)/share/pkgconfig, inside the tree (nothing is written outside
+-- it, so a user tree needs no root); LuaRocks deploys only lib/ and lua/ from
+-- there. Clients find them through `luarocks show --rock-dir darksidesync`
+-- (docs/install.md). DSS_LUA follows the headers in $(LUA_INCDIR).
 build = {
   type = "cmake",
   variables = {
     CMAKE_BUILD_TYPE = "Release",
+    CMAKE_INSTALL_PREFIX = "$(PREFIX)",
     LUA_INCDIR = "$(LUA_INCDIR)",
     DSS_INSTALL_CMOD = "$(LIBDIR)",
     DSS_INSTALL_LMOD = "$(LUADIR)",
