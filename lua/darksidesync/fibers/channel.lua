@@ -133,32 +133,30 @@ Channel.get_operation = Channel.get_op
 -- nothing (nv = 0); returns the entry, or nil when none waits.
 local function complete_first(q, nv, v)
   local h, t = q.h, q.t
-  while h <= t do
-    local e = q[h]
-    q[h] = nil
-    if h == t then
-      q.h, q.t = 1, 0
-    else
-      q.h = h + 1
-    end
-    local s = e[1]
-    if s.state == "waiting" then
-      if s.nacks == nil then
-        s.state = "synchronized"
-        s.wrap = e[2]
-        s.nv = nv
-        s.v1 = v
-        s.sched:schedule(s)
-      elseif nv == 1 then
-        s:complete(e[2], v)
-      else
-        s:complete(e[2])
-      end
-      return e
-    end
-    h = h + 1
+  if h > t then return nil end
+  local e = q[h]
+  q[h] = nil
+  if h == t then
+    q.h, q.t = 1, 0
+  else
+    q.h = h + 1
   end
-  return nil
+  local s = e[1]
+  -- A stale entry (its suspension completed by another arm): the next one.
+  -- (A tail call, not a loop: LuaJIT traces this better.)
+  if s.state ~= "waiting" then return complete_first(q, nv, v) end
+  if s.nacks == nil then
+    s.state = "synchronized"
+    s.wrap = e[2]
+    s.nv = nv
+    s.v1 = v
+    s.sched:schedule(s)
+  elseif nv == 1 then
+    s:complete(e[2], v)
+  else
+    s:complete(e[2])
+  end
+  return e
 end
 
 -- Queues the fiber's reusable suspension as an entry of q, with wrap

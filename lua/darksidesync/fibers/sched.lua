@@ -191,6 +191,12 @@ function Scheduler:run(t)
   if cur[1] == nil then return end
   self.next, self.cur = self.cur, cur
   local n = #cur
+  if n == 1 then -- the common case, without a loop (LuaJIT traces it)
+    local task = cur[1]
+    cur[1] = nil
+    task:run()
+    return
+  end
   for i = 1, n do
     local task = cur[i]
     cur[i] = nil
