@@ -121,7 +121,12 @@ end
 -- Measuring instead from a t0 each fiber takes in that first turn (as this
 -- row first did) charges the turn's length to the sleepers: one started at
 -- its beginning with dt = 1 ms cannot be woken before the turn ends, since
--- fibers are not preempted. That was the ~20 ms p99, not the timer.
+-- fibers are not preempted. That was most of the ~20 ms p99 this row first
+-- showed; the rest was the cost of a sleep and of its wake-up (an op, two
+-- closures, a suspension, a task, a packed table and a heap entry each;
+-- now one timer entry that resumes the fiber), which saturated the loop
+-- when some 200 sleepers a millisecond came due. What remains on a loaded
+-- machine is the OS's: the process not getting a CPU when its wait ends.
 -- SETUP: 0.5 s for 10 000 fibers (their first turn takes 0.05-0.3 s here,
 -- depending on the load); a first turn that outlasts it is reported in the
 -- row (the early deadlines then measure the turn again).
