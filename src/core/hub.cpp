@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 #include <sys/eventfd.h>
 #endif
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -918,9 +920,10 @@ void Hub::ticket_drop_locked(TicketId t) {
 
 // --- wait and stats -----------------------------------------------------------
 
-std::size_t Hub::wait(double timeout_s) {
+std::size_t Hub::wait(double timeout_s, int intr_fd) {
   Clock::time_point deadline;
   bool timed = deadline_in(timeout_s, &deadline);
+  if (intr_fd >= 0 && timeout_s != 0 && fd() >= 0) return wait_fd(timed, deadline, intr_fd);
   std::unique_lock<std::mutex> lock(mu_);
   if (size_locked() > 0 || timeout_s == 0) return size_locked();
   // A deliver clears lua_waiting_ when it wakes us: set it again before
@@ -935,6 +938,34 @@ std::size_t Hub::wait(double timeout_s) {
   }
   lua_waiting_ = false;
   return size_locked();
+}
+
+// wait() sleeping in poll(2) on the wake-up fd and intr_fd: a signal
+// handler that writes to intr_fd ends the sleep, on whichever thread it
+// ran. The fd is made readable when the queue goes non-empty, and reset
+// here before each sleep while the queue is empty (kills may have left it
+// readable).
+std::size_t Hub::wait_fd(bool timed, Clock::time_point deadline, int intr_fd) {
+  for (;;) {
+    int efd;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (size_locked() > 0 || state() != State::running) return size_locked();
+      reset_locked();
+      efd = efd_;
+    }
+    int ms = -1;
+    if (timed) {
+      auto left = deadline - Clock::now();
+      if (left <= Clock::duration::zero()) return size();
+      // Rounded up: never wake before the deadline.
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(left).count();
+      ms = int(std::min<long long>((us + 999) / 1000, 86400000LL));
+    }
+    pollfd p[2] = {{efd, POLLIN, 0}, {intr_fd, POLLIN, 0}};
+    int n = ::poll(p, 2, ms);
+    if (n > 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))) return size();
+  }
 }
 
 Stats Hub::stats() {

@@ -203,8 +203,11 @@ class Hub {
   void flush_room();
 
   // Blocks until the queue is non-empty or the timeout (seconds; < 0 = no
-  // limit) passed; returns the queue size. Lua thread.
-  std::size_t wait(double timeout_s);
+  // limit) passed; returns the queue size. With intr_fd >= 0 it sleeps in
+  // poll(2) on the wake-up fd and intr_fd, and also returns (the size, maybe
+  // 0) as soon as intr_fd is readable: a signal handler writing to it
+  // interrupts the wait. Lua thread.
+  std::size_t wait(double timeout_s, int intr_fd = -1);
 
   // Items queued and not yet taken.
   std::size_t size() const;
@@ -313,6 +316,7 @@ class Hub {
   bool inflight_has(std::uint64_t id) const;
   void signal_locked();
   void arm_fd_locked();
+  std::size_t wait_fd(bool timed, std::chrono::steady_clock::time_point deadline, int intr_fd);
   void reset_locked();
   int notify_udp(std::size_t count);
   bool draining_here() const;

@@ -6,6 +6,7 @@
 // (it may raise, despite the 1.0 rule) it runs under lua_pcall, the item is
 // ended, and only then is the error re-raised.
 #include "compat.h"
+#include "interrupt.hpp"
 
 #include <dlfcn.h>
 
@@ -634,9 +635,12 @@ int l_wait(lua_State* L) {
           lua_pushfstring(L, "non-negative number of seconds expected, got %f",
                           lua_tonumber(L, 1)));
   }
+  unsigned mark = 0;
+  int intr = timeout == 0 ? -1 : dss_interrupt::begin(&mark);
   hub->drain_enter();
-  std::size_t n = hub->wait(timeout);
+  std::size_t n = hub->wait(timeout, intr);
   hub->drain_leave();
+  if (intr >= 0) dss_interrupt::end(mark);
   lua_pushinteger(L, lua_Integer(n));
   return 1;
 }

@@ -7,6 +7,7 @@
 #include <new>
 
 #include "compat.h"
+#include "interrupt.hpp"
 #include "poller.hpp"
 
 namespace {
@@ -15,6 +16,7 @@ const char* const kMeta = "darksidesync.poller";
 
 struct PollerUd {
   bool open;
+  int intr;  // the interrupt pipe, once added (see interrupt.cpp); else -1
   alignas(dss::Poller) unsigned char mem[sizeof(dss::Poller)];
   dss::Poller* get() { return reinterpret_cast<dss::Poller*>(mem); }
 };
@@ -52,6 +54,7 @@ int l_new(lua_State* L) {
   int b = luaL_checkoption(L, 1, "auto", names);
   auto* ud = static_cast<PollerUd*>(lua_newuserdata(L, sizeof(PollerUd)));
   ud->open = false;
+  ud->intr = -1;
   luaL_getmetatable(L, kMeta);
   lua_setmetatable(L, -2);
   new (ud->mem) dss::Poller(b == 1   ? dss::Poller::Backend::Epoll
@@ -121,25 +124,38 @@ int l_wait(lua_State* L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
   }
+  // Ctrl-C under the stock interpreter ends the sleep (interrupt.cpp): the
+  // interrupt pipe joins the fds, persistently, and is never reported.
+  PollerUd* ud = check_ud(L);
+  unsigned mark = 0;
+  int intr = timeout == 0 ? -1 : dss_interrupt::begin(&mark);
+  if (intr >= 0 && ud->intr != intr && p->add(intr, dss::Poller::kIn, false) == 0)
+    ud->intr = intr;
   int n = p->wait(timeout);
+  if (intr >= 0) dss_interrupt::end(mark);
   if (n < 0) return fail(L, "wait", -n);
   // The events live in the poller (no local owns memory across the
   // raising calls below).
+  int k = 0;
   for (int i = 0; i < n; ++i) {
     const dss::Poller::Event& e = p->events()[std::size_t(i)];
+    if (e.fd == ud->intr) continue;
     lua_pushinteger(L, e.fd);
-    lua_rawseti(L, 3, 2 * i + 1);
+    lua_rawseti(L, 3, 2 * k + 1);
     lua_pushinteger(L, lua_Integer(e.events));
-    lua_rawseti(L, 3, 2 * i + 2);
+    lua_rawseti(L, 3, 2 * k + 2);
+    ++k;
   }
-  lua_pushinteger(L, n);
+  lua_pushinteger(L, k);
   lua_insert(L, 3);
   return 2;
 }
 
 // p:armed() -> the number of fds with an interest waiting to fire
 int l_armed(lua_State* L) {
-  lua_pushinteger(L, lua_Integer(check_open(L)->armed()));
+  std::size_t n = check_open(L)->armed();
+  if (check_ud(L)->intr >= 0 && n > 0) --n;  // the interrupt pipe's, always there
+  lua_pushinteger(L, lua_Integer(n));
   return 1;
 }
 
