@@ -111,15 +111,15 @@ end
 local PRELUDE = [[
 FX = { ran = 0 }
 -- FX.items(n[, quiet]): one test-client thread delivers n fire-and-forget
--- items; each item's callback counts itself in FX.ran, prints "item <seq>"
--- unless quiet, then calls FX.after() if set.
+-- items; each item's callback prints "item <seq>" unless quiet, counts
+-- itself in FX.ran, then calls FX.after() if set.
 function FX.items(n, quiet)
   require "darksidesync"
   local tc = require "testclient"
   tc.init()
   tc.setcallback(function(lib, pid, seq)
-    FX.ran = FX.ran + 1
     if not quiet then print("item " .. seq) end
+    FX.ran = FX.ran + 1 -- last: on LuaJIT the stop hook also fires in here
     if FX.after then FX.after() end
   end)
   tc.start { items = n }
