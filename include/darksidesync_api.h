@@ -237,10 +237,51 @@ typedef struct DSS_api_2v0_s {
 #define DSS_ERR_QUEUE_FULL -110
 /* deliver2: the blocking item was cancelled instead of answered. */
 #define DSS_ERR_CANCELLED -111
-/* The call would wait on the thread running this state's poll/dispatch/wait. */
+/* The call would wait on the thread running this state's poll/dispatch/wait
+ * right now, or, with no time limit, on the thread that last ran them (the
+ * Lua thread, between two drains: nothing could answer while it waits). */
 #define DSS_ERR_WOULD_DEADLOCK -112
 /* deliver2: unknown flag bits. */
 #define DSS_ERR_INVALID_ARGUMENT -113
+
+/*
+ * A short English description of a code above, for logs and error
+ * messages: "success", "invalid utilid (unknown, stale or unregistered)",
+ * ... Never NULL; an unknown code gives "unknown darksidesync code". Header
+ * only: nothing to link.
+ */
+#if defined(__cplusplus) || (defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L)
+#define DSS_INLINE static inline
+#elif defined(__GNUC__)
+#define DSS_INLINE static __inline__ __attribute__((unused))
+#else
+#define DSS_INLINE static
+#endif
+DSS_INLINE const char *DSS_strerror(int code) {
+  switch (code) {
+    case DSS_SUCCESS: return "success";
+    case DSS_ERR_UDP_SEND_FAILED:
+      return "queued, but the UDP notification could not be sent";
+    case DSS_ERR_INVALID_UTILID:
+      return "invalid utilid (unknown, stale or unregistered)";
+    case DSS_ERR_NOT_STARTED:
+      return "darksidesync is not running in that Lua state (not loaded, or closing)";
+    case DSS_ERR_NO_CANCEL_PROVIDED: return "no cancel callback given";
+    case DSS_ERR_OUT_OF_MEMORY: return "out of memory";
+    case DSS_ERR_NO_DECODE_PROVIDED: return "no decoder given";
+    case DSS_ERR_NO_GLOBALS: return "darksidesync's registry table is missing";
+    case DSS_ERR_UNKNOWN_LIB: return "library not registered with that Lua state";
+    case DSS_ERR_ALREADY_REGISTERED:
+      return "library already registered (the existing utilid was returned)";
+    case DSS_ERR_TIMEOUT: return "timed out";
+    case DSS_ERR_QUEUE_FULL: return "queue full";
+    case DSS_ERR_CANCELLED: return "cancelled (unregistered, or the Lua state closed)";
+    case DSS_ERR_WOULD_DEADLOCK:
+      return "would deadlock: the call would wait on the thread that runs the Lua state";
+    case DSS_ERR_INVALID_ARGUMENT: return "invalid argument";
+    default: return "unknown darksidesync code";
+  }
+}
 
 #ifdef __cplusplus
 }

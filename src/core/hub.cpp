@@ -264,12 +264,24 @@ std::size_t Hub::size_locked() const {
 
 std::size_t Hub::size() const { return size_locked(); }
 
-bool Hub::draining_here() const {
-  return drainer_.load(std::memory_order_relaxed) == my_tag();
+void Hub::lua_thread_here() { lua_thread_.store(my_tag(), std::memory_order_relaxed); }
+
+// A wait with no limit would never end on the Lua thread: draining now, or
+// between two drains (it last ran poll/dispatch/wait; while it waits here
+// nothing runs them).
+bool Hub::would_deadlock(bool timed) const {
+  std::uintptr_t me = my_tag();
+  if (drainer_.load(std::memory_order_relaxed) == me) return true;
+  return !timed && lua_thread_.load(std::memory_order_relaxed) == me;
 }
 
 void Hub::drain_enter() {
-  if (drain_depth_++ == 0) drainer_.store(my_tag(), std::memory_order_relaxed);
+  if (drain_depth_++ == 0) {
+    std::uintptr_t me = my_tag();
+    drainer_.store(me, std::memory_order_relaxed);
+    if (lua_thread_.load(std::memory_order_relaxed) != me)
+      lua_thread_.store(me, std::memory_order_relaxed);
+  }
 }
 
 void Hub::drain_leave() {
@@ -354,14 +366,14 @@ int Hub::deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
   std::unique_lock<std::mutex> lock(mu_);
   if (state() != State::running) return DSS_ERR_NOT_STARTED;
   if (!registered_locked(id)) return DSS_ERR_INVALID_UTILID;
-  if (ret && draining_here()) return DSS_ERR_WOULD_DEADLOCK;
+  if (ret && would_deadlock(timed)) return DSS_ERR_WOULD_DEADLOCK;
   if (max_ && size_locked() >= max_) {
     // Full: wait for room (1v0 always; 2v0 unless told not to).
     if ((flags & DSS_DELIVER_NOWAIT) || timeout_ms == 0) {
       ++rejected_;
       return DSS_ERR_QUEUE_FULL;
     }
-    if (draining_here()) return DSS_ERR_WOULD_DEADLOCK;
+    if (would_deadlock(timed)) return DSS_ERR_WOULD_DEADLOCK;
     if (post) return kMustWait;
     ++blocked_;
     room_waiters_.fetch_add(1, std::memory_order_relaxed);

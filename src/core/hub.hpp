@@ -196,6 +196,10 @@ class Hub {
   // enter with a leave on every path (errors included). Lua thread.
   void drain_enter();
   void drain_leave();
+  // Marks the calling thread as the Lua thread (drain_enter does too): a
+  // deliver from it that would wait with no limit returns WOULD_DEADLOCK.
+  // The binding calls it when the hub starts.
+  void lua_thread_here();
 
   // Wakes the producers waiting for room if the consumer made any since it
   // last did (take() does so a batch of room at a time). drain_leave()
@@ -293,6 +297,7 @@ class Hub {
   int unreg_local(std::uint64_t id);
   long queued_local(std::uint64_t id);
   bool registered_locked(std::uint64_t id) const;
+  bool would_deadlock(bool timed) const;
   std::uint64_t find_libid_locked(void* libid) const;
   std::size_t size_locked() const;
   // Moves the consumer's reservation forward under the lock; false when
@@ -319,7 +324,6 @@ class Hub {
   std::size_t wait_fd(bool timed, std::chrono::steady_clock::time_point deadline, int intr_fd);
   void reset_locked();
   int notify_udp(std::size_t count);
-  bool draining_here() const;
   // The one place an item's state changes; asserts where it comes from.
   static void move(Blocking& b, St from, St to);
   // Ticket table (under the lock).
@@ -374,6 +378,9 @@ class Hub {
   std::uint64_t seen_kills_ = 0;  // kills_ when the reservation was made
   std::size_t live_left_ = 0;     // its live entries not yet taken, at most
   std::atomic<std::uintptr_t> drainer_{0};
+  // The thread that last entered a drain: the Lua thread, as far as the
+  // hub can tell (see would_deadlock).
+  std::atomic<std::uintptr_t> lua_thread_{0};
   int drain_depth_ = 0;
   std::uint64_t decoded_ = 0, returned_ = 0;  // stats
 

@@ -757,6 +757,7 @@ void start(lua_State* L) {
     return;
   }
   box->hub = hub;
+  hub->lua_thread_here();
   if (dss_cpcall(L, renew_closer, nullptr) != LUA_OK) {
     box->hub = nullptr;
     hub->close();

@@ -1704,7 +1704,14 @@ static void pin_self(void) {
     dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
 }
 
-static const luaL_Reg funcs[] = {{"start", l_start},
+/* strerror(code) -> DSS_strerror(code), the header's own. */
+static int l_strerror(lua_State *L) {
+  lua_pushstring(L, DSS_strerror((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {{"strerror", l_strerror},
+                                 {"start", l_start},
                                  {"join", l_join},
                                  {"counters", l_counters},
                                  {"check", l_check},

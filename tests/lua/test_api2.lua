@@ -147,3 +147,28 @@ test("queued(utilid) from producer threads' point of view: items of 4 producers,
   eq(dss.dispatch(), 50, "dispatch")
   eq(tc.queued(1), 0, "drained")
 end)
+
+test("DSS_strerror: a description for every code; unknown codes say so", function()
+  local tc = require "testclient"
+  local want = {
+    [-100] = "success",
+    [-99] = "queued, but the UDP notification could not be sent",
+    [-101] = "invalid utilid (unknown, stale or unregistered)",
+    [-102] = "darksidesync is not running in that Lua state (not loaded, or closing)",
+    [-103] = "no cancel callback given",
+    [-104] = "out of memory",
+    [-105] = "no decoder given",
+    [-106] = "darksidesync's registry table is missing",
+    [-107] = "library not registered with that Lua state",
+    [-108] = "library already registered (the existing utilid was returned)",
+    [-109] = "timed out",
+    [-110] = "queue full",
+    [-111] = "cancelled (unregistered, or the Lua state closed)",
+    [-112] = "would deadlock: the call would wait on the thread that runs the Lua state",
+    [-113] = "invalid argument",
+  }
+  for code = -114, -98 do
+    eq(tc.strerror(code), want[code] or "unknown darksidesync code", "code " .. code)
+  end
+  eq(tc.strerror(0), "unknown darksidesync code")
+end)

@@ -2,9 +2,11 @@
 -- blocking item, or no room in a full queue), made on the thread running
 -- this state's poll or dispatch right now (a decoder, or a dispatched
 -- callback, calling back into its own client library), returns
--- DSS_ERR_WOULD_DEADLOCK at once, nothing queued; through 1v0 and 2v0. And
--- no false alarm: deliveries that do not wait, and the Lua thread outside
--- poll/dispatch. docs/lua-api.md "Deadlock guard".
+-- DSS_ERR_WOULD_DEADLOCK at once, nothing queued; through 1v0 and 2v0. The
+-- Lua thread between two drains (or before the first) too, for a wait
+-- with no limit: nothing could answer while it waits. And no false alarm:
+-- deliveries that do not wait, a limited wait on the Lua thread (it times
+-- out), other threads. docs/lua-api.md "Deadlock guard".
 
 local dss = require "darksidesync"
 local tc = require "testclient"
@@ -257,4 +259,33 @@ test("the guard is per Lua state: a child state's dispatch delivering into this 
   tc.check({ attempts = 4, delivered = 2, decoded = 2, ended = 3, allocated = 2, freed = 2,
              timeout = 1, timedout_queued = 1, would_deadlock = 1, cancel_calls = 1 }, cid)
   tc.check { attempts = 1, delivered = 1, decoded = 1, ended = 1, allocated = 1, freed = 1 }
+end)
+
+test("the Lua thread outside poll/dispatch/wait: a blocking deliver with no limit returns WOULD_DEADLOCK at once, nothing queued", function()
+  fresh_()
+  eq(dss.poll(), -1, "a drain: this is the Lua thread")
+  eq(tc.deliver(tc.utilid(1), { blocking = true }), WOULD_DEADLOCK, "1v0")
+  eq(tc.deliver(tc.utilid(1), { blocking = true, api = 2 }), WOULD_DEADLOCK, "2v0, no limit")
+  eq(dss.queuesize(), 0, "nothing queued")
+  -- A full queue: waiting for room with no limit would never end either.
+  dss.setmaxqueue(1)
+  eq(tc.deliver(tc.utilid(1)), SUCCESS, "room for one")
+  eq(tc.deliver(tc.utilid(1)), WOULD_DEADLOCK, "no room: would wait forever")
+  dss.setmaxqueue(0)
+  eq(dss.dispatch(), 1)
+end)
+
+test("the Lua thread outside a drain, with a limit: the wait times out (the item ended by cancellation)", function()
+  fresh_()
+  eq(tc.deliver(tc.utilid(1), { blocking = true, api = 2, timeout = 20 }), TIMEOUT, "2v0 with 20 ms")
+  eq(dss.queuesize(), 0, "removed from the queue on timeout")
+  tc.check { attempts = 1, timeout = 1, timedout_queued = 1, ended = 1 }
+end)
+
+test("a fresh state, before any drain: the thread that loaded darksidesync is the Lua thread", function()
+  local _, rc = child([[
+    tc.init()
+    return tc.deliver(tc.utilid(1), { blocking = true })
+  ]])
+  eq(rc, WOULD_DEADLOCK)
 end)

@@ -552,7 +552,7 @@ TEST_CASE("drain: a deliver that would wait on the draining thread fails with "
   HubHandle hub;
   void* u = must_reg(hub.get(), libid(0));
   std::atomic<int> blocking_rc{0}, nested_rc{0}, ff_rc{0}, full_rc{0},
-      nowait_rc{0}, after_rc{0};
+      nowait_rc{0}, after_inf_rc{0}, after_rc{0};
   std::atomic<bool> done{false};
   // The thread acting as the Lua thread in poll/dispatch/wait.
   std::thread lua([&] {
@@ -567,9 +567,12 @@ TEST_CASE("drain: a deliver that would wait on the draining thread fails with "
     nowait_rc = Hub::deliver2(u, rec_decode, nullptr, &r, DSS_DELIVER_NOWAIT, -1);
     hub->set_max(0);
     hub->drain_leave();
-    // Not draining any more: a blocking deliver waits as usual (here for a
-    // decoder-0 end by the test's thread).
-    after_rc = Hub::deliver(u, rec_decode, rec_ret, &other);
+    // Not draining any more, but still the thread that last drained (the
+    // Lua thread between two drains): a wait with no limit would never
+    // end; one with a limit may (here a decoder-0 end by the test's
+    // thread, acting as another consumer).
+    after_inf_rc = Hub::deliver(u, rec_decode, rec_ret, &other);
+    after_rc = Hub::deliver2(u, rec_decode, rec_ret, &other, 0, 60000);
     done = true;
   });
   // (stats() takes the hub's lock: what the thread stored before its second
@@ -590,6 +593,7 @@ TEST_CASE("drain: a deliver that would wait on the draining thread fails with "
   if (!ok) hub->close();
   lua.join();
   CHECK(ok);
+  CHECK(after_inf_rc == DSS_ERR_WOULD_DEADLOCK);
   CHECK(after_rc == DSS_SUCCESS);
   CHECK(r.calls() == 0);
   CHECK(other.decoded == 1);
