@@ -63,6 +63,7 @@ local EXPECTED = {
   ["README.md"] = { lua = 4, c = 1, sh = 1 },
   ["docs/lua-api.md"] = { lua = 6, c = 1 },
   ["docs/c-api.md"] = { c = 1, text = 1 },
+  ["docs/client-guide.md"] = { c = 1, cpp = 1, lua = 3, sh = 4 },
   ["docs/cpp-api.md"] = { cpp = 1 },
   ["docs/design.md"] = { text = 1 },
   ["docs/fibers.md"] = { lua = 4 },
@@ -149,6 +150,11 @@ local RESOLVED = "printer.invalid\tnil\tName or service not known\t3\n"
 local COMPILE_ONLY = {
   ["examples/resolver/README.md lua 2"] = "a call signature (the result callback's arguments), not a program",
   ["examples/resolver/README.md lua 3"] = "a call signature (the retry function's), not a program",
+  -- The guide's programs need the guide's own client: tests/lua/test_guide.lua
+  -- builds it from the text and runs them (exact output), and the rockspec.
+  ["docs/client-guide.md lua 1"] = "run.lua, run by test_guide.lua against the guide's mylib",
+  ["docs/client-guide.md lua 2"] = "stop.lua, run by test_guide.lua against the guide's mylib",
+  ["docs/client-guide.md lua 3"] = "the rockspec template, built by test_guide.lua with luarocks make",
 }
 
 -- The fixture of every other Lua block: needs (modules), pre, post, and
@@ -278,6 +284,9 @@ local CPREAMBLE = {
   ["docs/lua-api.md c 1"] = "#include <pthread.h>\n#include <stdatomic.h>\n#include \"darksidesync_aux.h\"\n" ..
     "static atomic_int stopping;\nstatic pthread_t threads[4];\nstatic int nthreads;\n",
   ["docs/c-api.md c 1"] = "#include \"darksidesync_api.h\"\n",
+  -- Complete programs (test_guide.lua builds and runs them).
+  ["docs/client-guide.md c 1"] = "",
+  ["docs/client-guide.md cpp 1"] = "",
   ["docs/cpp-api.md cpp 1"] = "#include \"darksidesync.hpp\"\nstruct my_lib;\nmy_lib* new_my_lib(lua_State* L);  // the reader's own\n",
 }
 
@@ -306,11 +315,11 @@ end
 -- ---------------------------------------------------------------------
 -- sh and cmake blocks.
 
-local KNOWN = { make = true, luarocks = true, cmake = true, cc = true, ["pkg-config"] = true,
+local KNOWN = { make = true, luarocks = true, cmake = true, cc = true, ["c++"] = true, ["pkg-config"] = true,
                 export = true, eval = true, cd = true, lua = true, ["lua5.1"] = true,
                 ["lua5.2"] = true, ["lua5.3"] = true, ["lua5.4"] = true, luajit = true }
 -- Files the text names as the reader's own.
-local PLACEHOLDERS = { ["mylib.c"] = true }
+local PLACEHOLDERS = { ["mylib.c"] = true, ["mylib.cpp"] = true, ["mylib-scm-1.rockspec"] = true }
 
 local function check_sh(key, name, block)
   local file = os.tmpname()
