@@ -34,7 +34,7 @@ extern "C" {
 struct lua_State;
 
 /* Version string of the module, stored in registry table under "Version". */
-#define DSS_VERSION "2.0.0"
+#define DSS_VERSION "2.1.0"
 /* Registry key of the table that holds the API structs. */
 #define DSS_REGISTRY_NAME "DSS.DarkSideSync"
 /* Key, within that table, of the version string. */
@@ -43,6 +43,8 @@ struct lua_State;
 #define DSS_API_1v0_KEY "DSS API 1v0"
 /* Key of the 2v0 API struct (beside 1v0; both are always present). */
 #define DSS_API_2v0_KEY "DSS API 2v0"
+/* Key of the 2v1 API struct: 2v0 plus client context (regc, deliverc). */
+#define DSS_API_2v1_KEY "DSS API 2v1"
 
 /* ------------------------------------------------------------------------
  * Callbacks implemented by the client library.
@@ -200,6 +202,37 @@ typedef int (*DSS_deliver_2v0_t)(void *utilid, DSS_decoder_1v0_t pDecode,
  */
 typedef long (*DSS_queued_2v0_t)(void *utilid);
 
+/*
+ * Client context (2v1): a registration made with regc carries a context
+ * pointer and a name. Its callbacks get the context as their last argument
+ * (so a client needs no global variables), and darksidesync's error
+ * messages about its callbacks name it. Its items are delivered with
+ * deliverc, whose callbacks have these types; deliver/deliver2 (1v0-typed
+ * callbacks) refuse its utilid with DSS_ERR_INVALID_ARGUMENT, as deliverc
+ * refuses a utilid from reg. Apart from the context argument, every
+ * callback has the meaning of its 1v0 counterpart.
+ */
+typedef int (*DSS_decoder_2v0_t)(struct lua_State *L, void *pData,
+                                 void *utilid, void *context);
+typedef int (*DSS_return_2v0_t)(struct lua_State *L, void *pData,
+                                void *utilid, int garbage, void *context);
+typedef void (*DSS_cancel_2v0_t)(void *utilid, void *context);
+
+/*
+ * As reg, plus: context (any pointer, handed back to every callback of this
+ * registration; darksidesync never dereferences it) and name (a short name
+ * for error messages, e.g. "mqtt"; copied; NULL for none). Call on L's
+ * thread. Same results and codes as reg.
+ */
+typedef void *(*DSS_regc_2v0_t)(struct lua_State *L, void *libid,
+                                DSS_cancel_2v0_t pCancel, void *context,
+                                const char *name, int *errcode);
+
+/* As deliver2, for a utilid from regc, with context-taking callbacks. */
+typedef int (*DSS_deliverc_2v0_t)(void *utilid, DSS_decoder_2v0_t pDecode,
+                                  DSS_return_2v0_t pReturn, void *pData,
+                                  unsigned int flags, long timeout_ms);
+
 /* The 2v0 API. Member order is ABI; the first five are 1v0's. */
 typedef struct DSS_api_2v0_s *pDSS_api_2v0_t;
 typedef struct DSS_api_2v0_s {
@@ -211,6 +244,22 @@ typedef struct DSS_api_2v0_s {
   DSS_deliver_2v0_t deliver2;
   DSS_queued_2v0_t queued;
 } DSS_api_2v0_t;
+
+/* The 2v1 API (darksidesync 2.1): 2v0's members, then the client-context
+ * calls. Found under registry["DSS.DarkSideSync"]["DSS API 2v1"]; an older
+ * darksidesync has no such key (fall back to 2v0 or 1v0). */
+typedef struct DSS_api_2v1_s *pDSS_api_2v1_t;
+typedef struct DSS_api_2v1_s {
+  const char *version; /* "DSS API 2v1" */
+  DSS_register_1v0_t reg;
+  DSS_getutilid_1v0_t getutilid;
+  DSS_deliver_1v0_t deliver;
+  DSS_unregister_1v0_t unreg;
+  DSS_deliver_2v0_t deliver2;
+  DSS_queued_2v0_t queued;
+  DSS_regc_2v0_t regc;
+  DSS_deliverc_2v0_t deliverc;
+} DSS_api_2v1_t;
 
 /* ------------------------------------------------------------------------
  * Codes. Warnings are greater than DSS_SUCCESS, errors smaller.

@@ -23,17 +23,57 @@ static char dss_aux_libid_anchor;
  */
 static pDSS_api_1v0_t dss_aux_api = NULL;
 
+/* The 2v1 struct (2v0's calls and the client-context ones), when the
+ * loaded darksidesync offers it; its first members are 1v0's. */
+static pDSS_api_2v1_t dss_aux_api2 = NULL;
+
 #if defined(__GNUC__)
 #define DSS_AUX_LOAD() __atomic_load_n(&dss_aux_api, __ATOMIC_ACQUIRE)
 #define DSS_AUX_STORE(p) __atomic_store_n(&dss_aux_api, (p), __ATOMIC_RELEASE)
+#define DSS_AUX_LOAD2() __atomic_load_n(&dss_aux_api2, __ATOMIC_ACQUIRE)
+#define DSS_AUX_STORE2(p) __atomic_store_n(&dss_aux_api2, (p), __ATOMIC_RELEASE)
 #else
 #define DSS_AUX_LOAD() (dss_aux_api)
 #define DSS_AUX_STORE(p) (dss_aux_api = (p))
+#define DSS_AUX_LOAD2() (dss_aux_api2)
+#define DSS_AUX_STORE2(p) (dss_aux_api2 = (p))
 #endif
 
 pDSS_api_1v0_t DSS_getapi(void) { return DSS_AUX_LOAD(); }
 
 void *DSS_getlibid(void) { return &dss_aux_libid_anchor; }
+
+/* registry[DSS_REGISTRY_NAME][DSS_API_2v1_KEY]'s struct, or NULL. */
+static pDSS_api_2v1_t dss_aux_lookup2(lua_State *L) {
+  pDSS_api_2v1_t api = NULL;
+  lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME);
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, DSS_API_2v1_KEY);
+    if (lua_islightuserdata(L, -1)) api = (pDSS_api_2v1_t)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return api;
+}
+
+/* Raises the error for a failed registration (err: its code). */
+static void dss_aux_regerror(lua_State *L, int err) {
+  switch (err) {
+    case DSS_ERR_NOT_STARTED:
+      luaL_error(L, "darksidesync is not running in this Lua state");
+      return;
+    case DSS_ERR_NO_CANCEL_PROVIDED:
+      luaL_error(L, "registering with darksidesync needs a cancel callback");
+      return;
+    case DSS_ERR_OUT_OF_MEMORY:
+      luaL_error(L, "out of memory registering with darksidesync");
+      return;
+    default:
+      luaL_error(L, "registering with darksidesync failed: %s (code %d)",
+                 DSS_strerror(err), err);
+      return;
+  }
+}
 
 /* Pushes registry[DSS_REGISTRY_NAME][DSS_API_1v0_KEY]'s struct, or raises. */
 static pDSS_api_1v0_t dss_aux_lookup(lua_State *L) {
@@ -62,24 +102,31 @@ void DSS_initialize(lua_State *L, DSS_cancel_1v0_t pCancel) {
   int err = DSS_SUCCESS;
   pDSS_api_1v0_t api = dss_aux_lookup(L);
   api->reg(L, &dss_aux_libid_anchor, pCancel, &err);
-  switch (err) {
-    case DSS_SUCCESS:
-    case DSS_ERR_ALREADY_REGISTERED:
-      DSS_AUX_STORE(api);
-      return;
-    case DSS_ERR_NOT_STARTED:
-      luaL_error(L, "darksidesync is not running in this Lua state");
-      return;
-    case DSS_ERR_NO_CANCEL_PROVIDED:
-      luaL_error(L, "registering with darksidesync needs a cancel callback");
-      return;
-    case DSS_ERR_OUT_OF_MEMORY:
-      luaL_error(L, "out of memory registering with darksidesync");
-      return;
-    default:
-      luaL_error(L, "registering with darksidesync failed (code %d)", err);
-      return;
+  if (err != DSS_SUCCESS && err != DSS_ERR_ALREADY_REGISTERED) {
+    dss_aux_regerror(L, err);
+    return;
   }
+  DSS_AUX_STORE2(dss_aux_lookup2(L));
+  DSS_AUX_STORE(api);
+}
+
+void DSS_initializec(lua_State *L, DSS_cancel_2v0_t pCancel, void *context,
+                     const char *name) {
+  int err = DSS_SUCCESS;
+  pDSS_api_1v0_t api = dss_aux_lookup(L); /* raises without darksidesync */
+  pDSS_api_2v1_t api2 = dss_aux_lookup2(L);
+  if (api2 == NULL) {
+    luaL_error(L, "the loaded darksidesync does not offer '%s' (client "
+                  "context needs darksidesync 2.1 or later)", DSS_API_2v1_KEY);
+    return;
+  }
+  api2->regc(L, &dss_aux_libid_anchor, pCancel, context, name, &err);
+  if (err != DSS_SUCCESS && err != DSS_ERR_ALREADY_REGISTERED) {
+    dss_aux_regerror(L, err);
+    return;
+  }
+  DSS_AUX_STORE2(api2);
+  DSS_AUX_STORE(api);
 }
 
 void *DSS_getutilid(lua_State *L) {
@@ -112,4 +159,26 @@ void DSS_shutdown(lua_State *L, void *utilid) {
   if (api == NULL) return;
   if (L != NULL) utilid = api->getutilid(L, &dss_aux_libid_anchor, NULL);
   if (utilid != NULL) api->unreg(utilid);
+}
+
+int DSS_deliver2(void *utilid, DSS_decoder_1v0_t pDecode,
+                 DSS_return_1v0_t pReturn, void *pData, unsigned int flags,
+                 long timeout_ms) {
+  pDSS_api_2v1_t api = DSS_AUX_LOAD2();
+  if (api == NULL) return DSS_ERR_NOT_STARTED;
+  return api->deliver2(utilid, pDecode, pReturn, pData, flags, timeout_ms);
+}
+
+int DSS_deliverc(void *utilid, DSS_decoder_2v0_t pDecode,
+                 DSS_return_2v0_t pReturn, void *pData, unsigned int flags,
+                 long timeout_ms) {
+  pDSS_api_2v1_t api = DSS_AUX_LOAD2();
+  if (api == NULL) return DSS_ERR_NOT_STARTED;
+  return api->deliverc(utilid, pDecode, pReturn, pData, flags, timeout_ms);
+}
+
+long DSS_queued(void *utilid) {
+  pDSS_api_2v1_t api = DSS_AUX_LOAD2();
+  if (api == NULL) return DSS_ERR_NOT_STARTED;
+  return api->queued(utilid);
 }

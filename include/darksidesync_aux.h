@@ -55,6 +55,32 @@ DSS_AUX_API int DSS_deliver(void *utilid, DSS_decoder_1v0_t pDecode,
  */
 DSS_AUX_API void DSS_shutdown(struct lua_State *L, void *utilid);
 
+/*
+ * As DSS_initialize, registering with a context and a name (API 2v1, regc):
+ * every callback of this library then gets the context as its last
+ * argument, and darksidesync's error messages about its callbacks name it.
+ * Deliver with DSS_deliverc. Raises when the loaded darksidesync is older
+ * than 2.1 (no "DSS API 2v1").
+ */
+DSS_AUX_API void DSS_initializec(struct lua_State *L, DSS_cancel_2v0_t pCancel,
+                                 void *context, const char *name);
+
+/*
+ * The 2v0 calls (see darksidesync_api.h): deliver with flags
+ * (DSS_DELIVER_NOWAIT) and a timeout in ms (DSS_TIMEOUT_INFINITE), the
+ * context-taking deliver for a DSS_initializec library, and the number of
+ * this library's items queued. Any thread. DSS_ERR_NOT_STARTED before a
+ * successful DSS_initialize/DSS_initializec, or when the loaded
+ * darksidesync is older than 2.1.
+ */
+DSS_AUX_API int DSS_deliver2(void *utilid, DSS_decoder_1v0_t pDecode,
+                             DSS_return_1v0_t pReturn, void *pData,
+                             unsigned int flags, long timeout_ms);
+DSS_AUX_API int DSS_deliverc(void *utilid, DSS_decoder_2v0_t pDecode,
+                             DSS_return_2v0_t pReturn, void *pData,
+                             unsigned int flags, long timeout_ms);
+DSS_AUX_API long DSS_queued(void *utilid);
+
 /* The API struct found by DSS_initialize, or NULL before it. */
 DSS_AUX_API pDSS_api_1v0_t DSS_getapi(void);
 

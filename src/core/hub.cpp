@@ -21,6 +21,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <type_traits>
+#include <string>
 #include <unordered_map>
 
 namespace dss {
@@ -59,9 +60,17 @@ class RwLock {
 // it, a reference keeps it. Lock order: the table's lock, then a hub's.
 // The table is leaked on purpose: producer threads may still call in while
 // the process exits, after static destructors would have run.
+// What a regc registration adds: its context and name. Kept from regc to
+// the end of its unreg (the cancellations of its items need the context).
+struct Client {
+  void* context;
+  std::string name;
+};
+
 struct Table {
   RwLock mu;  // shared: lookups (every deliver); exclusive: changes
   std::unordered_map<std::uint64_t, Hub*> ids;
+  std::unordered_map<std::uint64_t, Client> clients;  // regc ones
   std::uint64_t next_id = 0x5d55000;  // arbitrary, far from small garbage
 };
 
@@ -90,6 +99,37 @@ Hub* erase_ref(std::uint64_t id) {
   t.ids.erase(it);
   hub->ref();
   return hub;
+}
+
+// Function pointer casts between the 1v0 and 2v1 callback types, through
+// void (*)(), the type GCC's -Wcast-function-type allows: a 2v1 callback is
+// stored in a 1v0-typed slot and always cast back before it is called.
+template <typename To, typename From>
+To fn_cast(From f) {
+  return reinterpret_cast<To>(reinterpret_cast<void (*)()>(f));
+}
+
+// The context of a regc registration (nullptr for any other id).
+void* context_of(std::uint64_t id) {
+  if (!(id & kCtxIdBit)) return nullptr;
+  Table& t = table();
+  std::shared_lock<RwLock> lock(t.mu);
+  auto it = t.clients.find(id);
+  return it == t.clients.end() ? nullptr : it->second.context;
+}
+
+// A client callback, called as its registration wants it: with the
+// context as the last argument for a regc one (whose callbacks were stored
+// cast to the 1v0 types). Never under a lock (context_of takes the table's).
+int invoke_decode(std::uint64_t id, DSS_decoder_1v0_t d, lua_State* L, void* data) {
+  if (!(id & kCtxIdBit)) return d(L, data, to_utilid(id));
+  return fn_cast<DSS_decoder_2v0_t>(d)(L, data, to_utilid(id), context_of(id));
+}
+
+int invoke_ret(std::uint64_t id, DSS_return_1v0_t r, lua_State* L, void* data, int garbage) {
+  if (!(id & kCtxIdBit)) return r(L, data, to_utilid(id), garbage);
+  return fn_cast<DSS_return_2v0_t>(r)(L, data, to_utilid(id), garbage,
+                                               context_of(id));
 }
 
 // Identifies the calling thread (for the deadlock guard). Not a
@@ -171,7 +211,10 @@ Hub::~Hub() {
   {
     Table& t = table();
     std::lock_guard<RwLock> lock(t.mu);
-    for (const Registration& r : regs_) t.ids.erase(r.id);
+    for (const Registration& r : regs_) {
+      t.ids.erase(r.id);
+      t.clients.erase(r.id);
+    }
   }
   while (qhead_) {
     Block* b = qhead_;
@@ -194,6 +237,17 @@ void Hub::unref() {
 // --- registrations -------------------------------------------------------
 
 void* Hub::reg(void* libid, DSS_cancel_1v0_t cancel, int* err) {
+  return reg_(libid, cancel, err, nullptr, nullptr, false);
+}
+
+void* Hub::regc(void* libid, DSS_cancel_2v0_t cancel, void* context,
+                const char* name, int* err) {
+  return reg_(libid, fn_cast<DSS_cancel_1v0_t>(cancel), err, context,
+              name, true);
+}
+
+void* Hub::reg_(void* libid, DSS_cancel_1v0_t cancel, int* err, void* context,
+                const char* name, bool ctx) {
   int dummy;
   if (!err) err = &dummy;
   if (!cancel) {
@@ -215,11 +269,14 @@ void* Hub::reg(void* libid, DSS_cancel_1v0_t cancel, int* err) {
     }
     try {
       id = ++t.next_id;
+      if (ctx) id |= kCtxIdBit;
       t.ids.emplace(id, this);
       try {
+        if (ctx) t.clients.emplace(id, Client{context, name ? name : ""});
         regs_.push_back(Registration{id, libid, cancel, false});
       } catch (...) {
         t.ids.erase(id);
+        t.clients.erase(id);
         throw;
       }
     } catch (const std::bad_alloc&) {
@@ -306,9 +363,16 @@ int Hub::deliver2(void* utilid, DSS_decoder_1v0_t decode, DSS_return_1v0_t ret,
   return deliver2_(utilid, decode, ret, data, flags, timeout_ms, true);
 }
 
+int Hub::deliverc(void* utilid, DSS_decoder_2v0_t decode, DSS_return_2v0_t ret,
+                  void* data, unsigned flags, long timeout_ms) {
+  return deliver2_(utilid, fn_cast<DSS_decoder_1v0_t>(decode),
+                   fn_cast<DSS_return_1v0_t>(ret), data, flags,
+                   timeout_ms, true, true);
+}
+
 int Hub::deliver2_(void* utilid, DSS_decoder_1v0_t decode,
                    DSS_return_1v0_t ret, void* data, unsigned flags,
-                   long timeout_ms, bool v2) {
+                   long timeout_ms, bool v2, bool ctx) {
   std::uint64_t id = id_of(utilid);
   Hub* hub;
   {
@@ -320,6 +384,8 @@ int Hub::deliver2_(void* utilid, DSS_decoder_1v0_t decode,
     if (!decode) return DSS_ERR_NO_DECODE_PROVIDED;
     if (v2 && (flags & ~unsigned(DSS_DELIVER_NOWAIT)))
       return DSS_ERR_INVALID_ARGUMENT;
+    // The callbacks' types must be the registration's.
+    if (bool(id & kCtxIdBit) != ctx) return DSS_ERR_INVALID_ARGUMENT;
     if (!ret) {
       // Fire and forget, the common case: under the table's shared lock,
       // which keeps the hub alive, with no reference taken (two atomic
@@ -520,8 +586,8 @@ int Hub::wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
     }
     ++timedout_;
     lock.unlock();
-    if (queued) b.decode(nullptr, b.data, to_utilid(b.id));
-    else b.ret(nullptr, b.data, to_utilid(b.id), 0);
+    if (queued) invoke_decode(b.id, b.decode, nullptr, b.data);
+    else invoke_ret(b.id, b.ret, nullptr, b.data, 0);
     lock.lock();
     move(b, St::cancelling, St::done);
     return DSS_ERR_TIMEOUT;
@@ -756,7 +822,7 @@ Taken Hub::take() {
 
 int Hub::call_decoder(const Taken& item, lua_State* L) {
   ++decoded_;
-  return item.decode(L, item.data, item.utilid());
+  return invoke_decode(item.id, item.decode, L, item.data);
 }
 
 TicketId Hub::settle(const Taken& item, int n) {
@@ -780,7 +846,7 @@ TicketId Hub::settle(const Taken& item, int n) {
   if (!t) {
     // Unregistered (or closing, or no memory for a ticket) while it was
     // being decoded: it ends by cancellation, here.
-    b->ret(nullptr, b->data, item.utilid(), 0);
+    invoke_ret(item.id, b->ret, nullptr, b->data, 0);
     std::lock_guard<std::mutex> lock(mu_);
     ++cancelled_;
     b->cancelled = true;
@@ -821,7 +887,7 @@ Blocking* Hub::claim(TicketId ticket) {
 
 int Hub::call_return(Blocking* b, lua_State* L, int garbage) {
   ++returned_;
-  return b->ret(L, b->data, to_utilid(b->id), garbage);
+  return invoke_ret(b->id, b->ret, L, b->data, garbage);
 }
 
 void Hub::finish_returned(Blocking* b) {
@@ -1005,6 +1071,12 @@ int Hub::unreg(void* utilid) {
   if (!hub) return DSS_ERR_INVALID_UTILID;
   int rc = hub->unreg_local(id);
   hub->unref();
+  if (id & kCtxIdBit) {
+    // Its items have all ended: the context is not needed any more.
+    Table& t = table();
+    std::lock_guard<RwLock> lock(t.mu);
+    t.clients.erase(id);
+  }
   return rc;
 }
 
@@ -1148,8 +1220,8 @@ void Hub::cancel_items(std::uint64_t id) {
 void Hub::end_cancelled(Taken* items, std::size_t n) {
   for (std::size_t k = 0; k < n; ++k) {
     Taken& t = items[k];
-    if (t.decode) t.decode(nullptr, t.data, t.utilid());
-    else t.blk->ret(nullptr, t.data, t.utilid(), 0);
+    if (t.decode) invoke_decode(t.id, t.decode, nullptr, t.data);
+    else invoke_ret(t.id, t.blk->ret, nullptr, t.data, 0);
     std::lock_guard<std::mutex> lock(mu_);
     ++cancelled_;
     if (Blocking* b = t.blk) {
@@ -1158,6 +1230,25 @@ void Hub::end_cancelled(Taken* items, std::size_t n) {
       b->cv.notify_one();
     }
   }
+}
+
+void Hub::call_cancel(DSS_cancel_1v0_t cancel, void* utilid) {
+  std::uint64_t id = id_of(utilid);
+  if (!(id & kCtxIdBit)) return cancel(utilid);
+  fn_cast<DSS_cancel_2v0_t>(cancel)(utilid, context_of(id));
+}
+
+std::size_t Hub::client_name(void* utilid, char* buf, std::size_t n) {
+  buf[0] = '\0';
+  std::uint64_t id = id_of(utilid);
+  if (!(id & kCtxIdBit) || n == 0) return 0;
+  Table& t = table();
+  std::shared_lock<RwLock> lock(t.mu);
+  auto it = t.clients.find(id);
+  if (it == t.clients.end()) return 0;
+  std::size_t len = it->second.name.copy(buf, n - 1);
+  buf[len] = '\0';
+  return len;
 }
 
 // --- close -----------------------------------------------------------------
@@ -1194,7 +1285,7 @@ void Hub::close(CancelCall call, void* ctx) {
     if (!cancel) break;
     void* utilid = to_utilid(id);
     if (call) call(ctx, cancel, utilid);
-    else cancel(utilid);
+    else call_cancel(cancel, utilid);
     unreg(utilid);  // INVALID_UTILID here just means the client did it
   }
   {

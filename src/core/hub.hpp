@@ -83,6 +83,10 @@ struct Entry {
   void* data;  // fire and forget
 };
 constexpr std::uint64_t kBlockingBit = std::uint64_t(1) << 63;
+// Set in the registration id of a regc registration (client context): its
+// items' callbacks are the context-taking 2v1 ones, stored cast to the 1v0
+// types. Below the top bit of a pointer, so it survives the utilid.
+constexpr std::uint64_t kCtxIdBit = std::uint64_t(1) << (sizeof(void*) * 8 - 2);
 static_assert(sizeof(Entry) == 24, "an entry is three words");
 
 // An item the Lua thread took off the queue. It owns it until it ends:
@@ -141,6 +145,10 @@ class Hub {
   // --- registrations (Lua thread) ------------------------------------
   // As the 1v0 reg/getutilid, for this hub's Lua state.
   void* reg(void* libid, DSS_cancel_1v0_t cancel, int* err);
+  // As reg, with a context and a name (2v1's regc): the registration's
+  // callbacks are the context-taking ones.
+  void* regc(void* libid, DSS_cancel_2v0_t cancel, void* context,
+             const char* name, int* err);
   void* getutilid(void* libid, int* err);
 
   // --- any thread: the 1v0 and 2v0 entry points -------------------------
@@ -156,6 +164,17 @@ class Hub {
   // (unless called from inside one of them).
   static int unreg(void* utilid);
   static long queued(void* utilid);
+  // 2v1's deliverc: deliver2 for a regc registration.
+  static int deliverc(void* utilid, DSS_decoder_2v0_t decode,
+                      DSS_return_2v0_t ret, void* data, unsigned flags,
+                      long timeout_ms);
+
+  // Calls a client's cancel callback as its registration wants it (with
+  // its context for a regc one). Never under a lock.
+  static void call_cancel(DSS_cancel_1v0_t cancel, void* utilid);
+  // The name a regc registration gave, copied into buf (n > 0; always
+  // terminated): its length, or 0 when it has none (a reg one, or gone).
+  static std::size_t client_name(void* utilid, char* buf, std::size_t n);
 
   // --- consumer side (Lua thread) ---------------------------------------
   // The Lua side drives each item through these, in this order:
@@ -275,7 +294,9 @@ class Hub {
   // deliver and deliver2 (v2: flags are checked, 2v0 codes returned).
   static int deliver2_(void* utilid, DSS_decoder_1v0_t decode,
                        DSS_return_1v0_t ret, void* data, unsigned flags,
-                       long timeout_ms, bool v2);
+                       long timeout_ms, bool v2, bool ctx = false);
+  void* reg_(void* libid, DSS_cancel_1v0_t cancel, int* err, void* context,
+             const char* name, bool ctx);
   // What a fire-and-forget delivery made under the table's lock leaves to
   // its caller: the Lua thread to wake, the datagram to send.
   struct Post {

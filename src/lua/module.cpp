@@ -70,8 +70,11 @@ Hub* check_hub(lua_State* L) {
 // closes, so nothing that reaches the hub through it (poll, dispatch and
 // queuesize as an upvalue; closers and waiting-thread callbacks) can find a
 // closed or freed one.
+struct DispatchCtx;
+
 struct HubBox {
   Hub* hub;
+  DispatchCtx* dispatching;  // the innermost dispatch running, if any
 };
 
 // The running hub in the HubBox upvalue `up`, or raises.
@@ -148,6 +151,30 @@ static int api_deliver2(void* utilid, DSS_decoder_1v0_t decode,
 
 static long api_queued(void* utilid) { return Hub::queued(utilid); }
 
+static void* api_regc(lua_State* L, void* libid, DSS_cancel_2v0_t cancel,
+                      void* context, const char* name, int* err) {
+  Hub* hub = hub_of(L);
+  if (!hub) {
+    if (err) *err = DSS_ERR_NOT_STARTED;
+    return nullptr;
+  }
+  int rc;
+  void* utilid = hub->regc(libid, cancel, context, name, &rc);
+  if (rc == DSS_SUCCESS && dss_cpcall(L, renew_closer, nullptr) != LUA_OK) {
+    Hub::unreg(utilid);
+    utilid = nullptr;
+    rc = DSS_ERR_OUT_OF_MEMORY;
+  }
+  if (err) *err = rc;
+  return utilid;
+}
+
+static int api_deliverc(void* utilid, DSS_decoder_2v0_t decode,
+                        DSS_return_2v0_t ret, void* data, unsigned flags,
+                        long timeout_ms) {
+  return Hub::deliverc(utilid, decode, ret, data, flags, timeout_ms);
+}
+
 }  // extern "C"
 
 DSS_api_1v0_t api_1v0 = {DSS_API_1v0_KEY, api_reg, api_getutilid, api_deliver,
@@ -155,6 +182,9 @@ DSS_api_1v0_t api_1v0 = {DSS_API_1v0_KEY, api_reg, api_getutilid, api_deliver,
 DSS_api_2v0_t api_2v0 = {DSS_API_2v0_KEY, api_reg,      api_getutilid,
                          api_deliver,     api_unreg,    api_deliver2,
                          api_queued};
+DSS_api_2v1_t api_2v1 = {DSS_API_2v1_KEY, api_reg,      api_getutilid,
+                         api_deliver,     api_unreg,    api_deliver2,
+                         api_queued,      api_regc,     api_deliverc};
 
 // --- closers: close the hub when the Lua state closes -----------------------
 //
@@ -193,7 +223,7 @@ struct CancelCtx {
 int cancel_tramp(lua_State* L) {
   CancelCtx* c = static_cast<CancelCtx*>(lua_touserdata(L, 1));
   c->called = true;
-  c->cancel(c->utilid);
+  Hub::call_cancel(c->cancel, c->utilid);
   return 0;
 }
 
@@ -201,7 +231,7 @@ void call_cancel(void* L, DSS_cancel_1v0_t cancel, void* utilid) {
   CancelCtx c = {cancel, utilid, false};
   dss_cpcall(static_cast<lua_State*>(L), cancel_tramp, &c);
   // No stack or memory for the protected call: call it as 1.0 did.
-  if (!c.called) cancel(utilid);
+  if (!c.called) Hub::call_cancel(cancel, utilid);
 }
 
 // Whether the closer at index idx is still in the weak table (see above).
@@ -302,6 +332,23 @@ Wt* push_wt(lua_State* L, HubBox* box) {
   return w;
 }
 
+// Names the client whose callback raised: a string error at the top of the
+// stack becomes "<error> (raised by the <what> of darksidesync client
+// '<name>')", or "... client 0x<utilid>)" for a client registered without
+// a name. Other error values are left alone. May raise (memory) -- call it
+// with no item unfinished.
+void label_error(lua_State* L, void* utilid, const char* what) {
+  if (lua_type(L, -1) != LUA_TSTRING || !lua_checkstack(L, 2)) return;
+  char name[64];
+  if (Hub::client_name(utilid, name, sizeof name) > 0)
+    lua_pushfstring(L, "%s (raised by the %s of darksidesync client '%s')",
+                    lua_tostring(L, -1), what, name);
+  else
+    lua_pushfstring(L, "%s (raised by the %s of darksidesync client %p)",
+                    lua_tostring(L, -1), what, utilid);
+  lua_replace(L, -2);
+}
+
 // Checks what a decoder returned against what it pushed. May raise.
 void check_pushed(lua_State* L, int n) {
   int top = lua_gettop(L);
@@ -370,7 +417,10 @@ int l_poll(lua_State* L) {
     else if (TicketId t = hub->settle(c.item, c.n)) c.wt->ticket = t;
   }
   hub->drain_leave();
-  if (status != LUA_OK) return lua_error(L);
+  if (status != LUA_OK) {
+    label_error(L, c.item.utilid(), "decoder");
+    return lua_error(L);
+  }
   lua_pushinteger(L, lua_Integer(hub->size()));
   if (c.n <= 0) return 1;
   lua_insert(L, 1);
@@ -430,6 +480,11 @@ int dispatch_tramp(lua_State* L) {
 // &errh_key when it ran (the error is handled) or the error it raised.
 int errh_tramp(lua_State* L) {
   if (!lua_checkstack(L, 3)) return 1;  // the error, unhandled
+  HubBox* box = static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(1)));
+  if (box->dispatching && box->dispatching->cur) {
+    lua_settop(L, 1);
+    label_error(L, box->dispatching->cur.utilid(), "decoder");
+  }
   dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
   if (!lua_isfunction(L, -1)) {  // removed meanwhile: unhandled
     lua_pop(L, 1);
@@ -457,12 +512,17 @@ int l_dispatch(lua_State* L) {
   DispatchCtx c = {hub, static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(3))),
                    max, 0, Taken()};
   int status = LUA_OK;
+  DispatchCtx* outer = c.box->dispatching;
+  c.box->dispatching = &c;
+  void* raised_by = nullptr;  // the client whose decoder raised, unhandled
   hub->drain_enter();
   while (c.ran < c.max) {
     lua_pushvalue(L, lua_upvalueindex(1));  // dispatch_tramp
     lua_pushlightuserdata(L, &c);
     status = lua_pcall(L, 1, 0, handler ? 1 : 0);
+    raised_by = nullptr;
     if (c.cur) {
+      raised_by = c.cur.utilid();
       hub->finish(c.cur);  // a raising decoder ends the item, as 0 would
       c.cur = Taken();
     }
@@ -472,9 +532,15 @@ int l_dispatch(lua_State* L) {
       break;
     lua_pop(L, 1);  // handled
     status = LUA_OK;
+    raised_by = nullptr;
   }
   hub->drain_leave();
-  if (status != LUA_OK) return lua_error(L);
+  c.box->dispatching = outer;
+  if (status != LUA_OK) {
+    // Unhandled (with a handler, it saw the label already).
+    if (!handler && raised_by) label_error(L, raised_by, "decoder");
+    return lua_error(L);
+  }
   lua_pushinteger(L, c.ran);
   return 1;
 }
@@ -534,9 +600,13 @@ int wt_call(lua_State* L) {
   lua_insert(L, 2);
   lua_pushlightuserdata(L, &c);
   lua_insert(L, 3);
+  void* utilid = dss::to_utilid(item->id);  // item may be gone once finished
   int status = lua_pcall(L, nargs + 1, LUA_MULTRET, 0);
   hub->finish_returned(item);  // releases the producer, raising or not
-  if (status != LUA_OK) return lua_error(L);
+  if (status != LUA_OK) {
+    label_error(L, utilid, "return callback");
+    return lua_error(L);
+  }
   return lua_gettop(L) - 1;
 }
 
@@ -747,6 +817,7 @@ void start(lua_State* L) {
   dss_rawsetp(L, LUA_REGISTRYINDEX, &closers_key);
   HubBox* box = static_cast<HubBox*>(lua_newuserdata(L, sizeof(HubBox)));
   box->hub = nullptr;
+  box->dispatching = nullptr;
   dss_rawsetp(L, LUA_REGISTRYINDEX, &box_key);
 
   // The box takes the creation reference. The first closer is made under
@@ -795,6 +866,8 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
   lua_setfield(L, -2, DSS_API_1v0_KEY);
   lua_pushlightuserdata(L, &api_2v0);
   lua_setfield(L, -2, DSS_API_2v0_KEY);
+  lua_pushlightuserdata(L, &api_2v1);
+  lua_setfield(L, -2, DSS_API_2v1_KEY);
   lua_pop(L, 1);
 
   lua_newtable(L);
@@ -805,7 +878,8 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
   lua_pushcclosure(L, l_poll, 2);
   lua_setfield(L, -3, "poll");
   lua_pushcfunction(L, dispatch_tramp);
-  lua_pushcfunction(L, errh_tramp);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, errh_tramp, 1);
   lua_pushvalue(L, -3);
   lua_pushcclosure(L, l_dispatch, 3);
   lua_setfield(L, -3, "dispatch");

@@ -51,6 +51,19 @@ function raises(fn, expected)
   return msg
 end
 
+-- labeled(msg[, what]): a `raises` pattern for msg as darksidesync labels
+-- an error raised by a client's callback (what: "decoder", the default, or
+-- "return callback"): "<msg> (raised by the <what> of darksidesync client
+-- 0x...)". unlabel(msg) strips the label.
+function labeled(msg, what)
+  return { pattern = "^" .. msg:gsub("%p", "%%%0") .. " %(raised by the " ..
+                     (what or "decoder") .. " of darksidesync client 0x%x+%)$" }
+end
+
+function unlabel(msg)
+  return (tostring(msg):gsub(" %(raised by the [%w ]+ of darksidesync client [^)]*%)$", ""))
+end
+
 -- waitfor(pred[, what[, seconds]]): calls pred() until it returns a true
 -- value, and returns that value. A bounded wait for something another thread
 -- brings about (no sleeping): fails after about `seconds` (default 10).

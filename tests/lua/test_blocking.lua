@@ -146,7 +146,7 @@ test("a decoder that raises: poll raises its message, the producer is released, 
   fresh()
   tc.start { blocking = true, decoder = "error" }
   queued(1)
-  raises(dss.poll, "testclient: decoder failed")
+  raises(dss.poll, labeled("testclient: decoder failed"))
   ok(tc.join(), "join")
   eq(dss.poll(), -1, "then empty")
   tc.start { blocking = true }
@@ -165,7 +165,7 @@ test("a return callback that raises: the call raises its message, the producer i
   queued(1)
   local _, _, args = dss.poll()
   local wt = args[1]
-  raises(function() wt(expected(args)) end, "testclient: return callback failed")
+  raises(function() wt(expected(args)) end, labeled("testclient: return callback failed", "return callback"))
   ok(tc.join(), "join")
   eq(select("#", wt(expected(args))), 0, "second call")
   tc.check { threads = 1, completed = 1, attempts = 1, delivered = 1, released = 1, decoded = 1,

@@ -166,7 +166,7 @@ test("a fire-and-forget decoder that raises in poll: the error propagates; the g
   fresh_()
   tc.start { items = 1, decoder = "error" }
   ok(tc.join(), "join")
-  raises(function() return dss.poll() end, "testclient: decoder failed")
+  raises(function() return dss.poll() end, labeled("testclient: decoder failed"))
   local opts = { api = 2, blocking = true, timeout = scaled(30) }
   eq(tc.deliver(tc.utilid(1), opts), TIMEOUT, "right after the error: outside the guard, it times out")
   eq(dss.queuesize(), 0, "nothing queued")

@@ -205,7 +205,7 @@ test("with a handler, a decoder's error goes to it and dispatch goes on", functi
   local seen, cb = recorder()
   local got = {}
   tc.setcallback(cb)
-  dss.seterrorhandler(function(msg) got[#got + 1] = msg end)
+  dss.seterrorhandler(function(msg) got[#got + 1] = unlabel(msg) end)
   tc.start { items = 2, decoder = "error" }
   ok(tc.join(), "join")
   deliver(1)
@@ -219,7 +219,7 @@ end)
 test("with a handler, a blocking item whose decoder raises: its producer is released", function()
   fresh()
   local got = {}
-  dss.seterrorhandler(function(msg) got[#got + 1] = msg end)
+  dss.seterrorhandler(function(msg) got[#got + 1] = unlabel(msg) end)
   tc.start { blocking = true, decoder = "error" }
   queued(1)
   eq(dss.dispatch(), 1, "ran")
@@ -250,11 +250,11 @@ test("without a handler, a decoder's error: dispatch raises it, that item ended,
   fresh()
   tc.start { items = 3, decoder = "error" }
   ok(tc.join(), "join")
-  raises(dss.dispatch, "testclient: decoder failed")
+  raises(dss.dispatch, labeled("testclient: decoder failed"))
   eq(dss.queuesize(), 2, "queuesize")
   tc.check { threads = 1, completed = 1, attempts = 3, delivered = 3, decoded = 1, decode_errors = 1,
              ended = 1, allocated = 3, freed = 1, live = 2 }
-  raises(function() return dss.dispatch(5) end, "testclient: decoder failed")
+  raises(function() return dss.dispatch(5) end, labeled("testclient: decoder failed"))
   eq(dss.queuesize(), 1, "queuesize")
 end)
 

@@ -329,7 +329,7 @@ end)
 test("coalesce: a client decoder's errors go to the error handler too; the drain goes on", function()
   local skt = setup("coalesce")
   local errors = {}
-  dss.seterrorhandler(function(msg) errors[#errors + 1] = msg end)
+  dss.seterrorhandler(function(msg) errors[#errors + 1] = unlabel(msg) end)
   local cb, calls = counter()
   tc.setcallback(cb)
   tc.start { items = 2, decoder = "error" }

@@ -426,7 +426,7 @@ test("pcall(poll) with a fire-and-forget decoder that raises leaves no mark: a b
   error_item()
   local okay, err = pcall(dss.poll)
   eq(okay, false, "pcall(poll)")
-  eq(strip(err), DECODER_FAILED, "the decoder's error")
+  eq(unlabel(strip(err)), DECODER_FAILED, "the decoder's error")
   eq(tc.deliver(tc.utilid(1), blocking(30)), TIMEOUT, "right after the error")
   tc.check { attempts = 2, delivered = 1, decoded = 1, decode_errors = 1, ended = 2, allocated = 1,
              freed = 1, timeout = 1, timedout_queued = 1 }
@@ -435,7 +435,7 @@ end)
 test("after a fire-and-forget decoder raised in poll, a fire-and-forget deliver2 into a full queue waits its timeout (TIMEOUT), not WOULD_DEADLOCK", function()
   fresh_()
   error_item()
-  raises(function() return dss.poll() end, DECODER_FAILED) -- a tail call
+  raises(function() return dss.poll() end, labeled(DECODER_FAILED)) -- a tail call
   eq(tc.deliver(tc.utilid(1)), SUCCESS, "fill the queue")
   dss.setmaxqueue(1)
   local t0 = tc.clock()
@@ -452,7 +452,7 @@ test("an error in poll inside a coroutine leaves no mark: a blocking deliver2 fr
   local co = coroutine.create(function() return dss.poll() end)
   local okay, err = coroutine.resume(co)
   eq(okay, false, "resume")
-  eq(strip(err), DECODER_FAILED, "the decoder's error")
+  eq(unlabel(strip(err)), DECODER_FAILED, "the decoder's error")
   eq(tc.deliver(tc.utilid(1), blocking(30)), TIMEOUT, "from the main thread")
   eq(coroutine.wrap(function() return tc.deliver(tc.utilid(1), blocking(30)) end)(), TIMEOUT,
      "from another coroutine")
@@ -463,7 +463,7 @@ end)
 test("a coroutine-based loop after an error in poll: its later polls and dispatches (in coroutines) leave no mark either", function()
   fresh_()
   error_item()
-  raises(function() return dss.poll() end, DECODER_FAILED)
+  raises(function() return dss.poll() end, labeled(DECODER_FAILED))
   local rcs = {}
   for _ = 1, 3 do -- each turn of the loop runs in a coroutine of its own
     local turn = coroutine.wrap(function()
@@ -488,7 +488,7 @@ test("a fire-and-forget decoder raising in a poll nested in a dispatched callbac
   tc.setcallback(function(_, _, seq)
     if seq ~= 1 then return end
     local okay, err = pcall(dss.poll) -- item 2: its decoder raises
-    rcs[#rcs + 1] = okay and "no error" or strip(err)
+    rcs[#rcs + 1] = okay and "no error" or unlabel(strip(err))
     rcs[#rcs + 1] = tc.deliver(tc.utilid(1), blocking(2000))
     rcs[#rcs + 1] = coroutine.wrap(function() return tc.deliver(tc.utilid(1), blocking(2000)) end)()
   end)
@@ -505,7 +505,7 @@ end)
 test("after an error in poll, the guard is still on inside a decoder (poll, and poll in a coroutine) and a dispatched callback (and a coroutine it resumes)", function()
   fresh_()
   error_item()
-  raises(function() return dss.poll() end, DECODER_FAILED)
+  raises(function() return dss.poll() end, labeled(DECODER_FAILED))
   -- Decoders delivering a blocking item of their own.
   tc.start { decoder = "reenter", api = 2, timeout = scaled(2000), items = 2 }
   ok(tc.join(), "join")
@@ -531,12 +531,12 @@ local error_exits = {
   { "a blocking item's decoder raises in poll", function()
       tc.start { blocking = true, decoder = "error" }
       queued(1)
-      raises(function() return dss.poll() end, DECODER_FAILED)
+      raises(function() return dss.poll() end, labeled(DECODER_FAILED))
       ok(tc.join(), "join")
     end },
   { "a decoder raises in dispatch", function()
       error_item()
-      raises(function() return dss.dispatch() end, DECODER_FAILED)
+      raises(function() return dss.dispatch() end, labeled(DECODER_FAILED))
     end },
   { "a callback raises in dispatch", function()
       tc.setcallback(function() error("callback failed", 0) end)

@@ -123,9 +123,9 @@ test("a decoder that raises: poll raises its message, the item ends once, the qu
   fresh()
   tc.start { items = 2, decoder = "error" }
   ok(tc.join(), "join")
-  raises(dss.poll, "testclient: decoder failed")
+  raises(dss.poll, labeled("testclient: decoder failed"))
   eq(dss.queuesize(), 1, "queuesize after the first")
-  raises(dss.poll, "testclient: decoder failed")
+  raises(dss.poll, labeled("testclient: decoder failed"))
   eq(dss.queuesize(), 0, "queuesize after the second")
   eq(dss.poll(), -1, "then empty")
   tc.setcallback(callback)
@@ -143,9 +143,9 @@ test("a decoder returning more values than it pushed: poll raises, the item ends
   fresh()
   tc.start { items = 2, decoder = "overcount" }
   ok(tc.join(), "join")
-  raises(dss.poll, "darksidesync: decoder returned 5 but pushed 1 value(s)")
+  raises(dss.poll, labeled("darksidesync: decoder returned 5 but pushed 1 value(s)"))
   eq(dss.queuesize(), 1, "queuesize")
-  raises(dss.poll, "darksidesync: decoder returned 5 but pushed 1 value(s)")
+  raises(dss.poll, labeled("darksidesync: decoder returned 5 but pushed 1 value(s)"))
   eq(dss.poll(), -1, "then empty")
   tc.check { threads = 1, completed = 1, attempts = 2, delivered = 2, decoded = 2, ended = 2,
              allocated = 2, freed = 2 }

@@ -66,7 +66,7 @@ test("hpp post: a functor returning 0 ends its item; one that raises has its err
   eq(select("#", poll1()), 1, "the item ended in its decoder")
   eq(c:post_here("raise", 7), "DSS_SUCCESS", "post")
   queued(1)
-  raises(function() dss.poll() end, "raised by a functor 7")
+  raises(function() dss.poll() end, labeled("raised by a functor 7"))
   eq(dss.queuesize(), 0, "queue")
   eq(ran() - r0, 2, "functors run")
   eq(alive(), a0, "functors destroyed")

@@ -75,7 +75,7 @@ test("fire-and-forget items: delivered, decoded by poll and dispatch, queued, ma
   ok(tc.join(), "join")
   expect({ delivered = 5, queued = 2 }, "2 more")
   eq(dss.poll(), 1, "decoder returning 0")
-  raises(dss.poll, "testclient: decoder failed")
+  raises(dss.poll, labeled("testclient: decoder failed"))
   expect({ decoded = 5, queued = 0 }, "decoders returning 0 and raising count as decoded")
 end)
 
