@@ -612,7 +612,7 @@ void Hub::arm_fd_locked() {
   ssize_t n = ::write(efd_w_, &one, 1);
 #endif
   (void)n;  // EAGAIN: already readable
-  notified_.fetch_add(1, std::memory_order_relaxed);
+  if (fd_handed_out_) notified_.fetch_add(1, std::memory_order_relaxed);
 }
 
 // Under the lock: the queue is empty.
@@ -631,8 +631,13 @@ void Hub::reset_locked() {
 #endif
 }
 
-int Hub::fd() {
+int Hub::fd_(bool handed_out) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (handed_out && !fd_handed_out_) {
+    fd_handed_out_ = true;
+    // Made earlier by wait() and readable now: that wake-up counts from now.
+    if (efd_ >= 0 && fd_armed_) notified_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (efd_ >= 0) return efd_;
   if (state() != State::running) {
     errno = EBADF;
@@ -1001,7 +1006,7 @@ void Hub::ticket_drop_locked(TicketId t) {
 std::size_t Hub::wait(double timeout_s, int intr_fd) {
   Clock::time_point deadline;
   bool timed = deadline_in(timeout_s, &deadline);
-  if (intr_fd >= 0 && timeout_s != 0 && fd() >= 0) return wait_fd(timed, deadline, intr_fd);
+  if (intr_fd >= 0 && timeout_s != 0 && fd_(false) >= 0) return wait_fd(timed, deadline, intr_fd);
   std::unique_lock<std::mutex> lock(mu_);
   if (size_locked() > 0 || timeout_s == 0) return size_locked();
   // A deliver clears lua_waiting_ when it wakes us: set it again before

@@ -253,8 +253,10 @@ class Hub {
   bool coalesce() const { return coalesce_.load(std::memory_order_acquire); }
 
   // The wake-up fd, made on first use: readable exactly while the queue is
-  // non-empty. -1 (errno set) when it cannot be made. Lua thread.
-  int fd();
+  // non-empty. -1 (errno set) when it cannot be made. Lua thread. Once it
+  // was handed out (getfd), stats() counts its wake-ups as notified;
+  // wait()'s own use of it (to be interruptible) is not counted.
+  int fd() { return fd_(true); }
 
   // 0 = unbounded.
   void set_max(std::size_t max);
@@ -342,6 +344,7 @@ class Hub {
   bool inflight_has(std::uint64_t id) const;
   void signal_locked();
   void arm_fd_locked();
+  int fd_(bool handed_out);
   std::size_t wait_fd(bool timed, std::chrono::steady_clock::time_point deadline, int intr_fd);
   void reset_locked();
   int notify_udp(std::size_t count);
@@ -367,7 +370,8 @@ class Hub {
   // Items queued, not killed by others, not yet settled by the consumer.
   std::atomic<std::size_t> count_{0};
   bool signalled_ = false;  // a wake-up is out for the current non-empty run
-  bool fd_armed_ = false;   // the fd was made readable and not reset since
+  bool fd_armed_ = false;
+  bool fd_handed_out_ = false;  // getfd gave it to the Lua side   // the fd was made readable and not reset since
   bool lua_waiting_ = false;
   std::uint64_t delivered_ = 0, maxqueued_ = 0;  // stats, under mu_
   std::atomic<std::uint64_t> notified_{0}, notifyfailed_{0};  // stats

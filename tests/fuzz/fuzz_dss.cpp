@@ -1331,9 +1331,14 @@ void settle_producers() {
 
 void op_stats() {
   lua_State* L = g.L;
+  // No collection from here to the counters' read: a waiting-thread
+  // callback's finalizer would end its item (H_GARBAGE) meanwhile.
+  lua_gc(L, LUA_GCSTOP, 0);
   settle_producers();
   push_fn("stats");
-  if (lua_pcall(L, 0, 1, 0) != LUA_OK) fail("stats raised");
+  int st = lua_pcall(L, 0, 1, 0);
+  lua_gc(L, LUA_GCRESTART, 0);
+  if (st != LUA_OK) fail("stats raised");
   CHECK(lua_istable(L, -1));
   std::size_t q = expected_queued();
   const struct {
