@@ -435,7 +435,28 @@ struct DispatchCtx {
   lua_Integer max;  // items to run
   lua_Integer ran;  // items taken so far
   Taken cur;        // taken and not yet settled: the pcall's owner ends it
+  void* running;    // the utilid of the item whose Lua callback runs
 };
+
+// A callback run by dispatch() that yields fails with Lua's "attempt to
+// yield across a C-call boundary": say which one and what to do instead.
+void hint_yield(lua_State* L, void* utilid) {
+  if (lua_type(L, -1) != LUA_TSTRING || !lua_checkstack(L, 2)) return;
+  if (!std::strstr(lua_tostring(L, -1), "attempt to yield across")) return;
+  char name[64];
+  if (Hub::client_name(utilid, name, sizeof name) > 0)
+    lua_pushfstring(L, "%s (darksidesync: the callback of an item of client '%s' yielded",
+                    lua_tostring(L, -1), name);
+  else
+    lua_pushfstring(L, "%s (darksidesync: the callback of an item of client %p yielded",
+                    lua_tostring(L, -1), utilid);
+  lua_pushliteral(L, ", but dispatch() runs callbacks in its own C frame: run each "
+                     "in a coroutine or fiber of your own (poll() hands you the "
+                     "callback; darksidesync.fibers runs every item in a fiber), "
+                     "and answer a blocking item's waiting-thread callback later)");
+  lua_concat(L, 2);
+  lua_replace(L, -2);
+}
 
 // Runs under lua_pcall from dispatch: takes, decodes and calls items until
 // `max` ran or the queue is empty. A raise leaves the item that raised
@@ -469,7 +490,9 @@ int dispatch_tramp(lua_State* L) {
       c->cur = Taken();
       w->ticket = hub->settle(item, n);
     }
+    c->running = item.utilid();
     lua_call(L, n - 1, 0);
+    c->running = nullptr;
     lua_settop(L, 0);  // whatever a decoder left below its values
   }
   return 0;
@@ -484,6 +507,9 @@ int errh_tramp(lua_State* L) {
   if (box->dispatching && box->dispatching->cur) {
     lua_settop(L, 1);
     label_error(L, box->dispatching->cur.utilid(), "decoder");
+  } else if (box->dispatching && box->dispatching->running) {
+    lua_settop(L, 1);
+    hint_yield(L, box->dispatching->running);
   }
   dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
   if (!lua_isfunction(L, -1)) {  // removed meanwhile: unhandled
@@ -510,17 +536,20 @@ int l_dispatch(lua_State* L) {
   lua_pop(L, 1);
   if (handler) lua_pushvalue(L, lua_upvalueindex(2));  // 1: errh_tramp
   DispatchCtx c = {hub, static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(3))),
-                   max, 0, Taken()};
+                   max, 0, Taken(), nullptr};
   int status = LUA_OK;
   DispatchCtx* outer = c.box->dispatching;
   c.box->dispatching = &c;
   void* raised_by = nullptr;  // the client whose decoder raised, unhandled
+  void* running_raised = nullptr;  // whose callback raised, unhandled
   hub->drain_enter();
   while (c.ran < c.max) {
     lua_pushvalue(L, lua_upvalueindex(1));  // dispatch_tramp
     lua_pushlightuserdata(L, &c);
     status = lua_pcall(L, 1, 0, handler ? 1 : 0);
     raised_by = nullptr;
+    void* yielded = c.running;  // a callback raised (maybe by yielding)
+    c.running = nullptr;
     if (c.cur) {
       raised_by = c.cur.utilid();
       hub->finish(c.cur);  // a raising decoder ends the item, as 0 would
@@ -528,8 +557,10 @@ int l_dispatch(lua_State* L) {
     }
     if (status == LUA_OK) break;  // ran max, or the queue is empty
     if (!handler || status != LUA_ERRRUN ||
-        lua_touserdata(L, -1) != static_cast<const void*>(&errh_key))
+        lua_touserdata(L, -1) != static_cast<const void*>(&errh_key)) {
+      if (!handler && yielded) running_raised = yielded;
       break;
+    }
     lua_pop(L, 1);  // handled
     status = LUA_OK;
     raised_by = nullptr;
@@ -539,6 +570,7 @@ int l_dispatch(lua_State* L) {
   if (status != LUA_OK) {
     // Unhandled (with a handler, it saw the label already).
     if (!handler && raised_by) label_error(L, raised_by, "decoder");
+    if (running_raised) hint_yield(L, running_raised);
     return lua_error(L);
   }
   lua_pushinteger(L, c.ran);

@@ -365,3 +365,38 @@ test("dispatch from a coroutine", function()
   eq(coroutine.wrap(function() return dss.dispatch() end)(), 2, "ran")
   eq(table.concat(seen, " "), "1 2", "seen")
 end)
+
+test("a dispatched callback that yields: the error says which client's item and what to do; a blocking producer is released once its waiting-thread callback is collected", function()
+  fresh()
+  tc.setcallback(function() coroutine.yield() end)
+  tc.start { items = 1 }
+  ok(tc.join(), "join")
+  local co = coroutine.create(function() return dss.dispatch() end)
+  local okay, err = coroutine.resume(co)
+  ok(not okay, "dispatch raised")
+  ok(err:find("attempt to yield across", 1, true), err)
+  ok(err:find("%(darksidesync: the callback of an item of client 0x%x+ yielded, but dispatch%(%) runs callbacks in its own C frame"), err)
+  -- With an error handler, the handler gets the hint.
+  local got
+  dss.seterrorhandler(function(msg) got = msg end)
+  tc.start { items = 1 }
+  ok(tc.join(), "join")
+  co = coroutine.create(function() return dss.dispatch() end)
+  local ran
+  okay, ran = coroutine.resume(co)
+  ok(okay, "handled")
+  eq(ran, 1)
+  ok(got and got:find("yielded, but dispatch() runs callbacks in its own C frame", 1, true), tostring(got))
+  dss.seterrorhandler(nil)
+  -- A blocking item whose callback yields before answering: the producer
+  -- waits until the waiting-thread callback is garbage: then released.
+  tc.setcallback(function(wt) coroutine.yield(wt) end)
+  tc.start { blocking = true }
+  queued(1)
+  co = coroutine.create(function() return dss.dispatch() end)
+  okay = coroutine.resume(co)
+  ok(not okay, "raised")
+  co = nil
+  waitfor(function() collectgarbage(); return tc.counters().completed == 3 end, "the third producer released")
+  ok(tc.join(), "join")
+end)
