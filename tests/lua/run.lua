@@ -51,6 +51,45 @@ function raises(fn, expected)
   return msg
 end
 
+-- INTERP: the interpreter running the tests (arg's lowest index), for
+-- tests that start child interpreters.
+do
+  local i = -1
+  while arg[i - 1] ~= nil do i = i - 1 end
+  INTERP = arg[i]
+end
+
+-- shq(s): s quoted for sh.
+function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+function readfile(path)
+  local f = assert(io.open(path, "r"))
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+function writefile(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- sh(cmd): runs cmd with sh; its output (stdout and stderr) and exit status.
+function sh(cmd)
+  -- Under the sanitizer build the ASan runtime is preloaded into every
+  -- child (tests/CMakeLists.txt): tools such as cc1 and mktemp would fail on
+  -- their own leaks, so leak checking is off in what this shell starts.
+  if (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+    cmd = "ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0; export ASAN_OPTIONS; " .. cmd
+  end
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"exit:$?\""))
+  local out = p:read("*a")
+  p:close()
+  local body, status = out:match("^(.-)exit:(%d+)%s*$")
+  return body, tonumber(status)
+end
+
 -- labeled(msg[, what]): a `raises` pattern for msg as darksidesync labels
 -- an error raised by a client's callback (what: "decoder", the default, or
 -- "return callback"): "<msg> (raised by the <what> of darksidesync client

@@ -28,41 +28,8 @@ local root = here .. "../../"
 local compile = loadstring or load
 local scale = tonumber(os.getenv("DSS_TEST_TIMESCALE")) or 1
 
--- The interpreter running this file: arg's lowest index.
-local interp
-do
-  local i = -1
-  while arg[i - 1] ~= nil do i = i - 1 end
-  interp = arg[i]
-end
-local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local interp = INTERP
 
-local function readfile(path)
-  local f = assert(io.open(path, "r"))
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-local function writefile(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
--- sh(cmd): runs cmd with sh, returns its output (stdout and stderr) and
--- exit status.
-local function sh(cmd)
-  -- Under the sanitizer build the ASan runtime is preloaded into every
-  -- child (tests/CMakeLists.txt): tools such as cc1 and mktemp would fail on
-  -- their own leaks, so leak checking is off in what this shell starts.
-  if (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
-    cmd = "ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0; export ASAN_OPTIONS; " .. cmd
-  end
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"exit:$?\""))
-  local out = p:read("*a")
-  p:close()
-  local body, status = out:match("^(.-)exit:(%d+)%s*$")
-  return body, tonumber(status)
-end
 
 -- Every file with code blocks, and how many of each kind it has.
 local EXPECTED = {

@@ -2,13 +2,7 @@
 -- a child process with this interpreter (LUA_PATH and LUA_CPATH inherited),
 -- their exact output checked. Each must end on its own (fibers.stop()).
 
--- The interpreter running this file: arg's lowest index.
-local interp
-do
-  local i = -1
-  while arg[i - 1] ~= nil do i = i - 1 end
-  interp = arg[i]
-end
+local interp = INTERP
 local dir = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/../../examples/fibers/"
 
 -- run(script, ...): the script's stdout (stderr into it too), as lines,

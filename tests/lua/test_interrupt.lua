@@ -4,15 +4,8 @@
 -- that gets SIGINT once it says it is about to sleep. The stock
 -- interpreter's handler raises "interrupted!"; a second Ctrl-C kills.
 
--- The interpreter running this file: arg's lowest index.
-local interp
-do
-  local i = -1
-  while arg[i - 1] ~= nil do i = i - 1 end
-  interp = arg[i]
-end
+local interp = INTERP
 
-local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 -- sigint(code, n): runs code in a child; once it wrote "waiting" to
 -- stderr, sends it SIGINT (and again after each further "waiting", up to n

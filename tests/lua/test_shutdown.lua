@@ -214,7 +214,6 @@ test("once the module stopped (finalizers run at lua_close), its functions raise
 end)
 
 -- Quotes s for the shell.
-local function shq(s) return "'" .. s:gsub("'", [['\'']]) .. "'" end
 
 -- Runs code with this interpreter in a process of its own, env (shell
 -- assignments) prepended; returns its output and its exit status.

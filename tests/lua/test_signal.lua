@@ -329,7 +329,6 @@ test("a signal from another process (kill -USR1 $PPID) reaches the callback once
 end)
 
 -- Quotes s for the shell.
-local function shq(s) return "'" .. s:gsub("'", [['\'']]) .. "'" end
 
 -- Runs code with this interpreter in a process of its own (it inherits
 -- LUA_CPATH), after the shell commands pre; returns its output and its exit

@@ -9,14 +9,7 @@ local here = (arg and arg[1] or ""):match("^(.*/)") or "./"
 local root = here .. "../../"
 local scale = tonumber(os.getenv("DSS_TEST_TIMESCALE")) or 1
 
--- The interpreter running this file: arg's lowest index.
-local interp
-do
-  local i = -1
-  while arg[i - 1] ~= nil do i = i - 1 end
-  interp = arg[i]
-end
-local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local interp = INTERP
 
 -- observe(code): runs code in a child interpreter. Once the child wrote
 -- "joining" on stderr (10 s at most), gives it `window` seconds to end;
