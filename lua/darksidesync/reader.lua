@@ -86,23 +86,17 @@ function reader.options(opts, who)
   return max, opts.onerror
 end
 
---- Runs `darksidesync.dispatch(k)` protected, with `handler` as
--- darksidesync's error handler for that call when none is set (taken out
--- afterwards, unless a callback set a handler of its own meanwhile). The
+--- Runs `darksidesync.dispatch(k, h)` protected, h being darksidesync's
+-- error handler (seterrorhandler) if one is set, else `handler`. The
 -- readers and the `dss` helper's dispatch handler use it.
 -- @param handler the error handler to use when darksidesync has none
 -- @param k the most items to run
 -- @return whether darksidesync had a handler of its own, then pcall's
 --   results (true and the number of items run, or false and the error)
 function reader.dispatchwith(handler, k)
-  local prev = darksidesync.seterrorhandler(handler)
-  if prev ~= nil then darksidesync.seterrorhandler(prev) end
-  local okay, n = pcall(darksidesync.dispatch, k)
-  if prev == nil then
-    local cur = darksidesync.seterrorhandler(nil)
-    if cur ~= handler then darksidesync.seterrorhandler(cur) end
-  end
-  return prev ~= nil, okay, n
+  local own = darksidesync.geterrorhandler()
+  local okay, n = pcall(darksidesync.dispatch, k, own or handler)
+  return own ~= nil, okay, n
 end
 
 --- A new reader.

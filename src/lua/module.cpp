@@ -498,19 +498,23 @@ int dispatch_tramp(lua_State* L) {
   return 0;
 }
 
+// In a dispatch's message handler: the error at index 1 gets its label (a
+// client's decoder raised) or the yield hint (a callback yielded).
+void label_in_handler(lua_State* L, HubBox* box) {
+  DispatchCtx* c = box->dispatching;
+  if (!c) return;
+  lua_settop(L, 1);
+  if (c->cur) label_error(L, c->cur.utilid(), "decoder");
+  else if (c->running) hint_yield(L, c->running);
+}
+
 // The message handler of dispatch's pcall while an error handler is set:
 // calls it once, at the point of the error, under its own pcall. Returns
 // &errh_key when it ran (the error is handled) or the error it raised.
 int errh_tramp(lua_State* L) {
   if (!lua_checkstack(L, 3)) return 1;  // the error, unhandled
   HubBox* box = static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(1)));
-  if (box->dispatching && box->dispatching->cur) {
-    lua_settop(L, 1);
-    label_error(L, box->dispatching->cur.utilid(), "decoder");
-  } else if (box->dispatching && box->dispatching->running) {
-    lua_settop(L, 1);
-    hint_yield(L, box->dispatching->running);
-  }
+  label_in_handler(L, box);
   dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
   if (!lua_isfunction(L, -1)) {  // removed meanwhile: unhandled
     lua_pop(L, 1);
@@ -523,18 +527,49 @@ int errh_tramp(lua_State* L) {
   return 1;
 }
 
-// dispatch([max]) -> how many items ran
+// The message handler of dispatch's pcall with a handler given as its
+// argument (upvalue 2; upvalue 1 the HubBox): as errh_tramp, with that
+// handler instead of the one seterrorhandler set.
+int errh_arg_tramp(lua_State* L) {
+  if (!lua_checkstack(L, 3)) return 1;  // the error, unhandled
+  HubBox* box = static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(1)));
+  label_in_handler(L, box);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);  // f, error
+  lua_settop(L, 2);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) return 1;  // f's own error
+  lua_pushlightuserdata(L, const_cast<char*>(&errh_key));
+  return 1;
+}
+
+// dispatch([max [, handler]]) -> how many items ran
 int l_dispatch(lua_State* L) {
   Hub* hub = check_box(L, 3);
   lua_Integer max;
   if (lua_isnoneornil(L, 1)) max = lua_Integer(hub->size());
   else max = check_count(L, 1);
-  lua_settop(L, 0);
+  int ht = lua_type(L, 2);
+  if (ht != LUA_TNONE && ht != LUA_TNIL && ht != LUA_TFUNCTION)
+    return luaL_argerror(L, 2,
+                         lua_pushfstring(L, "function or nil expected, got %s",
+                                         luaL_typename(L, 2)));
   luaL_checkstack(L, 4, "darksidesync: dispatch");
-  dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
-  bool handler = lua_isfunction(L, 1);
-  lua_pop(L, 1);
-  if (handler) lua_pushvalue(L, lua_upvalueindex(2));  // 1: errh_tramp
+  bool handler;
+  if (ht == LUA_TFUNCTION) {
+    // This call's own handler, instead of seterrorhandler's.
+    lua_pushvalue(L, lua_upvalueindex(3));  // the HubBox
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, errh_arg_tramp, 2);
+    lua_replace(L, 1);
+    lua_settop(L, 1);
+    handler = true;
+  } else {
+    lua_settop(L, 0);
+    dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
+    handler = lua_isfunction(L, 1);
+    lua_pop(L, 1);
+    if (handler) lua_pushvalue(L, lua_upvalueindex(2));  // 1: errh_tramp
+  }
   DispatchCtx c = {hub, static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(3))),
                    max, 0, Taken(), nullptr};
   int status = LUA_OK;
@@ -574,6 +609,17 @@ int l_dispatch(lua_State* L) {
     return lua_error(L);
   }
   lua_pushinteger(L, c.ran);
+  return 1;
+}
+
+// geterrorhandler() -> the handler seterrorhandler set, or nil
+int l_geterrorhandler(lua_State* L) {
+  check_hub(L);
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
   return 1;
 }
 
@@ -922,6 +968,7 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
                             {"getfd", l_getfd},
                             {"wait", l_wait},
                             {"seterrorhandler", l_seterrorhandler},
+                            {"geterrorhandler", l_geterrorhandler},
                             {"setmaxqueue", l_setmaxqueue},
                             {"getmaxqueue", l_getmaxqueue},
                             {"stats", l_stats},

@@ -400,3 +400,35 @@ test("a dispatched callback that yields: the error says which client's item and 
   waitfor(function() collectgarbage(); return tc.counters().completed == 3 end, "the third producer released")
   ok(tc.join(), "join")
 end)
+
+test("dispatch(max, handler): the handler for this call only; the one set stays; geterrorhandler", function()
+  fresh()
+  local set_got, arg_got = {}, {}
+  local set = function(msg) set_got[#set_got + 1] = msg end
+  eq(dss.geterrorhandler(), nil, "none set")
+  eq(dss.seterrorhandler(set), nil)
+  eq(dss.geterrorhandler(), set, "geterrorhandler")
+  tc.setcallback(function(_, _, seq) error("callback " .. seq, 0) end)
+  tc.start { items = 3 }
+  ok(tc.join(), "join")
+  eq(dss.dispatch(2, function(msg) arg_got[#arg_got + 1] = msg end), 2, "ran with the argument's handler")
+  eq(table.concat(arg_got, "|"), "callback 1|callback 2")
+  eq(#set_got, 0, "the handler set was not called")
+  eq(dss.geterrorhandler(), set, "and is still set")
+  eq(dss.dispatch(), 1)
+  eq(table.concat(set_got, "|"), "callback 3", "without the argument, the one set")
+  -- A decoder's error reaches the argument's handler labelled.
+  dss.seterrorhandler(nil)
+  tc.start { items = 1, decoder = "error" }
+  ok(tc.join(), "join")
+  arg_got = {}
+  eq(dss.dispatch(nil, function(msg) arg_got[#arg_got + 1] = msg end), 1)
+  ok(arg_got[1]:match("^testclient: decoder failed %(raised by the decoder of darksidesync client 0x%x+%)$"), arg_got[1])
+  -- nil: as if none were given; anything else is an argument error.
+  tc.setcallback(function() end)
+  tc.start { items = 1 }
+  ok(tc.join(), "join")
+  eq(dss.dispatch(5, nil), 1)
+  eq(argreason(2, dss.dispatch, 1, "f"), "function or nil expected, got string")
+  eq(dss.geterrorhandler(), nil)
+end)
