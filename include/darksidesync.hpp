@@ -80,22 +80,13 @@ namespace dss {
 /* The name of a DSS code ("DSS_ERR_TIMEOUT"), or "unknown DSS code". */
 DSS_HPP_LOCAL inline const char *code_name(int code) noexcept {
   switch (code) {
-    case DSS_SUCCESS: return "DSS_SUCCESS";
-    case DSS_ERR_UDP_SEND_FAILED: return "DSS_ERR_UDP_SEND_FAILED";
-    case DSS_ERR_INVALID_UTILID: return "DSS_ERR_INVALID_UTILID";
-    case DSS_ERR_NOT_STARTED: return "DSS_ERR_NOT_STARTED";
-    case DSS_ERR_NO_CANCEL_PROVIDED: return "DSS_ERR_NO_CANCEL_PROVIDED";
-    case DSS_ERR_OUT_OF_MEMORY: return "DSS_ERR_OUT_OF_MEMORY";
-    case DSS_ERR_NO_DECODE_PROVIDED: return "DSS_ERR_NO_DECODE_PROVIDED";
-    case DSS_ERR_NO_GLOBALS: return "DSS_ERR_NO_GLOBALS";
-    case DSS_ERR_UNKNOWN_LIB: return "DSS_ERR_UNKNOWN_LIB";
-    case DSS_ERR_ALREADY_REGISTERED: return "DSS_ERR_ALREADY_REGISTERED";
-    case DSS_ERR_TIMEOUT: return "DSS_ERR_TIMEOUT";
-    case DSS_ERR_QUEUE_FULL: return "DSS_ERR_QUEUE_FULL";
-    case DSS_ERR_CANCELLED: return "DSS_ERR_CANCELLED";
-    case DSS_ERR_WOULD_DEADLOCK: return "DSS_ERR_WOULD_DEADLOCK";
-    case DSS_ERR_INVALID_ARGUMENT: return "DSS_ERR_INVALID_ARGUMENT";
-    default: return "unknown DSS code";
+#define DSS_HPP_CODE_NAME(name, value, text) \
+  case value:                                \
+    return #name;
+    DSS_CODE_LIST(DSS_HPP_CODE_NAME)
+#undef DSS_HPP_CODE_NAME
+    default:
+      return "unknown DSS code";
   }
 }
 

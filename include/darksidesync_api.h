@@ -294,6 +294,34 @@ typedef struct DSS_api_2v1_s {
 #define DSS_ERR_INVALID_ARGUMENT -113
 
 /*
+ * Every code once: its name, its value and a short English description.
+ * DSS_strerror and the C++ helper's dss::code_name are made from this list;
+ * darksidesync checks at build time that it agrees with the #defines above
+ * (which stay plain macros: client sources test them with #ifdef).
+ */
+#define DSS_CODE_LIST(X)                                                      \
+  X(DSS_SUCCESS, -100, "success")                                             \
+  X(DSS_ERR_UDP_SEND_FAILED, -99,                                             \
+    "queued, but the UDP notification could not be sent")                    \
+  X(DSS_ERR_INVALID_UTILID, -101,                                             \
+    "invalid utilid (unknown, stale or unregistered)")                        \
+  X(DSS_ERR_NOT_STARTED, -102,                                                \
+    "darksidesync is not running in that Lua state (not loaded, or closing)") \
+  X(DSS_ERR_NO_CANCEL_PROVIDED, -103, "no cancel callback given")             \
+  X(DSS_ERR_OUT_OF_MEMORY, -104, "out of memory")                             \
+  X(DSS_ERR_NO_DECODE_PROVIDED, -105, "no decoder given")                     \
+  X(DSS_ERR_NO_GLOBALS, -106, "darksidesync's registry table is missing")     \
+  X(DSS_ERR_UNKNOWN_LIB, -107, "library not registered with that Lua state")  \
+  X(DSS_ERR_ALREADY_REGISTERED, -108,                                         \
+    "library already registered (the existing utilid was returned)")          \
+  X(DSS_ERR_TIMEOUT, -109, "timed out")                                       \
+  X(DSS_ERR_QUEUE_FULL, -110, "queue full")                                   \
+  X(DSS_ERR_CANCELLED, -111, "cancelled (unregistered, or the Lua state closed)") \
+  X(DSS_ERR_WOULD_DEADLOCK, -112,                                             \
+    "would deadlock: the call would wait on the thread that runs the Lua state") \
+  X(DSS_ERR_INVALID_ARGUMENT, -113, "invalid argument")
+
+/*
  * A short English description of a code above, for logs and error
  * messages: "success", "invalid utilid (unknown, stale or unregistered)",
  * ... Never NULL; an unknown code gives "unknown darksidesync code". Header
@@ -308,27 +336,13 @@ typedef struct DSS_api_2v1_s {
 #endif
 DSS_INLINE const char *DSS_strerror(int code) {
   switch (code) {
-    case DSS_SUCCESS: return "success";
-    case DSS_ERR_UDP_SEND_FAILED:
-      return "queued, but the UDP notification could not be sent";
-    case DSS_ERR_INVALID_UTILID:
-      return "invalid utilid (unknown, stale or unregistered)";
-    case DSS_ERR_NOT_STARTED:
-      return "darksidesync is not running in that Lua state (not loaded, or closing)";
-    case DSS_ERR_NO_CANCEL_PROVIDED: return "no cancel callback given";
-    case DSS_ERR_OUT_OF_MEMORY: return "out of memory";
-    case DSS_ERR_NO_DECODE_PROVIDED: return "no decoder given";
-    case DSS_ERR_NO_GLOBALS: return "darksidesync's registry table is missing";
-    case DSS_ERR_UNKNOWN_LIB: return "library not registered with that Lua state";
-    case DSS_ERR_ALREADY_REGISTERED:
-      return "library already registered (the existing utilid was returned)";
-    case DSS_ERR_TIMEOUT: return "timed out";
-    case DSS_ERR_QUEUE_FULL: return "queue full";
-    case DSS_ERR_CANCELLED: return "cancelled (unregistered, or the Lua state closed)";
-    case DSS_ERR_WOULD_DEADLOCK:
-      return "would deadlock: the call would wait on the thread that runs the Lua state";
-    case DSS_ERR_INVALID_ARGUMENT: return "invalid argument";
-    default: return "unknown darksidesync code";
+#define DSS_STRERROR_CASE(name, value, text) \
+  case value:                                \
+    return text;
+    DSS_CODE_LIST(DSS_STRERROR_CASE)
+#undef DSS_STRERROR_CASE
+    default:
+      return "unknown darksidesync code";
   }
 }
 

@@ -120,9 +120,25 @@ inline void* to_utilid(std::uint64_t id) {
 inline void* Taken::utilid() const { return to_utilid(id); }
 
 // Counters of stats(); see docs/lua-api.md.
+// The statistics, once: the fields of Stats and, in this order, the keys
+// of the Lua stats() table (docs/lua-api.md lists them; test_stats checks).
+#define DSS_STATS_LIST(X) \
+  X(delivered)            \
+  X(decoded)              \
+  X(returned)             \
+  X(cancelled)            \
+  X(timedout)             \
+  X(rejected)             \
+  X(notified)             \
+  X(notifyfailed)         \
+  X(queued)               \
+  X(maxqueued)            \
+  X(blocked)
+
 struct Stats {
-  std::uint64_t delivered, decoded, returned, cancelled, timedout, rejected,
-      notified, notifyfailed, queued, maxqueued, blocked;
+#define DSS_STATS_FIELD(name) std::uint64_t name;
+  DSS_STATS_LIST(DSS_STATS_FIELD)
+#undef DSS_STATS_FIELD
 };
 
 // Timeouts (deliver2's milliseconds, wait()'s seconds) longer than this

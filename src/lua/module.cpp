@@ -819,9 +819,10 @@ int l_getmaxqueue(lua_State* L) {
 int l_stats(lua_State* L) {
   Hub* hub = check_hub(L);
   static const char* const names[] = {
-      "delivered", "decoded",      "returned", "cancelled",
-      "timedout",  "rejected",     "notified", "notifyfailed",
-      "queued",    "maxqueued",    "blocked"};
+#define DSS_STATS_NAME(name) #name,
+      DSS_STATS_LIST(DSS_STATS_NAME)
+#undef DSS_STATS_NAME
+  };
   constexpr int n = int(sizeof names / sizeof names[0]);
   // The table and its keys first: allocating can run the garbage
   // collector, and a waiting-thread callback it finalizes changes the
@@ -833,10 +834,11 @@ int l_stats(lua_State* L) {
     lua_setfield(L, -2, name);
   }
   dss::Stats s = hub->stats();
-  const std::uint64_t values[n] = {s.delivered, s.decoded,  s.returned,
-                                   s.cancelled, s.timedout, s.rejected,
-                                   s.notified,  s.notifyfailed, s.queued,
-                                   s.maxqueued, s.blocked};
+  const std::uint64_t values[n] = {
+#define DSS_STATS_VALUE(name) s.name,
+      DSS_STATS_LIST(DSS_STATS_VALUE)
+#undef DSS_STATS_VALUE
+  };
   for (int i = 0; i < n; ++i) {
     lua_pushinteger(L, lua_Integer(values[i]));
     lua_setfield(L, -2, names[i]);
@@ -919,6 +921,12 @@ void start(lua_State* L) {
 }
 
 }  // namespace
+
+// The code list (darksidesync_api.h) agrees with the #defines.
+#define DSS_CHECK_CODE(name, value, text) \
+  static_assert(name == (value), "DSS_CODE_LIST: " #name " differs from its #define");
+DSS_CODE_LIST(DSS_CHECK_CODE)
+#undef DSS_CHECK_CODE
 
 void dss_open_poller(lua_State* L);  // poller.cpp
 

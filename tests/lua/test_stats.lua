@@ -219,3 +219,20 @@ test("each Lua state has its own counters", function()
   tc.close(state)
   expect(nil, "this state's counters unchanged")
 end)
+
+test("stats(): exactly the fields docs/lua-api.md lists, all integers", function()
+  local here = (arg and arg[1] or ""):match("^(.*/)") or "./"
+  local doc = readfile(here .. "../../docs/lua-api.md")
+  local section = assert(doc:match("\n### stats%(%)\n(.-)\n###"), "the stats() section")
+  local documented = {}
+  for field in section:gmatch("\n| `([%w_]+)` |") do documented[#documented + 1] = field end
+  table.sort(documented)
+  local got = {}
+  for k, v in pairs(dss.stats()) do
+    got[#got + 1] = k
+    eq(math.type and math.type(v) or (v % 1 == 0 and "integer"), "integer", k)
+  end
+  table.sort(got)
+  eq(table.concat(got, " "), table.concat(documented, " "))
+  eq(#got, 11)
+end)
