@@ -55,28 +55,9 @@ local FILES = {}
 for name in pairs(EXPECTED) do FILES[#FILES + 1] = name end
 table.sort(FILES)
 
--- blocks(name) -> list of { kind =, text =, line =, n = (index among its kind) }
-local function blocks(name)
-  local list, cur, counts, lineno = {}, nil, {}, 0
-  for line in (readfile(root .. name) .. "\n"):gmatch("([^\n]*)\n") do
-    lineno = lineno + 1
-    local fence = line:match("^%s*```(%S*)%s*$")
-    if cur then
-      if fence == "" then
-        list[#list + 1] = cur
-        cur = nil
-      else
-        cur.text = cur.text .. line .. "\n"
-      end
-    elseif fence then
-      local kind = fence == "" and "text" or fence
-      counts[kind] = (counts[kind] or 0) + 1
-      cur = { kind = kind, text = "", line = lineno, n = counts[kind] }
-    end
-  end
-  assert(not cur, name .. ": a block opened at line " .. (cur and cur.line or 0) .. " never closes")
-  return list
-end
+-- blocks(name) -> the fenced code blocks of a file under root (run.lua's
+-- fenced_blocks).
+local function blocks(name) return fenced_blocks(root .. name, name) end
 
 -- ---------------------------------------------------------------------
 -- Lua blocks.

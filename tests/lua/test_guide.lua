@@ -39,24 +39,7 @@ local function abspath(p) return (sh("cd " .. shq(p) .. " && pwd"):gsub("%s+$", 
 -- The guide's blocks.
 
 local GUIDE = "docs/client-guide.md"
-local function guide_blocks()
-  local list, cur = {}, nil
-  for line in (readfile(root .. GUIDE) .. "\n"):gmatch("([^\n]*)\n") do
-    local fence = line:match("^%s*```(%S*)%s*$")
-    if cur then
-      if fence == "" then
-        list[#list + 1] = cur
-        cur = nil
-      else
-        cur.text = cur.text .. line .. "\n"
-      end
-    elseif fence then
-      cur = { kind = fence, text = "" }
-    end
-  end
-  assert(not cur, GUIDE .. ": a block never closes")
-  return list
-end
+local function guide_blocks() return fenced_blocks(root .. GUIDE, GUIDE) end
 
 -- What this test takes from the guide: name -> { kind, how to recognise it }.
 local WANTED = {
