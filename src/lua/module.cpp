@@ -109,15 +109,10 @@ lua_Integer check_count(lua_State* L, int arg) {
 
 extern "C" {
 
-static void* api_reg(lua_State* L, void* libid, DSS_cancel_1v0_t cancel,
-                     int* err) {
-  Hub* hub = hub_of(L);
-  if (!hub) {
-    if (err) *err = DSS_ERR_NOT_STARTED;
-    return nullptr;
-  }
-  int rc;
-  void* utilid = hub->reg(libid, cancel, &rc);
+// The end of a registration on L: the closer that notices lua_close is
+// renewed (without memory for it, the registration is undone); the code
+// goes to *err.
+static void* reg_done(lua_State* L, void* utilid, int rc, int* err) {
   if (rc == DSS_SUCCESS && dss_cpcall(L, renew_closer, nullptr) != LUA_OK) {
     Hub::unreg(utilid);
     utilid = nullptr;
@@ -125,6 +120,15 @@ static void* api_reg(lua_State* L, void* libid, DSS_cancel_1v0_t cancel,
   }
   if (err) *err = rc;
   return utilid;
+}
+
+static void* api_reg(lua_State* L, void* libid, DSS_cancel_1v0_t cancel,
+                     int* err) {
+  Hub* hub = hub_of(L);
+  if (!hub) return reg_done(L, nullptr, DSS_ERR_NOT_STARTED, err);
+  int rc;
+  void* utilid = hub->reg(libid, cancel, &rc);
+  return reg_done(L, utilid, rc, err);
 }
 
 static void* api_getutilid(lua_State* L, void* libid, int* err) {
@@ -154,19 +158,10 @@ static long api_queued(void* utilid) { return Hub::queued(utilid); }
 static void* api_regc(lua_State* L, void* libid, DSS_cancel_2v0_t cancel,
                       void* context, const char* name, int* err) {
   Hub* hub = hub_of(L);
-  if (!hub) {
-    if (err) *err = DSS_ERR_NOT_STARTED;
-    return nullptr;
-  }
+  if (!hub) return reg_done(L, nullptr, DSS_ERR_NOT_STARTED, err);
   int rc;
   void* utilid = hub->regc(libid, cancel, context, name, &rc);
-  if (rc == DSS_SUCCESS && dss_cpcall(L, renew_closer, nullptr) != LUA_OK) {
-    Hub::unreg(utilid);
-    utilid = nullptr;
-    rc = DSS_ERR_OUT_OF_MEMORY;
-  }
-  if (err) *err = rc;
-  return utilid;
+  return reg_done(L, utilid, rc, err);
 }
 
 static int api_deliverc(void* utilid, DSS_decoder_2v0_t decode,
@@ -332,21 +327,27 @@ Wt* push_wt(lua_State* L, HubBox* box) {
   return w;
 }
 
+// Pushes how error messages name a client: 'name' for a regc one with a
+// name, else its utilid (0x...).
+void push_client(lua_State* L, void* utilid) {
+  char name[64];
+  if (Hub::client_name(utilid, name, sizeof name) > 0)
+    lua_pushfstring(L, "'%s'", name);
+  else
+    lua_pushfstring(L, "%p", utilid);
+}
+
 // Names the client whose callback raised: a string error at the top of the
 // stack becomes "<error> (raised by the <what> of darksidesync client
 // '<name>')", or "... client 0x<utilid>)" for a client registered without
 // a name. Other error values are left alone. May raise (memory) -- call it
 // with no item unfinished.
 void label_error(lua_State* L, void* utilid, const char* what) {
-  if (lua_type(L, -1) != LUA_TSTRING || !lua_checkstack(L, 2)) return;
-  char name[64];
-  if (Hub::client_name(utilid, name, sizeof name) > 0)
-    lua_pushfstring(L, "%s (raised by the %s of darksidesync client '%s')",
-                    lua_tostring(L, -1), what, name);
-  else
-    lua_pushfstring(L, "%s (raised by the %s of darksidesync client %p)",
-                    lua_tostring(L, -1), what, utilid);
-  lua_replace(L, -2);
+  if (lua_type(L, -1) != LUA_TSTRING || !lua_checkstack(L, 4)) return;
+  lua_pushfstring(L, " (raised by the %s of darksidesync client ", what);
+  push_client(L, utilid);
+  lua_pushliteral(L, ")");
+  lua_concat(L, 4);
 }
 
 // Checks what a decoder returned against what it pushed. May raise.
@@ -441,21 +442,15 @@ struct DispatchCtx {
 // A callback run by dispatch() that yields fails with Lua's "attempt to
 // yield across a C-call boundary": say which one and what to do instead.
 void hint_yield(lua_State* L, void* utilid) {
-  if (lua_type(L, -1) != LUA_TSTRING || !lua_checkstack(L, 2)) return;
+  if (lua_type(L, -1) != LUA_TSTRING || !lua_checkstack(L, 4)) return;
   if (!std::strstr(lua_tostring(L, -1), "attempt to yield across")) return;
-  char name[64];
-  if (Hub::client_name(utilid, name, sizeof name) > 0)
-    lua_pushfstring(L, "%s (darksidesync: the callback of an item of client '%s' yielded",
-                    lua_tostring(L, -1), name);
-  else
-    lua_pushfstring(L, "%s (darksidesync: the callback of an item of client %p yielded",
-                    lua_tostring(L, -1), utilid);
-  lua_pushliteral(L, ", but dispatch() runs callbacks in its own C frame: run each "
+  lua_pushliteral(L, " (darksidesync: the callback of an item of client ");
+  push_client(L, utilid);
+  lua_pushliteral(L, " yielded, but dispatch() runs callbacks in its own C frame: run each "
                      "in a coroutine or fiber of your own (poll() hands you the "
                      "callback; darksidesync.fibers runs every item in a fiber), "
                      "and answer a blocking item's waiting-thread callback later)");
-  lua_concat(L, 2);
-  lua_replace(L, -2);
+  lua_concat(L, 4);
 }
 
 // Runs under lua_pcall from dispatch: takes, decodes and calls items until
