@@ -22,6 +22,7 @@
 
 local here = (arg and arg[1] or ""):match("^(.*/)") or "./"
 local root = here .. "../../"
+local fenced_blocks = dofile(here .. "docblocks.lua")
 local scale = tonumber(os.getenv("DSS_TEST_TIMESCALE")) or 1
 
 local interp = INTERP
