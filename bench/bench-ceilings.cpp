@@ -1,8 +1,10 @@
 // bench-ceilings.cpp -- the ceilings: a bare mutex + deque (runner.h's CeilQ),
 // producers that write an eventfd only on empty -> non-empty, and a consumer
 // that lua_pcalls a Lua function per item: swapping the whole queue out under
-// one lock, the same with an args table per item, or one item per lock. Rows
-// C1-C12 (measured with ours, interleaved: bench-fire-forget.cpp).
+// one lock, the same with an args table per item, one item per lock, or the
+// 1.0-style poll() path's ceiling (one item per lock, the args table built
+// under it, cb(unpack(args))). Rows C1-C16 (measured with ours, interleaved:
+// bench-fire-forget.cpp).
 #include <sched.h>
 
 #include <thread>
@@ -26,7 +28,8 @@ void pcall_item(lua_State* L, int fref, long x, bool table) {
 }
 
 // One item per lock: false when the queue was empty (then waits on it).
-bool consume_one(lua_State* L, CeilQ& q, int fref) {
+// args: the 1.0 style, the args table built under the lock, as poll() did.
+bool consume_one(lua_State* L, CeilQ& q, int fref, bool args) {
   long x;
   {
     std::unique_lock<std::mutex> lock(q.mu);
@@ -37,8 +40,15 @@ bool consume_one(lua_State* L, CeilQ& q, int fref) {
     }
     x = q.q.front();
     q.q.pop_front();
+    if (args) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, fref);
+      lua_createtable(L, 1, 0);
+      lua_pushinteger(L, lua_Integer(x));
+      lua_rawseti(L, -2, 1);
+    }
   }
-  pcall_item(L, fref, x, false);
+  if (args) lua_pcall(L, 1, 0, 0);
+  else pcall_item(L, fref, x, false);
   return true;
 }
 
@@ -47,8 +57,8 @@ void ceil_consume(lua_State* L, CeilQ& q, long total, CeilStyle style, int fref)
   long done = 0;
   std::deque<long> local;
   while (done < total) {
-    if (style == CeilStyle::pop1) {
-      if (consume_one(L, q, fref)) ++done;
+    if (style == CeilStyle::pop1 || style == CeilStyle::pop1_args) {
+      if (consume_one(L, q, fref, style == CeilStyle::pop1_args)) ++done;
       continue;
     }
     {
@@ -69,7 +79,8 @@ void ceil_consume(lua_State* L, CeilQ& q, long total, CeilStyle style, int fref)
 lua_State* ceil_state(CeilStyle style, int* fref) {
   lua_State* L = new_state();
   run(L, COMMON_LUA);
-  *fref = ref_global(L, style == CeilStyle::table ? "cbt" : "cb");
+  bool args = style == CeilStyle::table || style == CeilStyle::pop1_args;
+  *fref = ref_global(L, args ? "cbt" : "cb");
   return L;
 }
 
@@ -77,7 +88,7 @@ lua_State* ceil_state(CeilStyle style, int* fref) {
 
 const std::vector<CeilStyle>& ceil_styles() {
   static const std::vector<CeilStyle> styles = {CeilStyle::swap, CeilStyle::table,
-                                                CeilStyle::pop1};
+                                                CeilStyle::pop1, CeilStyle::pop1_args};
   return styles;
 }
 
@@ -86,6 +97,8 @@ const char* style_name(CeilStyle s) {
     case CeilStyle::swap: return "ceiling: swap drain, pcall per item";
     case CeilStyle::table: return "ceiling + args table per item";
     case CeilStyle::pop1: return "ceiling, one item per lock";
+    case CeilStyle::pop1_args:
+      return "ceiling 1.0-style: one item per lock, args table built under it, cb(unpack(args))";
   }
   return "";
 }

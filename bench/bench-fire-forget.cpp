@@ -1,6 +1,7 @@
 // bench-fire-forget.cpp -- fire and forget, producers and consumer running
 // together: the ceilings (C rows), ours taking the items with poll() or
-// dispatch() in a busy loop (F rows), and ours asleep on getfd() (W rows),
+// dispatch() in a busy loop (F rows; F1-F4 also against the 1.0-style
+// ceiling C13-C16), and ours asleep on getfd() (W rows),
 // repetitions interleaved so that a swing in the machine's load hits
 // ceilings and ours alike. Writes throughput.dat.
 #include "runner.h"
@@ -41,10 +42,13 @@ void ours_rows(const Results& res) {
   int k = 1;
   for (int p : PRODUCERS) {
     double v = res.at(kPoll, p);
+    std::string c10 = "C" + std::to_string(k + 12);  // C13-C16: the 1.0-style ceiling
     row("F" + std::to_string(k++),
         "ours: deliver → poll() + cb(unpack(args)), " + std::to_string(p) + "P",
         fmt_rate(v), fmt_ratio(v, res.ceil_at(p)), fmt_ratio(v, luv_lossless),
-        "vs table ceiling " + fmt_ratio(v, res.at(int(CeilStyle::table), p)));
+        "vs table ceiling " + fmt_ratio(v, res.at(int(CeilStyle::table), p)) +
+            "; vs 1.0-style ceiling (" + c10 + ") " +
+            fmt_ratio(v, res.at(int(CeilStyle::pop1_args), p)));
   }
   for (int p : PRODUCERS) {
     double v = res.at(kDispatch, p);

@@ -5,7 +5,8 @@
 #   1. runs the luv rows (bench/luv.lua, Debian lua-luv) with the interpreter
 #      of BENCH_LUA,
 #   2. runs the full suite on BENCH_LUA (ceilings, ours, round trips, UDP,
-#      memory, with the luv figures handed in for the ratios),
+#      memory, with the luv figures handed in for the ratios, and at its end
+#      the targets of issue 18, each a ratio of two of its rows),
 #   3. runs the short suite on every other Lua version,
 #   4. draws the plots with gnuplot,
 # and writes everything to bench/results/latest.md (and stdout).

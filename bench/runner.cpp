@@ -151,6 +151,7 @@ void full() {
   api_rows(res);
   memory_rows();
   if (have_luv()) luv_rows(res);
+  target_rows(res);
 }
 
 bool parse(int argc, char** argv) {

@@ -186,6 +186,7 @@ enum class CeilStyle {
   swap = 0,   // swap the queue out under one lock, pcall per item
   table = 1,  // the same, an args table per item
   pop1 = 2,   // one item per lock
+  pop1_args = 6,  // 1.0 style: lock, pop one, build the args table, unlock, cb(unpack(args))
 };
 const char* style_name(CeilStyle s);
 const std::vector<CeilStyle>& ceil_styles();  // in the order of the C rows
@@ -231,6 +232,7 @@ void udp_rows(Results& res);         // bench-udp.cpp: U
 void api_rows(Results& res);         // bench-api.cpp: A
 void memory_rows();                  // bench-memory.cpp: M
 void luv_rows(const Results& res);   // bench-luv.cpp: L
+void target_rows(const Results& res);  // bench-targets.cpp: T (issue 18)
 void quick();                        // bench-summary.cpp: --quick
 void poll_probe(int p);              // bench-summary.cpp: --poll P
 
