@@ -55,7 +55,8 @@ std::vector<Target> throughput_targets(const Results& res) {
   bool jit = is_luajit();
   Target d{"dispatch() vs the args-table ceiling, 1P (F5 vs C5)", res.at(kDispatch, 1),
            res.at(int(CeilStyle::table), 1), 0.7, false,
-           "LuaJIT target; this binary: " + opt.label};
+           jit ? "LuaJIT target; this binary is LuaJIT"
+               : "LuaJIT target; this binary: " + opt.label + ", not judged"};
   d.judged = jit;
   ts.push_back(d);
   return ts;
