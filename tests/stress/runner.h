@@ -51,8 +51,9 @@ std::int64_t now_ns();
 // A deadline ms milliseconds from now, stretched by DSS_TEST_TIMESCALE.
 Clock::time_point deadline_ms(double ms);
 void sleep_us(std::int64_t us);
-// Records a failure (prints the first 30).
+// Records a failure (prints the first 30); g_errors counts them.
 void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+extern std::atomic<int> g_errors;
 
 // The calling thread's random numbers.
 extern thread_local std::mt19937_64 t_rng;
@@ -82,7 +83,6 @@ struct Stats {
   std::atomic<int> hung{0};
 };
 extern Stats st;
-extern std::atomic<int> g_errors;
 
 void update_max(std::atomic<std::uint64_t>& m, std::uint64_t v);
 
