@@ -1,26 +1,34 @@
-// hub.hpp -- the per-Lua-state core of darksidesync: queue, registrations,
-// blocking waits and the wake-ups (UDP datagrams, an fd, a condition
-// variable). No Lua in here: the Lua state is an opaque pointer handed to
-// client callbacks, and the binding layer (src/lua/) does everything that
-// touches Lua.
+// hub.hpp -- the per-Lua-state core of darksidesync. No Lua in here: the
+// Lua state is an opaque pointer handed to client callbacks, and the
+// binding layer (src/lua/) does everything that touches Lua.
+//
+// The hub ties the concepts together, each in a file of its own:
+//   ids.*         the process-wide registration table (utilid -> hub)
+//   item.hpp      an item: its entry, a blocking item's record and states
+//   queue.*       the item queue (and the hub's lock)
+//   tickets.*     the parked blocking items behind the Lua side's handles
+//   notify.*      the wake-ups: condition variable, fd, UDP
+//   lua_thread.*  the consumer's marks: deadlock guard, in-flight levels
+//   hub.cpp       creation, registrations, statistics
+//   deliver.cpp   the delivery path: admit, wait for room, append, publish
+//   consume.cpp   the consumer's steps: take, settle, claim, finish
+//   wait.cpp      the Lua thread's sleep until items arrive
+//   cancel.cpp    unreg, the cancellation of items, close
 //
 // Threading: every member is safe from any thread unless it says "Lua
 // thread". No lock is ever held while a client callback runs.
-//
-// The queue is a chain of blocks of 24-byte entries (no allocation per
-// item). Producers append under the hub's lock. The Lua thread, the only
-// consumer, reserves everything queued under one lock and then claims the
-// entries one by one without it (an atomic exchange of the entry's id);
-// unreg, close and timed-out producers kill entries the same way under the
-// lock, so whoever claims an entry first owns it.
 #ifndef DSS_CORE_HUB_HPP
 #define DSS_CORE_HUB_HPP
 
-#define DSS_NO_LUA_H
-#include "darksidesync_api.h"
+#include "clock.hpp"
+#include "ids.hpp"
+#include "item.hpp"
+#include "lua_thread.hpp"
+#include "notify.hpp"
+#include "queue.hpp"
+#include "tickets.hpp"
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -29,97 +37,6 @@
 
 namespace dss {
 
-class Hub;
-
-// A blocking item's record. It lives on its producer's stack, which stays
-// valid until the item ends: the producer cannot return before that.
-// Every field is read and written under the hub's lock.
-//
-// The item's life, each step in one function of Hub (which asserts the
-// state it leaves):
-//
-//   queued --take--> taken --settle(n > 0)--> parked --claim--> returning
-//     |                |                        |                  |
-//     | kill           | settle(n <= 0),        | cancel, timeout  | finish_returned
-//     v                v finish                 v                  v
-//   done <-------------+---------------------- cancelling ------> done
-//
-// kill: unreg, close or the producer's timeout take a queued entry back;
-// cancelling: its cancellation callback (decoder or return, L = NULL) runs.
-struct Blocking {
-  enum class St : unsigned char {
-    queued,      // in the queue (entry valid)
-    taken,       // the Lua thread took it: decoding
-    parked,      // decoded; waits on the Lua side for its return (ticket set)
-    returning,   // its return callback runs
-    cancelling,  // its cancellation callback runs
-    done         // ended; the producer may return
-  };
-  std::uint64_t id = 0;
-  DSS_decoder_1v0_t decode = nullptr;
-  DSS_return_1v0_t ret = nullptr;
-  void* data = nullptr;
-  struct Entry* entry = nullptr;  // while queued
-  std::uint64_t ticket = 0;       // while parked (see TicketId)
-  std::condition_variable cv;
-  St st = St::queued;
-  unsigned char level = 0;  // its in-flight level while returning (see Hub)
-  bool expired = false;  // the producer's deadline passed
-  bool cancelled = false;
-};
-
-// One queued item: 24 bytes. A blocking item's decoder and data live in
-// its record (blk), so an entry holds either a fire-and-forget item's
-// decoder and data or a blocking item's record; the top bit of the id tells
-// which (registration ids come from a counter and never reach it).
-struct Entry {
-  // The registration's id, | kBlockingBit for a blocking item; 0 once
-  // claimed.
-  std::atomic<std::uint64_t> id;
-  union {
-    DSS_decoder_1v0_t decode;  // fire and forget
-    Blocking* blk;             // blocking
-  };
-  void* data;  // fire and forget
-};
-constexpr std::uint64_t kBlockingBit = std::uint64_t(1) << 63;
-// Set in the registration id of a regc registration (client context): its
-// items' callbacks are the context-taking 2v1 ones, stored cast to the 1v0
-// types. Below the top bit of a pointer, so it survives the utilid.
-constexpr std::uint64_t kCtxIdBit = std::uint64_t(1) << (sizeof(void*) * 8 - 2);
-static_assert(sizeof(Entry) == 24, "an entry is three words");
-
-// An item the Lua thread took off the queue. It owns it until it ends:
-// settle() or finish(). Empty (false) when none.
-struct Taken {
-  std::uint64_t id = 0;
-  DSS_decoder_1v0_t decode = nullptr;
-  void* data = nullptr;
-  Blocking* blk = nullptr;
-  int level = 0;  // its in-flight level (see Hub::inflight_)
-
-  explicit operator bool() const { return id != 0; }
-  void* utilid() const;
-};
-
-// The Lua side's handle on a parked item (what a waiting-thread callback
-// holds): a slot of the hub's ticket table and the slot's generation, so
-// that a stale or forged handle only misses. 0 is no ticket. The Lua side
-// keeps plain numbers, never a pointer into the core: a handle that is lost
-// without its finalizer (debug.setmetatable(wt, nil)) leaves its item
-// parked until close, unreg or its producer's timeout end it.
-using TicketId = std::uint64_t;
-
-// Turns a utilid handed in from C into an id, and back.
-inline std::uint64_t id_of(void* utilid) {
-  return std::uint64_t(reinterpret_cast<std::uintptr_t>(utilid));
-}
-inline void* to_utilid(std::uint64_t id) {
-  return reinterpret_cast<void*>(std::uintptr_t(id));
-}
-inline void* Taken::utilid() const { return to_utilid(id); }
-
-// Counters of stats(); see docs/lua-api.md.
 // The statistics, once: the fields of Stats and, in this order, the keys
 // of the Lua stats() table (docs/lua-api.md lists them; test_stats checks).
 #define DSS_STATS_LIST(X) \
@@ -140,10 +57,6 @@ struct Stats {
   DSS_STATS_LIST(DSS_STATS_FIELD)
 #undef DSS_STATS_FIELD
 };
-
-// Timeouts (deliver2's milliseconds, wait()'s seconds) longer than this
-// mean "no limit": a deadline past it could not be held by the clock.
-constexpr long long kTimeoutMaxMs = DSS_TIMEOUT_MAX_MS;
 
 // How close() calls a client's cancel callback: the binding passes one that
 // runs it protected (a client may raise a Lua error from it).
@@ -167,7 +80,7 @@ class Hub {
              const char* name, int* err);
   void* getutilid(void* libid, int* err);
 
-  // --- any thread: the 1v0 and 2v0 entry points -------------------------
+  // --- any thread: the 1v0, 2v0 and 2v1 entry points --------------------
   // Look the utilid up in the process-wide registration table; a stale or
   // garbage id yields DSS_ERR_INVALID_UTILID and is never dereferenced.
   static int deliver(void* utilid, DSS_decoder_1v0_t decode,
@@ -175,15 +88,15 @@ class Hub {
   static int deliver2(void* utilid, DSS_decoder_1v0_t decode,
                       DSS_return_1v0_t ret, void* data, unsigned flags,
                       long timeout_ms);
+  // 2v1's deliverc: deliver2 for a regc registration.
+  static int deliverc(void* utilid, DSS_decoder_2v0_t decode,
+                      DSS_return_2v0_t ret, void* data, unsigned flags,
+                      long timeout_ms);
   // Ends every item of the registration (cancellation callbacks, L = NULL)
   // and returns once none of its callbacks runs on the Lua thread any more
   // (unless called from inside one of them).
   static int unreg(void* utilid);
   static long queued(void* utilid);
-  // 2v1's deliverc: deliver2 for a regc registration.
-  static int deliverc(void* utilid, DSS_decoder_2v0_t decode,
-                      DSS_return_2v0_t ret, void* data, unsigned flags,
-                      long timeout_ms);
 
   // Calls a client's cancel callback as its registration wants it (with
   // its context for a regc one). Never under a lock.
@@ -225,10 +138,10 @@ class Hub {
   // Whether the ticket's item is still parked.
   bool pending(TicketId ticket);
 
-  // The thread running poll/dispatch/wait marks itself for as long as it
-  // runs, so that a delivery from it that would wait fails with
-  // WOULD_DEADLOCK instead of deadlocking. Nests; the binding pairs every
-  // enter with a leave on every path (errors included). Lua thread.
+  // The thread taking items marks itself for as long as it does, so that
+  // a delivery from it that would wait fails with WOULD_DEADLOCK instead
+  // of deadlocking. Nests; the binding pairs every enter with a leave on
+  // every path (errors included). Lua thread.
   void drain_enter();
   void drain_leave();
   // Marks the calling thread as the Lua thread (drain_enter does too): a
@@ -249,7 +162,7 @@ class Hub {
   std::size_t wait(double timeout_s, int intr_fd = -1);
 
   // Items queued and not yet taken.
-  std::size_t size() const;
+  std::size_t size() const { return q_.size(); }
 
   Stats stats();
 
@@ -261,16 +174,14 @@ class Hub {
   State state() const { return state_.load(std::memory_order_acquire); }
 
   // --- wake-ups -------------------------------------------------------------
-  // 0 disables; 1..65535 sends " <count>" to 127.0.0.1:port per item
-  // (coalesce: only when the queue goes from empty to non-empty). Returns
-  // false when a socket could not be created, or port is out of range.
-  bool set_port(int port, bool coalesce);
-  int port() const { return port_.load(std::memory_order_acquire); }
-  bool coalesce() const { return coalesce_.load(std::memory_order_acquire); }
+  // UDP datagrams: see Notifier::set_port.
+  bool set_port(int port, bool coalesce) { return notify_.set_port(port, coalesce); }
+  int port() const { return notify_.port(); }
+  bool coalesce() const { return notify_.coalesce(); }
 
   // The wake-up fd, made on first use: readable exactly while the queue is
   // non-empty. -1 (errno set) when it cannot be made. Lua thread. Once it
-  // was handed out (getfd), stats() counts its wake-ups as notified;
+  // was handed out (this call), stats() counts its wake-ups as notified;
   // wait()'s own use of it (to be interruptible) is not counted.
   int fd() { return fd_(true); }
 
@@ -278,9 +189,7 @@ class Hub {
   void set_max(std::size_t max);
   std::size_t max() const;
 
-  // A block (header and entries) is one 8 KiB malloc chunk: 8176 bytes
-  // requested, plus glibc's 8-byte size field, rounded to 16.
-  static constexpr std::uint32_t kEntries = 340;
+  static constexpr std::uint32_t kEntries = Queue::kEntries;
 
  private:
   Hub();
@@ -294,160 +203,92 @@ class Hub {
     DSS_cancel_1v0_t cancel;
     bool cancelled;  // close() has called (or is calling) its cancel
   };
-  struct Block {
-    Block* next;
-    std::uint32_t end;  // entries [0, end) are written
-    std::uint32_t seq;  // when it was linked (the cancel walk's resume check)
-    Entry e[kEntries];
-  };
-  // A ticket table slot: the parked item it holds, and its generation
-  // (bumped each time the slot is let go, so old tickets miss).
-  struct Slot {
-    Blocking* item;
-    std::uint32_t gen;
-    std::uint32_t next_free;
+  // One delivery's arguments (deliver.cpp).
+  struct Request {
+    std::uint64_t id;
+    DSS_decoder_1v0_t decode;
+    DSS_return_1v0_t ret;
+    void* data;
+    unsigned flags;
+    long timeout_ms;
+    bool v2;  // 2v0 codes, checked flags
+    bool timed;
+    Clock::time_point deadline;
   };
   using St = Blocking::St;
 
-  // deliver and deliver2 (v2: flags are checked, 2v0 codes returned).
+  // --- registrations (hub.cpp) ---
+  void* reg_(void* libid, DSS_cancel_1v0_t cancel, int* err, void* context,
+             const char* name, bool ctx);
+  bool registered_locked(std::uint64_t id) const;
+  std::uint64_t find_libid_locked(void* libid) const;
+  int fd_(bool handed_out);
+
+  // --- the delivery path (deliver.cpp) ---
   static int deliver2_(void* utilid, DSS_decoder_1v0_t decode,
                        DSS_return_1v0_t ret, void* data, unsigned flags,
                        long timeout_ms, bool v2, bool ctx = false);
-  void* reg_(void* libid, DSS_cancel_1v0_t cancel, int* err, void* context,
-             const char* name, bool ctx);
-  // What a fire-and-forget delivery made under the table's lock leaves to
-  // its caller: the Lua thread to wake, the datagram to send.
-  struct Post {
-    bool wake = false, send = false;
-    std::size_t depth = 0;  // the datagram's count
-  };
-  // Queues one item (and, with rec, waits for it to end). With post, the
-  // caller holds the table's lock instead of a reference: when the item
-  // would have to wait for room, returns kMustWait having done nothing;
-  // when it is queued, the wake-up and the datagram go into *post.
-  static constexpr int kMustWait = 1;
-  int after_queue(const Post& p);
-  int deliver_local(std::uint64_t id, DSS_decoder_1v0_t decode,
-                    DSS_return_1v0_t ret, void* data, unsigned flags,
-                    long timeout_ms, bool v2, Blocking* rec, Post* post);
+  static constexpr int kMustWait = 1;  // full, and allowed to wait for room
+  int admit_locked(const Request& rq);
+  int room_locked(const Request& rq);
+  int wait_room(std::unique_lock<std::mutex>& lock, const Request& rq);
+  int enqueue_locked(const Request& rq, Blocking* rec, Notifier::Post* post);
+  int deliver_fast(const Request& rq, ids::Shared& table);
+  int enqueue_waiting(std::unique_lock<std::mutex>& lock, const Request& rq,
+                      Blocking* rec, Notifier::Post* post);
+  int deliver_waiting(const Request& rq);
+  int deliver_blocking(const Request& rq);
   int wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
-                    bool timed,
-                    std::chrono::steady_clock::time_point deadline);
-  int unreg_local(std::uint64_t id);
-  long queued_local(std::uint64_t id);
-  bool registered_locked(std::uint64_t id) const;
-  bool would_deadlock(bool timed) const;
-  std::uint64_t find_libid_locked(void* libid) const;
-  std::size_t size_locked() const;
+                    const Request& rq);
+  bool take_back_locked(Blocking& b, bool* queued);
+
+  // --- the consumer (consume.cpp) ---
   // Moves the consumer's reservation forward under the lock; false when
   // the queue is empty (and then resets the wake-ups).
   bool extend();
   void settle_locked();
+
+  // --- the waits (wait.cpp) ---
+  std::size_t wait_fd(bool timed, Clock::time_point deadline, int intr_fd);
+
+  // --- cancellation (cancel.cpp) ---
+  int unreg_local(std::uint64_t id);
+  long queued_local(std::uint64_t id);
   // After entries were killed (under the lock): the count, the kill
   // counter, the wake-ups, the producers waiting for room.
   void after_kills_locked(std::size_t killed);
   // Kills the queued and parked items of id (all when id == 0) and ends
   // them by cancellation, a bounded batch at a time.
   void cancel_items(std::uint64_t id);
-  void end_cancelled(Taken* items, std::size_t n);
-  // Waits until no callback of id runs on the Lua thread (see inflight_).
-  void quiesce(std::uint64_t id);
-  // In-flight levels (see inflight_): the Lua thread claims the next one
-  // before it claims an item, and lets it go when the item ended.
-  int push_inflight();
-  void set_inflight(int level, std::uint64_t id);
-  void pop_inflight(int level);
-  bool inflight_has(std::uint64_t id) const;
-  void signal_locked();
-  void arm_fd_locked();
-  int fd_(bool handed_out);
-  std::size_t wait_fd(bool timed, std::chrono::steady_clock::time_point deadline, int intr_fd);
-  void reset_locked();
-  int notify_udp(std::size_t count);
-  // The one place an item's state changes; asserts where it comes from.
-  static void move(Blocking& b, St from, St to);
-  // Ticket table (under the lock).
-  TicketId ticket_put_locked(Blocking* b);  // 0 when out of memory
-  Blocking* ticket_get_locked(TicketId t) const;
-  void ticket_drop_locked(TicketId t);
+  std::size_t take_parked_locked(std::uint64_t id, Taken* out, std::size_t room,
+                                 bool* more);
+  // Ends an item by cancellation on this thread, no lock held: its decoder
+  // (t.decode set: it was still queued) or its return callback runs with
+  // L = NULL, then it is counted (as timed out or cancelled) and done.
+  void end_by_cancel(const Taken& t, bool timed_out);
+  void cancel_clients(CancelCall call, void* ctx);
 
   // The members are grouped by who writes them, each group on cache lines
   // of its own, so that the Lua thread's per-item work and the producers'
-  // do not invalidate each other's lines (false sharing).
-
-  // --- written by producers on every deliver (under mu_) ---------------------
-  alignas(64) mutable std::mutex mu_;
-  std::atomic<int> refs_{1};
-  // The queue: blocks from qhead_ to qtail_.
-  Block* qhead_ = nullptr;
-  Block* qtail_ = nullptr;
-  Block* spare_ = nullptr;
-  std::uint32_t block_seq_ = 0;
-  // Items queued, not killed by others, not yet settled by the consumer.
-  std::atomic<std::size_t> count_{0};
-  bool signalled_ = false;  // a wake-up is out for the current non-empty run
-  bool fd_armed_ = false;
-  bool fd_handed_out_ = false;  // getfd gave it to the Lua side   // the fd was made readable and not reset since
-  bool lua_waiting_ = false;
-  std::uint64_t delivered_ = 0, maxqueued_ = 0;  // stats, under mu_
-  std::atomic<std::uint64_t> notified_{0}, notifyfailed_{0};  // stats
-
-  // --- the Lua thread's, per item ------------------------------------------
-  // Items the consumer took since it last settled. Producers read it (for
-  // the depth: a new maximum, a datagram's count, room in a bounded queue),
-  // so it has a cache line of its own: their reads do not take the line of
-  // the consumer's other per-item fields away from it.
-  alignas(64) std::atomic<std::size_t> unsettled_{0};
-  // The registration ids whose callbacks the Lua thread is running or about
-  // to run, one per nesting level (0: none; a decoder's allocation can run
-  // a waiting-thread callback's finalizer, which runs another return
-  // callback inside it), and that thread: unreg waits until none is its id.
-  // A level is set before an entry or ticket is claimed, so that whoever
-  // fails to kill a claimed entry sees it; levels deeper than kLevels count
-  // in inflight_over_, and unreg waits for those whatever their id.
-  static constexpr int kLevels = 7;
-  alignas(64) std::atomic<std::uint64_t> inflight_[kLevels] = {};
-  std::atomic<int> inflight_over_{0};
-  int inflight_depth_ = 0;  // Lua thread
-  std::atomic<std::uintptr_t> inflight_thread_{0};
-  // The consumer's position and reservation (changed under mu_ when blocks
-  // are unlinked).
-  Block* cblock_ = nullptr;
-  std::uint32_t cpos_ = 0;
-  Block* lim_block_ = nullptr;
-  std::uint32_t lim_end_ = 0;
-  std::uint64_t seen_kills_ = 0;  // kills_ when the reservation was made
-  std::size_t live_left_ = 0;     // its live entries not yet taken, at most
-  std::atomic<std::uintptr_t> drainer_{0};
-  // The thread that last entered a drain: the Lua thread, as far as the
-  // hub can tell (see would_deadlock).
-  std::atomic<std::uintptr_t> lua_thread_{0};
-  int drain_depth_ = 0;
-  std::uint64_t decoded_ = 0, returned_ = 0;  // stats
+  // do not invalidate each other's lines (false sharing). The queue holds
+  // the hub's lock, on the producers' line.
+  Queue q_;
+  // Read by every delivery, written when the queue goes non-empty.
+  alignas(64) Notifier notify_;
+  // The Lua thread's.
+  LuaThread lua_{q_.mu};
+  alignas(64) std::uint64_t decoded_ = 0, returned_ = 0;  // stats
 
   // --- rarely written ----------------------------------------------------------
   alignas(64) std::atomic<State> state_{State::running};
-  // Bumped (under mu_, after the count) whenever unreg, close or a timeout
-  // kills queued entries: tells take() that its reservation may hold no
-  // live entry before its end, so it must look at the count.
-  std::atomic<std::uint64_t> kills_{0};
-  std::size_t max_ = 0;  // under mu_
+  std::atomic<int> refs_{1};
+  std::size_t max_ = 0;  // under the lock
   std::atomic<int> room_waiters_{0};
   std::atomic<std::size_t> room_batch_{1};  // see set_max
-  std::atomic<int> quiet_waiters_{0};       // unreg calls in quiesce()
-  int efd_ = -1;    // wake-up fd (read end); under mu_
-  int efd_w_ = -1;  // write end (same as efd_ for an eventfd)
-  std::atomic<int> port_{0};
-  std::atomic<bool> coalesce_{false};
-  std::atomic<int> sock_{-1};
-  std::vector<Slot> slots_;  // the ticket table
-  std::uint32_t free_slot_;  // head of its free list
-  std::size_t parked_ = 0;   // slots holding an item
-  std::vector<Registration> regs_;
+  Tickets tickets_;                         // under the lock
+  std::vector<Registration> regs_;          // under the lock
   std::condition_variable room_cv_;
-  std::condition_variable wait_cv_;
-  std::condition_variable quiet_cv_;
-  // stats, under mu_
+  // stats, under the lock
   std::uint64_t cancelled_ = 0, timedout_ = 0, rejected_ = 0, blocked_ = 0;
 };
 

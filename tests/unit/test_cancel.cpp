@@ -499,16 +499,16 @@ struct Expose {
 template <class Tag, typename Tag::type P>
 Expose<Tag, P> Expose<Tag, P>::instance;
 
-struct HubMutex {
-  using type = std::mutex Hub::*;
+struct HubQueue {
+  using type = dss::Queue Hub::*;
 };
 struct HubRefs {
   using type = std::atomic<int> Hub::*;
 };
-template struct Expose<HubMutex, &Hub::mu_>;
+template struct Expose<HubQueue, &Hub::q_>;
 template struct Expose<HubRefs, &Hub::refs_>;
 
-std::mutex& mutex_of(Hub* h) { return h->*Private<HubMutex>::ptr; }
+std::mutex& mutex_of(Hub* h) { return (h->*Private<HubQueue>::ptr).mu; }
 int refs_of(Hub* h) { return (h->*Private<HubRefs>::ptr).load(); }
 
 // True when thread tid of this process is asleep (state S in /proc).

@@ -40,29 +40,29 @@ using BlockList = std::vector<const void*>;
 BlockList (*g_blocks_of)(Hub*) = nullptr;
 int (*g_quiet_waiters_of)(Hub*) = nullptr;
 
-template <auto Head>
+template <auto Q, auto Head>
 struct BlocksOf {
   static BlockList get(Hub* h) {
     BlockList v;
-    for (auto* b = h->*Head; b; b = b->next) v.push_back(b);
+    for (auto* b = (h->*Q).*Head; b; b = b->next) v.push_back(b);
     return v;
   }
   BlocksOf() { g_blocks_of = &get; }
   static BlocksOf instance;
 };
-template <auto Head>
-BlocksOf<Head> BlocksOf<Head>::instance;
-template struct BlocksOf<&Hub::qhead_>;
+template <auto Q, auto Head>
+BlocksOf<Q, Head> BlocksOf<Q, Head>::instance;
+template struct BlocksOf<&Hub::q_, &dss::Queue::qhead_>;
 
-template <auto M>
+template <auto L, auto M>
 struct QuietOf {
-  static int get(Hub* h) { return (h->*M).load(); }
+  static int get(Hub* h) { return ((h->*L).*M).load(); }
   QuietOf() { g_quiet_waiters_of = &get; }
   static QuietOf instance;
 };
-template <auto M>
-QuietOf<M> QuietOf<M>::instance;
-template struct QuietOf<&Hub::quiet_waiters_>;
+template <auto L, auto M>
+QuietOf<L, M> QuietOf<L, M>::instance;
+template struct QuietOf<&Hub::lua_, &dss::LuaThread::quiet_waiters_>;
 
 BlockList blocks_of(Hub* h) { return g_blocks_of(h); }
 // unreg calls of this hub waiting for a callback of theirs to end.

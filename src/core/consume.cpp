@@ -1,0 +1,145 @@
+// consume.cpp -- the consumer's steps, on the Lua thread: take an item,
+// call its decoder, settle it (or finish it when the decoder raised); for
+// a parked blocking item, claim it from its ticket, call its return
+// callback and finish it. See hub.hpp for the order and item.hpp for the
+// states each step moves an item through.
+#include "hub.hpp"
+
+namespace dss {
+
+void Hub::settle_locked() {
+  q_.settle_locked();
+  if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_all();
+}
+
+bool Hub::extend() {
+  Queue::Block* freed = nullptr;
+  bool more;
+  {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    settle_locked();
+    more = q_.reserve_locked(&freed);
+    if (!more) notify_.reset_locked();
+  }
+  Queue::free_blocks(freed);
+  return more;
+}
+
+void Hub::flush_room() {
+  if (room_waiters_.load(std::memory_order_relaxed) && q_.unsettled()) {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    settle_locked();
+  }
+}
+
+Taken Hub::take() {
+  if (room_waiters_.load(std::memory_order_relaxed) &&
+      q_.unsettled() >= room_batch_.load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    settle_locked();
+  }
+  int level = lua_.push();
+  // Published before the claim: whoever then fails to kill the entry
+  // (unreg) reads it after (the claim releases it, the failed kill
+  // acquires it) and waits for us to be done with the item.
+  auto mark = [this, level](std::uint64_t id) { lua_.set(level, id); };
+  for (;;) {
+    bool ended = false;
+    Taken t = q_.claim(mark, &ended);
+    if (t) {
+      t.level = level;
+      if (t.blk) {
+        std::lock_guard<std::mutex> lock(q_.mu);
+        move(*t.blk, St::queued, St::taken);
+        t.blk->entry = nullptr;
+      }
+      if (ended) extend();
+      return t;
+    }
+    if (!extend()) {
+      lua_.pop(level);
+      return Taken{};
+    }
+  }
+}
+
+int Hub::call_decoder(const Taken& item, lua_State* L) {
+  ++decoded_;
+  return ids::invoke_decode(item.id, item.decode, L, item.data);
+}
+
+TicketId Hub::settle(const Taken& item, int n) {
+  Blocking* b = item.blk;
+  if (!b || n <= 0) {
+    finish(item);
+    return 0;
+  }
+  TicketId t = 0;
+  {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    if (state() == State::running && registered_locked(item.id)) t = tickets_.put(b);
+    if (t) {
+      move(*b, St::taken, St::parked);
+      if (b->expired) b->cv.notify_one();  // it may end it now
+    } else {
+      move(*b, St::taken, St::cancelling);
+    }
+  }
+  // Unregistered (or closing, or no memory for a ticket) while it was
+  // being decoded: it ends by cancellation, here.
+  if (!t) end_by_cancel(Taken{item.id, nullptr, b->data, b, 0}, false);
+  lua_.pop(item.level);
+  return t;
+}
+
+void Hub::finish(const Taken& item) {
+  if (Blocking* b = item.blk) {
+    // The record lives on the waiting producer's stack: notify under the
+    // lock so the producer cannot return (and pop its stack) before we are
+    // done.
+    std::lock_guard<std::mutex> lock(q_.mu);
+    move(*b, St::taken, St::done);
+    b->cv.notify_one();
+  }
+  lua_.pop(item.level);
+}
+
+Blocking* Hub::claim(TicketId ticket) {
+  int level = lua_.push();
+  {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    if (Blocking* b = tickets_.get(ticket)) {
+      tickets_.drop(ticket);
+      move(*b, St::parked, St::returning);
+      // Under the lock, so an unreg that did not find it parked sees this.
+      lua_.set(level, b->id);
+      b->level = static_cast<unsigned char>(level);
+      return b;
+    }
+  }
+  lua_.pop(level);  // not under the lock: pop may take it
+  return nullptr;
+}
+
+int Hub::call_return(Blocking* b, lua_State* L, int garbage) {
+  ++returned_;
+  return ids::invoke_ret(b->id, b->ret, L, b->data, garbage);
+}
+
+void Hub::finish_returned(Blocking* b) {
+  int level;
+  {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    level = b->level;  // b may be gone once the lock is let go
+    move(*b, St::returning, St::done);
+    b->cv.notify_one();
+  }
+  lua_.pop(level);
+}
+
+bool Hub::pending(TicketId ticket) {
+  std::lock_guard<std::mutex> lock(q_.mu);
+  return tickets_.get(ticket) != nullptr;
+}
+
+}  // namespace dss

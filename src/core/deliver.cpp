@@ -1,0 +1,212 @@
+// deliver.cpp -- the delivery path, for every entry point: look the id up,
+// admit the item, wait for room, append it, publish it (wake the Lua
+// thread, send the datagram) -- each a small step under the hub's lock but
+// the last -- and, for a blocking item, wait for it to end.
+#include "hub.hpp"
+
+namespace dss {
+
+int Hub::deliver(void* utilid, DSS_decoder_1v0_t decode, DSS_return_1v0_t ret,
+                 void* data) {
+  return deliver2_(utilid, decode, ret, data, 0, -1, false);
+}
+
+int Hub::deliver2(void* utilid, DSS_decoder_1v0_t decode, DSS_return_1v0_t ret,
+                  void* data, unsigned flags, long timeout_ms) {
+  return deliver2_(utilid, decode, ret, data, flags, timeout_ms, true);
+}
+
+int Hub::deliverc(void* utilid, DSS_decoder_2v0_t decode, DSS_return_2v0_t ret,
+                  void* data, unsigned flags, long timeout_ms) {
+  return deliver2_(utilid, ids::fn_cast<DSS_decoder_1v0_t>(decode),
+                   ids::fn_cast<DSS_return_1v0_t>(ret), data, flags,
+                   timeout_ms, true, true);
+}
+
+int Hub::deliver2_(void* utilid, DSS_decoder_1v0_t decode,
+                   DSS_return_1v0_t ret, void* data, unsigned flags,
+                   long timeout_ms, bool v2, bool ctx) {
+  Request rq{id_of(utilid), decode, ret, data, flags, timeout_ms, v2, false, {}};
+  ids::Shared table;
+  Hub* hub = table.find(rq.id);
+  if (!hub) return DSS_ERR_INVALID_UTILID;
+  if (!decode) return DSS_ERR_NO_DECODE_PROVIDED;
+  if (v2 && (flags & ~unsigned(DSS_DELIVER_NOWAIT))) return DSS_ERR_INVALID_ARGUMENT;
+  // The callbacks' types must be the registration's.
+  if (bool(rq.id & kCtxIdBit) != ctx) return DSS_ERR_INVALID_ARGUMENT;
+  if (!ret) {
+    rq.timed = deadline_ms(timeout_ms, &rq.deadline);
+    int rc = hub->deliver_fast(rq, table);
+    if (rc != kMustWait) return rc;
+  }
+  // The long way: holding a reference instead of the table's lock (a reg
+  // or unreg waiting for that lock would keep every producer waiting too).
+  hub->ref();
+  table.unlock();
+  rq.timed = deadline_ms(timeout_ms, &rq.deadline);
+  int rc = ret ? hub->deliver_blocking(rq) : hub->deliver_waiting(rq);
+  hub->unref();
+  return rc;
+}
+
+// Under the lock: whether the item may be queued at all.
+int Hub::admit_locked(const Request& rq) {
+  if (state() != State::running) return DSS_ERR_NOT_STARTED;
+  if (!registered_locked(rq.id)) return DSS_ERR_INVALID_UTILID;
+  if (rq.ret && lua_.would_deadlock(rq.timed)) return DSS_ERR_WOULD_DEADLOCK;
+  return DSS_SUCCESS;
+}
+
+// Under the lock: whether there is room; kMustWait when it is full and the
+// item may wait for room (1v0 always; 2v0 unless told not to).
+int Hub::room_locked(const Request& rq) {
+  if (!max_ || q_.size() < max_) return DSS_SUCCESS;
+  if ((rq.flags & DSS_DELIVER_NOWAIT) || rq.timeout_ms == 0) {
+    ++rejected_;
+    return DSS_ERR_QUEUE_FULL;
+  }
+  if (lua_.would_deadlock(rq.timed)) return DSS_ERR_WOULD_DEADLOCK;
+  return kMustWait;
+}
+
+// Waits (under the lock) until there is room, the registration or the hub
+// went away, or the deadline passed.
+int Hub::wait_room(std::unique_lock<std::mutex>& lock, const Request& rq) {
+  ++blocked_;
+  room_waiters_.fetch_add(1, std::memory_order_relaxed);
+  bool late = false;
+  while (!late && state() == State::running && registered_locked(rq.id) &&
+         max_ && q_.size() >= max_) {
+    if (!rq.timed) room_cv_.wait(lock);
+    else late = room_cv_.wait_until(lock, rq.deadline) == std::cv_status::timeout;
+  }
+  room_waiters_.fetch_sub(1, std::memory_order_relaxed);
+  --blocked_;
+  if (state() != State::running) return DSS_ERR_NOT_STARTED;
+  if (!registered_locked(rq.id)) return DSS_ERR_INVALID_UTILID;
+  if (late && max_ && q_.size() >= max_) {
+    ++rejected_;
+    return DSS_ERR_TIMEOUT;
+  }
+  return DSS_SUCCESS;
+}
+
+// Under the lock: appends the item (rec: a blocking one's record) and
+// says what to publish once the lock is let go.
+int Hub::enqueue_locked(const Request& rq, Blocking* rec, Notifier::Post* post) {
+  bool ok;
+  if (rec) {
+    rec->id = rq.id;
+    rec->decode = rq.decode;
+    rec->ret = rq.ret;
+    rec->data = rq.data;
+    ok = q_.push_locked(rec);
+  } else {
+    ok = q_.push_locked(rq.id, rq.decode, rq.data);
+  }
+  if (!ok) return DSS_ERR_OUT_OF_MEMORY;
+  *post = notify_.queued_locked();
+  post->depth = q_.depth_after_push_locked(post->send);
+  return DSS_SUCCESS;
+}
+
+// admit -> room (waiting for it) -> append, under the lock.
+int Hub::enqueue_waiting(std::unique_lock<std::mutex>& lock, const Request& rq,
+                         Blocking* rec, Notifier::Post* post) {
+  int rc = admit_locked(rq);
+  if (rc == DSS_SUCCESS) rc = room_locked(rq);
+  if (rc == kMustWait) rc = wait_room(lock, rq);
+  if (rc == DSS_SUCCESS) rc = enqueue_locked(rq, rec, post);
+  return rc;
+}
+
+// Fire and forget, the common case: under the table's shared lock, which
+// keeps the hub alive, with no reference taken (two atomic operations on
+// the hub's busiest cache line fewer per item). kMustWait when it has to
+// wait for room: then it did nothing.
+int Hub::deliver_fast(const Request& rq, ids::Shared& table) {
+  Notifier::Post post;
+  {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    int rc = admit_locked(rq);
+    if (rc == DSS_SUCCESS) rc = room_locked(rq);
+    if (rc == DSS_SUCCESS) rc = enqueue_locked(rq, nullptr, &post);
+    if (rc != DSS_SUCCESS) return rc;
+  }
+  // The entry may be gone already.
+  if (!post.wake && !post.send) return DSS_SUCCESS;
+  // The Lua thread to wake or a datagram to send: with a reference, not
+  // the table's lock.
+  ref();
+  table.unlock();
+  int rc = notify_.post(post);
+  unref();
+  return rc;
+}
+
+// Fire and forget into a full queue (the caller holds a reference).
+int Hub::deliver_waiting(const Request& rq) {
+  Notifier::Post post;
+  {
+    std::unique_lock<std::mutex> lock(q_.mu);
+    int rc = enqueue_waiting(lock, rq, nullptr, &post);
+    if (rc != DSS_SUCCESS) return rc;
+  }
+  return notify_.post(post);
+}
+
+// A blocking item: queued, then waited for until it ends (the caller holds
+// a reference). The record lives here, on the producer's stack.
+int Hub::deliver_blocking(const Request& rq) {
+  Blocking rec;
+  Notifier::Post post;
+  std::unique_lock<std::mutex> lock(q_.mu);
+  int rc = enqueue_waiting(lock, rq, &rec, &post);
+  if (rc != DSS_SUCCESS) return rc;
+  ++blocked_;
+  lock.unlock();
+  rc = notify_.post(post);
+  lock.lock();
+  int end = wait_blocking(lock, rec, rq);
+  --blocked_;
+  return rq.v2 && end != DSS_SUCCESS ? end : rc;
+}
+
+// Waits (under the lock) until a blocking item ends; past the deadline,
+// ends it by cancellation on this thread if it is queued or parked.
+int Hub::wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
+                       const Request& rq) {
+  for (;;) {
+    if (b.st == St::done) return b.cancelled ? DSS_ERR_CANCELLED : DSS_SUCCESS;
+    if (!b.expired && rq.timed && Clock::now() >= rq.deadline) b.expired = true;
+    bool queued;
+    if (!b.expired) {
+      if (rq.timed) b.cv.wait_until(lock, rq.deadline);
+      else b.cv.wait(lock);
+    } else if (!take_back_locked(b, &queued)) {
+      b.cv.wait(lock);  // taken or returning: its callback is running
+    } else {
+      lock.unlock();
+      end_by_cancel(Taken{b.id, queued ? b.decode : nullptr, b.data, &b, 0}, true);
+      lock.lock();
+      return DSS_ERR_TIMEOUT;
+    }
+  }
+}
+
+// Under the lock, past the deadline: takes the item back if it is still
+// queued or parked (then it ends by cancellation, on this thread).
+bool Hub::take_back_locked(Blocking& b, bool* queued) {
+  *queued = b.st == St::queued && Queue::kill(b);
+  if (*queued) {
+    move(b, St::queued, St::cancelling);
+    after_kills_locked(1);
+    return true;
+  }
+  if (b.st != St::parked) return false;
+  tickets_.drop(b.ticket);
+  move(b, St::parked, St::cancelling);
+  return true;
+}
+
+}  // namespace dss

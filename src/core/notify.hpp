@@ -1,0 +1,85 @@
+// notify.hpp -- the wake-ups a hub sends when its queue goes from empty to
+// non-empty: the condition variable of the Lua thread asleep in wait(), the
+// wake-up fd (an eventfd, or a pipe elsewhere: readable exactly while the
+// queue is non-empty), and UDP datagrams to 127.0.0.1:port. Members marked
+// "locked" are under the hub's lock; sending (the condition variable, the
+// datagram) happens after a delivery let that lock go.
+#ifndef DSS_CORE_NOTIFY_HPP
+#define DSS_CORE_NOTIFY_HPP
+
+#define DSS_NO_LUA_H
+#include "darksidesync_api.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+
+namespace dss {
+
+class Notifier {
+ public:
+  Notifier() = default;
+  ~Notifier();  // closes the fd and the socket
+  Notifier(const Notifier&) = delete;
+  Notifier& operator=(const Notifier&) = delete;
+
+  // What a delivery leaves to do once it let the lock go.
+  struct Post {
+    bool wake = false, send = false;
+    std::size_t depth = 0;  // the datagram's count
+  };
+  // A delivery queued an item (locked): what to send once the lock is let
+  // go. With a datagram to send, the caller fills in the depth.
+  Post queued_locked();
+  // Sends it (no lock): wakes the Lua thread in wait(), sends the datagram.
+  int post(const Post& p);
+
+  // The queue is empty (locked): the fd stops being readable.
+  void reset_locked();
+
+  // --- the Lua thread asleep in wait() (locked) ----------------------------
+  std::condition_variable cv;
+  void set_waiting_locked(bool w) { lua_waiting_ = w; }
+
+  // --- the fd --------------------------------------------------------------------
+  // The wake-up fd, made on first use (locked; nonempty: the queue now);
+  // -1 (errno set) when it cannot be made or closing. Once handed_out, its
+  // wake-ups count as notified.
+  int fd_locked(bool handed_out, bool running, bool nonempty);
+  int fd_now_locked() const { return efd_; }
+  void close_fd_locked();
+
+  // --- UDP -----------------------------------------------------------------------
+  // 0 disables; 1..65535 sends " <count>" to 127.0.0.1:port per item
+  // (coalesce: only when the queue goes from empty to non-empty). False
+  // when a socket could not be created, or port is out of range.
+  bool set_port(int port, bool coalesce);
+  int port() const { return port_.load(std::memory_order_acquire); }
+  bool coalesce() const { return coalesce_.load(std::memory_order_acquire); }
+
+  std::uint64_t notified() const { return notified_.load(std::memory_order_relaxed); }
+  std::uint64_t notifyfailed() const {
+    return notifyfailed_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  void arm_fd_locked();
+  int send_udp(std::size_t count);
+
+  // --- read by every delivery, written on transitions (locked) ----------------
+  bool signalled_ = false;      // a wake-up is out for the current non-empty run
+  bool fd_armed_ = false;       // the fd was made readable and not reset since
+  bool fd_handed_out_ = false;  // fd_locked(handed_out) gave it out
+  bool lua_waiting_ = false;    // the Lua thread sleeps on cv
+  int efd_ = -1;                // read end
+  int efd_w_ = -1;              // write end (the same for an eventfd)
+  std::atomic<int> port_{0};
+  std::atomic<bool> coalesce_{false};
+  std::atomic<int> sock_{-1};
+  std::atomic<std::uint64_t> notified_{0}, notifyfailed_{0};  // stats
+};
+
+}  // namespace dss
+
+#endif  // DSS_CORE_NOTIFY_HPP
