@@ -7,47 +7,42 @@ namespace dss {
 
 int Hub::unreg(void* utilid) {
   std::uint64_t id = id_of(utilid);
-  Hub* hub = ids::erase_ref(id);
+  Hub* hub = ids::find(id);
   if (!hub) return DSS_ERR_INVALID_UTILID;
   int rc = hub->unreg_local(id);
-  hub->unref();
-  ids::forget_client(id);  // its items have all ended: the context is done
+  if (rc == DSS_SUCCESS) ids::release(id);  // its items have all ended
   return rc;
 }
 
 int Hub::unreg_local(std::uint64_t id) {
   {
     std::lock_guard<std::mutex> lock(q_.mu);
-    bool found = false;
-    for (std::size_t i = 0; i < regs_.size() && !found; ++i) {
+    if (!ids::live_locked(id, this)) return DSS_ERR_INVALID_UTILID;
+    ids::retire_locked(id);
+    for (std::size_t i = 0; i < regs_.size(); ++i) {
       if (regs_[i].id == id) {
         regs_.erase(regs_.begin() + std::ptrdiff_t(i));
-        found = true;
+        break;
       }
     }
-    if (!found) return DSS_ERR_INVALID_UTILID;
+    ref();  // ours until its items ended
     room_cv_.notify_all();  // its producers waiting for room give up
   }
   // From here on nothing of id can be queued or parked: end what is, then
   // wait for a callback of id the Lua thread may be running.
   cancel_items(id);
   lua_.quiesce(id);
+  unref();
   return DSS_SUCCESS;
 }
 
 long Hub::queued(void* utilid) {
   std::uint64_t id = id_of(utilid);
-  Hub* hub = ids::find_ref(id);
+  Hub* hub = ids::find(id);
   if (!hub) return DSS_ERR_INVALID_UTILID;
-  long n = hub->queued_local(id);
-  hub->unref();
-  return n;
-}
-
-long Hub::queued_local(std::uint64_t id) {
-  std::lock_guard<std::mutex> lock(q_.mu);
-  if (!registered_locked(id)) return DSS_ERR_INVALID_UTILID;
-  return q_.count_locked(id);
+  std::lock_guard<std::mutex> lock(hub->q_.mu);
+  if (!ids::live_locked(id, hub)) return DSS_ERR_INVALID_UTILID;
+  return hub->q_.count_locked(id);
 }
 
 void Hub::after_kills_locked(std::size_t killed) {

@@ -77,7 +77,7 @@ TicketId Hub::settle(const Taken& item, int n) {
   TicketId t = 0;
   {
     std::lock_guard<std::mutex> lock(q_.mu);
-    if (state() == State::running && registered_locked(item.id)) t = tickets_.put(b);
+    if (state() == State::running && ids::live_locked(item.id, this)) t = tickets_.put(b);
     if (t) {
       move(*b, St::taken, St::parked);
       if (b->expired) b->cv.notify_one();  // it may end it now

@@ -27,32 +27,22 @@ int Hub::deliver2_(void* utilid, DSS_decoder_1v0_t decode,
                    DSS_return_1v0_t ret, void* data, unsigned flags,
                    long timeout_ms, bool v2, bool ctx) {
   Request rq{id_of(utilid), decode, ret, data, flags, timeout_ms, v2, false, {}};
-  ids::Shared table;
-  Hub* hub = table.find(rq.id);
+  // No lock and nothing written: the hub may be closed or recycled by the
+  // time we lock it, which admit_locked finds out.
+  Hub* hub = ids::find(rq.id);
   if (!hub) return DSS_ERR_INVALID_UTILID;
   if (!decode) return DSS_ERR_NO_DECODE_PROVIDED;
   if (v2 && (flags & ~unsigned(DSS_DELIVER_NOWAIT))) return DSS_ERR_INVALID_ARGUMENT;
   // The callbacks' types must be the registration's.
   if (bool(rq.id & kCtxIdBit) != ctx) return DSS_ERR_INVALID_ARGUMENT;
-  if (!ret) {
-    rq.timed = deadline_ms(timeout_ms, &rq.deadline);
-    int rc = hub->deliver_fast(rq, table);
-    if (rc != kMustWait) return rc;
-  }
-  // The long way: holding a reference instead of the table's lock (a reg
-  // or unreg waiting for that lock would keep every producer waiting too).
-  hub->ref();
-  table.unlock();
   rq.timed = deadline_ms(timeout_ms, &rq.deadline);
-  int rc = ret ? hub->deliver_blocking(rq) : hub->deliver_waiting(rq);
-  hub->unref();
-  return rc;
+  return ret ? hub->deliver_blocking(rq) : hub->deliver_ff(rq);
 }
 
 // Under the lock: whether the item may be queued at all.
 int Hub::admit_locked(const Request& rq) {
   if (state() != State::running) return DSS_ERR_NOT_STARTED;
-  if (!registered_locked(rq.id)) return DSS_ERR_INVALID_UTILID;
+  if (!ids::live_locked(rq.id, this)) return DSS_ERR_INVALID_UTILID;
   if (rq.ret && lua_.would_deadlock(rq.timed)) return DSS_ERR_WOULD_DEADLOCK;
   return DSS_SUCCESS;
 }
@@ -75,7 +65,7 @@ int Hub::wait_room(std::unique_lock<std::mutex>& lock, const Request& rq) {
   ++blocked_;
   room_waiters_.fetch_add(1, std::memory_order_relaxed);
   bool late = false;
-  while (!late && state() == State::running && registered_locked(rq.id) &&
+  while (!late && state() == State::running && ids::live_locked(rq.id, this) &&
          max_ && q_.size() >= max_) {
     if (!rq.timed) room_cv_.wait(lock);
     else late = room_cv_.wait_until(lock, rq.deadline) == std::cv_status::timeout;
@@ -83,7 +73,7 @@ int Hub::wait_room(std::unique_lock<std::mutex>& lock, const Request& rq) {
   room_waiters_.fetch_sub(1, std::memory_order_relaxed);
   --blocked_;
   if (state() != State::running) return DSS_ERR_NOT_STARTED;
-  if (!registered_locked(rq.id)) return DSS_ERR_INVALID_UTILID;
+  if (!ids::live_locked(rq.id, this)) return DSS_ERR_INVALID_UTILID;
   if (late && max_ && q_.size() >= max_) {
     ++rejected_;
     return DSS_ERR_TIMEOUT;
@@ -110,65 +100,60 @@ int Hub::enqueue_locked(const Request& rq, Blocking* rec, Notifier::Post* post) 
   return DSS_SUCCESS;
 }
 
-// admit -> room (waiting for it) -> append, under the lock.
-int Hub::enqueue_waiting(std::unique_lock<std::mutex>& lock, const Request& rq,
-                         Blocking* rec, Notifier::Post* post) {
-  int rc = admit_locked(rq);
-  if (rc == DSS_SUCCESS) rc = room_locked(rq);
-  if (rc == kMustWait) rc = wait_room(lock, rq);
-  if (rc == DSS_SUCCESS) rc = enqueue_locked(rq, rec, post);
-  return rc;
-}
-
-// Fire and forget, the common case: under the table's shared lock, which
-// keeps the hub alive, with no reference taken (two atomic operations on
-// the hub's busiest cache line fewer per item). kMustWait when it has to
-// wait for room: then it did nothing.
-int Hub::deliver_fast(const Request& rq, ids::Shared& table) {
+// Fire and forget. A hub is never freed (see create), so the lock alone
+// keeps this one usable; a reference keeps it ours, when it has to wait
+// for room or send a datagram (its socket must stay open), taken once the
+// registration is confirmed (so the count is not 0) and let go unlocked.
+int Hub::deliver_ff(const Request& rq) {
   Notifier::Post post;
-  {
-    std::lock_guard<std::mutex> lock(q_.mu);
-    int rc = admit_locked(rq);
-    if (rc == DSS_SUCCESS) rc = room_locked(rq);
-    if (rc == DSS_SUCCESS) rc = enqueue_locked(rq, nullptr, &post);
-    if (rc != DSS_SUCCESS) return rc;
-  }
-  // The entry may be gone already.
-  if (!post.wake && !post.send) return DSS_SUCCESS;
-  // The Lua thread to wake or a datagram to send: with a reference, not
-  // the table's lock.
-  ref();
-  table.unlock();
-  int rc = notify_.post(post);
-  unref();
-  return rc;
-}
-
-// Fire and forget into a full queue (the caller holds a reference).
-int Hub::deliver_waiting(const Request& rq) {
-  Notifier::Post post;
+  bool held = false;
+  int rc;
   {
     std::unique_lock<std::mutex> lock(q_.mu);
-    int rc = enqueue_waiting(lock, rq, nullptr, &post);
-    if (rc != DSS_SUCCESS) return rc;
+    rc = admit_locked(rq);
+    if (rc == DSS_SUCCESS) rc = room_locked(rq);
+    if (rc == kMustWait) {
+      ref();
+      held = true;
+      rc = wait_room(lock, rq);
+    }
+    if (rc == DSS_SUCCESS) rc = enqueue_locked(rq, nullptr, &post);
+    if (rc == DSS_SUCCESS && post.send && !held) {
+      ref();
+      held = true;
+    }
   }
-  return notify_.post(post);
+  // The entry may be gone already; waking a recycled hub's Lua thread
+  // would only be a spurious wake-up.
+  if (rc == DSS_SUCCESS) rc = notify_.post(post);
+  if (held) unref();
+  return rc;
 }
 
-// A blocking item: queued, then waited for until it ends (the caller holds
-// a reference). The record lives here, on the producer's stack.
+// A blocking item: queued, then waited for until it ends, holding a
+// reference. The record lives here, on the producer's stack.
 int Hub::deliver_blocking(const Request& rq) {
   Blocking rec;
   Notifier::Post post;
-  std::unique_lock<std::mutex> lock(q_.mu);
-  int rc = enqueue_waiting(lock, rq, &rec, &post);
-  if (rc != DSS_SUCCESS) return rc;
-  ++blocked_;
-  lock.unlock();
-  rc = notify_.post(post);
-  lock.lock();
-  int end = wait_blocking(lock, rec, rq);
-  --blocked_;
+  int rc, end = DSS_SUCCESS;
+  {
+    std::unique_lock<std::mutex> lock(q_.mu);
+    rc = admit_locked(rq);
+    if (rc != DSS_SUCCESS) return rc;
+    ref();
+    rc = room_locked(rq);
+    if (rc == kMustWait) rc = wait_room(lock, rq);
+    if (rc == DSS_SUCCESS) rc = enqueue_locked(rq, &rec, &post);
+    if (rc == DSS_SUCCESS) {
+      ++blocked_;
+      lock.unlock();
+      rc = notify_.post(post);
+      lock.lock();
+      end = wait_blocking(lock, rec, rq);
+      --blocked_;
+    }
+  }
+  unref();
   return rq.v2 && end != DSS_SUCCESS ? end : rc;
 }
 

@@ -36,19 +36,80 @@ Hub::Hub() {
 #endif
 }
 
-Hub* Hub::create() { return new (std::nothrow) Hub(); }
+namespace {
 
-Hub::~Hub() {
-  // The binding closes a hub before its last reference goes, which removes
-  // its ids from the table; make sure no id can outlive the hub anyway.
-  ids::Exclusive table;
-  for (const Registration& r : regs_) table.remove(r.id);
+// The hubs kept for reuse (see create). Leaked on purpose, as the id table.
+struct Pool {
+  std::mutex mu;
+  Hub* head = nullptr;
+  std::size_t n = 0;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool;
+  return *p;
+}
+
+}  // namespace
+
+Hub* Hub::create() {
+  Hub* h = nullptr;
+  {
+    Pool& p = pool();
+    std::lock_guard<std::mutex> lock(p.mu);
+    if ((h = p.head)) {
+      p.head = h->pool_next_;
+      --p.n;
+    }
+  }
+  if (!h) return new (std::nothrow) Hub();
+  h->start();
+  return h;
+}
+
+std::size_t Hub::pooled() {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mu);
+  return p.n;
+}
+
+void Hub::start() {
+  std::lock_guard<std::mutex> lock(q_.mu);
+  pool_next_ = nullptr;
+  refs_.store(1, std::memory_order_relaxed);
+  state_.store(State::running, std::memory_order_release);
+}
+
+// The last reference went: everything back to a new hub's state, under the
+// lock (a producer with a stale pointer may be waiting for it), and into
+// the pool. A hub the binding used is closed by now; one that never was
+// (tests) loses its queued items without their endings, as it always did.
+void Hub::recycle() {
+  {
+    ids::Writer table;  // the table's lock first
+    std::lock_guard<std::mutex> lock(q_.mu);
+    state_.store(State::closed, std::memory_order_release);
+    for (const Registration& r : regs_) table.undo(r.id);
+    std::vector<Registration>().swap(regs_);
+    q_.reset_locked();
+    notify_.reset_locked_all();
+    tickets_.reset();
+    lua_.reset();
+    decoded_ = returned_ = cancelled_ = timedout_ = rejected_ = blocked_ = 0;
+    max_ = 0;
+    room_batch_.store(1, std::memory_order_relaxed);
+  }
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mu);
+  pool_next_ = p.head;
+  p.head = this;
+  ++p.n;
 }
 
 void Hub::ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
 
 void Hub::unref() {
-  if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) recycle();
 }
 
 // --- registrations -------------------------------------------------------
@@ -71,7 +132,7 @@ void* Hub::reg_(void* libid, DSS_cancel_1v0_t cancel, int* err, void* context,
     *err = DSS_ERR_NO_CANCEL_PROVIDED;
     return nullptr;
   }
-  ids::Exclusive table;  // the table's lock first
+  ids::Writer table;  // the table's lock first
   std::lock_guard<std::mutex> lock(q_.mu);
   if (state() != State::running) {
     *err = DSS_ERR_NOT_STARTED;
@@ -86,7 +147,7 @@ void* Hub::reg_(void* libid, DSS_cancel_1v0_t cancel, int* err, void* context,
     try {
       regs_.push_back(Registration{id, libid, cancel, false});
     } catch (const std::bad_alloc&) {
-      table.remove(id);
+      table.undo(id);
       id = 0;
     }
   }
@@ -111,12 +172,6 @@ std::uint64_t Hub::find_libid_locked(void* libid) const {
   for (const Registration& r : regs_)
     if (r.libid == libid) return r.id;
   return 0;
-}
-
-bool Hub::registered_locked(std::uint64_t id) const {
-  for (const Registration& r : regs_)
-    if (r.id == id) return true;
-  return false;
 }
 
 void Hub::call_cancel(DSS_cancel_1v0_t cancel, void* utilid) {

@@ -66,8 +66,14 @@ class Hub {
  public:
   enum class State { running, closing, closed };
 
-  // A new hub with one reference, owned by the caller.
+  // A new hub with one reference, owned by the caller. Hubs are never
+  // freed: when its last reference goes, a hub is reset and kept for the
+  // next create(), so that a producer holding a stale pointer from the id
+  // table (see ids.hpp) can always lock it and find it is not its hub any
+  // more. nullptr when out of memory.
   static Hub* create();
+  // Hubs kept for reuse.
+  static std::size_t pooled();
   void ref();
   void unref();
 
@@ -193,7 +199,9 @@ class Hub {
 
  private:
   Hub();
-  ~Hub();
+  ~Hub() = default;  // never run: see create()
+  void start();
+  void recycle();
   Hub(const Hub&) = delete;
   Hub& operator=(const Hub&) = delete;
 
@@ -220,7 +228,6 @@ class Hub {
   // --- registrations (hub.cpp) ---
   void* reg_(void* libid, DSS_cancel_1v0_t cancel, int* err, void* context,
              const char* name, bool ctx);
-  bool registered_locked(std::uint64_t id) const;
   std::uint64_t find_libid_locked(void* libid) const;
   int fd_(bool handed_out);
 
@@ -233,10 +240,7 @@ class Hub {
   int room_locked(const Request& rq);
   int wait_room(std::unique_lock<std::mutex>& lock, const Request& rq);
   int enqueue_locked(const Request& rq, Blocking* rec, Notifier::Post* post);
-  int deliver_fast(const Request& rq, ids::Shared& table);
-  int enqueue_waiting(std::unique_lock<std::mutex>& lock, const Request& rq,
-                      Blocking* rec, Notifier::Post* post);
-  int deliver_waiting(const Request& rq);
+  int deliver_ff(const Request& rq);
   int deliver_blocking(const Request& rq);
   int wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
                     const Request& rq);
@@ -253,7 +257,6 @@ class Hub {
 
   // --- cancellation (cancel.cpp) ---
   int unreg_local(std::uint64_t id);
-  long queued_local(std::uint64_t id);
   // After entries were killed (under the lock): the count, the kill
   // counter, the wake-ups, the producers waiting for room.
   void after_kills_locked(std::size_t killed);
@@ -287,6 +290,7 @@ class Hub {
   std::atomic<std::size_t> room_batch_{1};  // see set_max
   Tickets tickets_;                         // under the lock
   std::vector<Registration> regs_;          // under the lock
+  Hub* pool_next_ = nullptr;                // while pooled
   std::condition_variable room_cv_;
   // stats, under the lock
   std::uint64_t cancelled_ = 0, timedout_ = 0, rejected_ = 0, blocked_ = 0;

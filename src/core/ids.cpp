@@ -1,58 +1,27 @@
 // ids.cpp -- see ids.hpp.
 #include "ids.hpp"
 
-#include "hub.hpp"
-
-#include <pthread.h>
-
+#include <atomic>
 #include <mutex>
 #include <new>
-#include <shared_mutex>
 #include <string>
-#include <unordered_map>
 
 namespace dss {
 namespace ids {
 
+std::atomic<detail::Slot*> detail::g_chunks[detail::kChunks];
+
 namespace {
 
-// A reader-writer lock that prefers writers (glibc's default prefers
-// readers, and producers flooding the table with lookups could then keep
-// reg and unreg waiting for good).
-class RwLock {
- public:
-  RwLock() {
-    pthread_rwlockattr_t a;
-    pthread_rwlockattr_init(&a);
-#ifdef __GLIBC__
-    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-#endif
-    pthread_rwlock_init(&l_, &a);
-    pthread_rwlockattr_destroy(&a);
-  }
-  RwLock(const RwLock&) = delete;
-  RwLock& operator=(const RwLock&) = delete;
-  void lock_shared() { pthread_rwlock_rdlock(&l_); }
-  void lock() { pthread_rwlock_wrlock(&l_); }
-  void unlock() { pthread_rwlock_unlock(&l_); }
-  void unlock_shared() { pthread_rwlock_unlock(&l_); }
+using namespace detail;
 
- private:
-  pthread_rwlock_t l_;
-};
-
-// What a regc registration adds. Kept from regc to the end of its unreg
-// (the cancellations of its items need the context).
-struct Client {
-  void* context;
-  std::string name;
-};
+constexpr std::uint64_t kFirstSeq = 0x5d55;  // arbitrary: ids far from small garbage
 
 struct Table {
-  RwLock mu;  // shared: lookups (every deliver); exclusive: changes
-  std::unordered_map<std::uint64_t, Hub*> ids;
-  std::unordered_map<std::uint64_t, Client> clients;  // regc ones
-  std::uint64_t next_id = 0x5d55000;  // arbitrary, far from small garbage
+  std::mutex mu;
+  std::uint32_t used = 0;        // slots handed out so far (never shrinks)
+  std::uint32_t free = kNone;    // free list of let-go slots
+  std::uint64_t next_seq = kFirstSeq;
 };
 
 Table& table() {
@@ -60,91 +29,96 @@ Table& table() {
   return *t;
 }
 
+// A free slot's index (under the table's mutex); kNone when out of memory.
+std::uint32_t take_slot(Table& t) {
+  if (t.free != kNone) {
+    std::uint32_t i = t.free;
+    Slot* s = slot_at(i);
+    t.free = s->next_free;
+    s->on_free_list = false;
+    return i;
+  }
+  if (t.used == (std::uint32_t(1) << kSlotBits)) return kNone;
+  std::uint32_t c = t.used >> kChunkBits;
+  if (!g_chunks[c].load(std::memory_order_relaxed)) {
+    Slot* chunk = new (std::nothrow) Slot[kChunk];
+    if (!chunk) return kNone;
+    g_chunks[c].store(chunk, std::memory_order_release);
+  }
+  return t.used++;
+}
+
+// Puts a retired id's slot on the free list (under the table's mutex).
+void free_slot(Table& t, std::uint64_t id) {
+  Slot* s = slot_of(id);
+  if (!s || s->on_free_list || s->owner.load() != id || s->id.load() != 0) return;
+  s->on_free_list = true;
+  s->next_free = t.free;
+  t.free = std::uint32_t(id & kSlotMask);
+}
+
 }  // namespace
 
-Shared::Shared() { table().mu.lock_shared(); }
+Writer::Writer() { table().mu.lock(); }
+Writer::~Writer() { table().mu.unlock(); }
 
-Hub* Shared::find(std::uint64_t id) const {
-  const Table& t = table();
-  auto it = t.ids.find(id);
-  return it == t.ids.end() ? nullptr : it->second;
-}
-
-void Shared::unlock() {
-  if (!locked_) return;
-  locked_ = false;
-  table().mu.unlock_shared();
-}
-
-Exclusive::Exclusive() { table().mu.lock(); }
-Exclusive::~Exclusive() { table().mu.unlock(); }
-
-std::uint64_t Exclusive::add(Hub* hub, bool ctx, void* context, const char* name) {
+std::uint64_t Writer::add(Hub* hub, bool ctx, void* context, const char* name) {
   Table& t = table();
-  std::uint64_t id = t.next_id + 1;
-  if (ctx) id |= kCtxIdBit;
+  std::uint32_t i = take_slot(t);
+  if (i == kNone) return 0;
+  Slot* s = slot_at(i);
   try {
-    t.ids.emplace(id, hub);
-    try {
-      if (ctx) t.clients.emplace(id, Client{context, name ? name : ""});
-    } catch (...) {
-      t.ids.erase(id);
-      throw;
-    }
+    s->name.assign(ctx && name ? name : "");
   } catch (const std::bad_alloc&) {
+    s->on_free_list = true;
+    s->next_free = t.free;
+    t.free = i;
     return 0;
   }
-  ++t.next_id;
+  std::uint64_t id = ((t.next_seq++ << kSlotBits) | i) & kIdMask;
+  if (ctx) id |= kCtxIdBit;
+  s->owner.store(0);
+  s->context.store(ctx ? context : nullptr);
+  s->owner.store(id);
+  s->hub.store(hub, std::memory_order_release);
+  s->id.store(id, std::memory_order_release);
   return id;
 }
 
-void Exclusive::remove(std::uint64_t id) {
-  table().ids.erase(id);
-  table().clients.erase(id);
+void Writer::undo(std::uint64_t id) {
+  retire_locked(id);
+  free_slot(table(), id);
 }
 
-Hub* find_ref(std::uint64_t id) {
-  Shared s;
-  Hub* hub = s.find(id);
-  if (hub) hub->ref();
-  return hub;
+void retire_locked(std::uint64_t id) {
+  if (Slot* s = slot_of(id)) {
+    std::uint64_t expect = id;
+    s->id.compare_exchange_strong(expect, 0, std::memory_order_release);
+  }
 }
 
-Hub* erase_ref(std::uint64_t id) {
+void release(std::uint64_t id) {
   Table& t = table();
-  std::lock_guard<RwLock> lock(t.mu);
-  auto it = t.ids.find(id);
-  if (it == t.ids.end()) return nullptr;
-  Hub* hub = it->second;
-  t.ids.erase(it);
-  hub->ref();
-  return hub;
-}
-
-void forget_client(std::uint64_t id) {
-  if (!(id & kCtxIdBit)) return;
-  Table& t = table();
-  std::lock_guard<RwLock> lock(t.mu);
-  t.clients.erase(id);
+  std::lock_guard<std::mutex> lock(t.mu);
+  free_slot(t, id);
 }
 
 void* context_of(std::uint64_t id) {
   if (!(id & kCtxIdBit)) return nullptr;
-  Table& t = table();
-  std::shared_lock<RwLock> lock(t.mu);
-  auto it = t.clients.find(id);
-  return it == t.clients.end() ? nullptr : it->second.context;
+  Slot* s = slot_of(id);
+  if (!s || s->owner.load(std::memory_order_acquire) != id) return nullptr;
+  void* c = s->context.load(std::memory_order_acquire);
+  return s->owner.load(std::memory_order_acquire) == id ? c : nullptr;
 }
 
 std::size_t client_name(std::uint64_t id, char* buf, std::size_t n) {
   if (n == 0) return 0;
   buf[0] = '\0';
-  if (!(id & kCtxIdBit)) return 0;
-  Table& t = table();
-  std::shared_lock<RwLock> lock(t.mu);
-  auto it = t.clients.find(id);
-  if (it == t.clients.end()) return 0;
-  std::size_t len = it->second.name.copy(buf, n - 1);
+  Slot* s = (id & kCtxIdBit) ? slot_of(id) : nullptr;
+  if (!s) return 0;
+  std::lock_guard<std::mutex> lock(table().mu);
+  if (s->owner.load() != id) return 0;
+  std::size_t len = s->name.copy(buf, n - 1);
   buf[len] = '\0';
   return len;
 }

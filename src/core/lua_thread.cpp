@@ -5,6 +5,15 @@
 
 namespace dss {
 
+void LuaThread::reset() {
+  for (auto& l : inflight_) l.store(0, std::memory_order_relaxed);
+  over_.store(0, std::memory_order_relaxed);
+  depth_ = drain_depth_ = 0;
+  inflight_thread_.store(0, std::memory_order_relaxed);
+  drainer_.store(0, std::memory_order_relaxed);
+  lua_thread_.store(0, std::memory_order_relaxed);
+}
+
 void LuaThread::here() { lua_thread_.store(my_tag(), std::memory_order_relaxed); }
 
 // A wait with no limit would never end on the Lua thread: draining now, or

@@ -20,6 +20,9 @@ class LuaThread {
   LuaThread(const LuaThread&) = delete;
   LuaThread& operator=(const LuaThread&) = delete;
 
+  // Back to a new hub's state (no item in flight, no unreg waiting).
+  void reset();
+
   // --- the drain marks ------------------------------------------------------
   // The thread taking items marks itself for as long as it does (nests).
   void drain_enter();

@@ -15,10 +15,17 @@
 
 namespace dss {
 
-Notifier::~Notifier() {
+Notifier::~Notifier() { reset_locked_all(); }
+
+void Notifier::reset_locked_all() {
   close_fd_locked();
-  int fd = sock_.load();
+  fd_handed_out_ = lua_waiting_ = false;
+  port_.store(0, std::memory_order_release);
+  coalesce_.store(false, std::memory_order_relaxed);
+  int fd = sock_.exchange(-1);
   if (fd >= 0) ::close(fd);
+  notified_.store(0, std::memory_order_relaxed);
+  notifyfailed_.store(0, std::memory_order_relaxed);
 }
 
 Notifier::Post Notifier::queued_locked() {

@@ -21,6 +21,9 @@ class Notifier {
  public:
   Notifier() = default;
   ~Notifier();  // closes the fd and the socket
+  // Back to a new notifier's state (locked; its hub is being recycled and
+  // no delivery holds a reference, so none is about to send).
+  void reset_locked_all();
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
 

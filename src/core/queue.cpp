@@ -5,59 +5,33 @@
 
 namespace dss {
 
-Queue::~Queue() {
-  while (qhead_) {
-    Block* b = qhead_;
-    qhead_ = b->next;
-    delete b;
-  }
+Queue::~Queue() { reset_locked(); }
+
+void Queue::reset_locked() {
+  free_blocks(qhead_);
   delete spare_;
+  qhead_ = qtail_ = spare_ = nullptr;
+  count_.store(0, std::memory_order_relaxed);
+  delivered_ = maxqueued_ = 0;
+  unsettled_.store(0, std::memory_order_relaxed);
+  cblock_ = lim_block_ = nullptr;
+  cpos_ = lim_end_ = 0;
+  seen_kills_ = kills_.load(std::memory_order_relaxed);
+  live_left_ = 0;
 }
 
-// The entry at the tail, in a new block when the last one is full; nullptr
-// when none could be allocated.
-Entry* Queue::append_locked() {
-  Block* t = qtail_;
-  if (!t || t->end == kEntries) {
-    Block* nb = spare_;
-    if (nb) spare_ = nullptr;
-    else nb = new (std::nothrow) Block;
-    if (!nb) return nullptr;
-    nb->next = nullptr;
-    nb->end = 0;
-    nb->seq = ++block_seq_;
-    if (t) t->next = nb;
-    else qhead_ = nb;
-    qtail_ = t = nb;
-  }
-  return &t->e[t->end];
-}
-
-bool Queue::push_locked(std::uint64_t id, DSS_decoder_1v0_t decode, void* data) {
-  Entry* e = append_locked();
-  if (!e) return false;
-  e->decode = decode;
-  e->data = data;
-  e->id.store(id, std::memory_order_relaxed);
-  appended_locked();
-  return true;
-}
-
-bool Queue::push_locked(Blocking* rec) {
-  Entry* e = append_locked();
-  if (!e) return false;
-  e->blk = rec;
-  e->data = nullptr;
-  rec->entry = e;
-  e->id.store(rec->id | kBlockingBit, std::memory_order_relaxed);
-  appended_locked();
-  return true;
-}
-
-void Queue::appended_locked() {
-  ++qtail_->end;
-  add_count_locked(1);
-  ++delivered_;
+Queue::Block* Queue::new_block_locked() {
+  Block* nb = spare_;
+  if (nb) spare_ = nullptr;
+  else nb = new (std::nothrow) Block;
+  if (!nb) return nullptr;
+  nb->next = nullptr;
+  nb->end = 0;
+  nb->seq = ++block_seq_;
+  if (qtail_) qtail_->next = nb;
+  else qhead_ = nb;
+  qtail_ = nb;
+  return nb;
 }
 
 std::size_t Queue::depth_after_push_locked(bool need) {

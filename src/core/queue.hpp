@@ -34,6 +34,9 @@ class Queue {
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
 
+  // Back to empty, every block freed (locked; the items end nowhere).
+  void reset_locked();
+
   // The hub's one lock: whatever says "locked", here and in the hub, is
   // under it.
   mutable std::mutex mu;
@@ -113,6 +116,7 @@ class Queue {
 
  private:
   Entry* append_locked();
+  Block* new_block_locked();
   void appended_locked();
   // The count changes only under the lock: a plain store, no
   // read-modify-write (d wraps: 0 - n subtracts n).
@@ -147,6 +151,43 @@ class Queue {
   // end, so it must look at the count.
   alignas(64) std::atomic<std::uint64_t> kills_{0};
 };
+
+// The producers' path, inline: every delivery runs it.
+
+// The entry at the tail, in a new block when the last one is full; nullptr
+// when none could be allocated.
+inline Entry* Queue::append_locked() {
+  Block* t = qtail_;
+  if (!t || t->end == kEntries) t = new_block_locked();
+  return t ? &t->e[t->end] : nullptr;
+}
+
+inline void Queue::appended_locked() {
+  ++qtail_->end;
+  add_count_locked(1);
+  ++delivered_;
+}
+
+inline bool Queue::push_locked(std::uint64_t id, DSS_decoder_1v0_t decode, void* data) {
+  Entry* e = append_locked();
+  if (!e) return false;
+  e->decode = decode;
+  e->data = data;
+  e->id.store(id, std::memory_order_relaxed);
+  appended_locked();
+  return true;
+}
+
+inline bool Queue::push_locked(Blocking* rec) {
+  Entry* e = append_locked();
+  if (!e) return false;
+  e->blk = rec;
+  e->data = nullptr;
+  rec->entry = e;
+  e->id.store(rec->id | kBlockingBit, std::memory_order_relaxed);
+  appended_locked();
+  return true;
+}
 
 template <typename Mark>
 Taken Queue::claim(Mark mark, bool* ended) {

@@ -28,6 +28,12 @@ class Tickets {
   Blocking* get(TicketId t) const;
   // Lets t's slot go (t must be live).
   void drop(TicketId t);
+  // Back to empty (nothing parked any more).
+  void reset() {
+    std::vector<Slot>().swap(slots_);
+    free_slot_ = kNoSlot;
+    parked_ = 0;
+  }
   // Items parked.
   std::size_t parked() const { return parked_; }
   // The parked items by slot, for the cancel walk: slots() of them, each

@@ -259,14 +259,49 @@ TEST_CASE("alloc: after warm-up the queue allocates nothing per item; it keeps "
 }
 
 TEST_CASE("alloc: Hub::create reports allocation failure with nullptr", "[alloc]") {
+  // Hubs are kept for reuse once released: take those first, so that the
+  // next create has to allocate.
+  std::vector<Hub*> reused;
+  while (Hub::pooled() > 0) reused.push_back(Hub::create());
   alloc_hook::mode = alloc_hook::Mode::fail;
   Hub* h = Hub::create();
   alloc_hook::mode = alloc_hook::Mode::normal;
   CHECK(h == nullptr);
-  if (h) {
-    h->close();
-    h->unref();
+  if (h) reused.push_back(h);
+  for (Hub* r : reused) {
+    r->close();
+    r->unref();
   }
+}
+
+TEST_CASE("alloc: a released hub is reused, reset, by the next create", "[alloc]") {
+  Rec r;
+  Hub* a = Hub::create();
+  REQUIRE(a != nullptr);
+  void* u = must_reg(a, libid(0));
+  CHECK(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  a->close();
+  std::size_t before = Hub::pooled();
+  a->unref();
+  CHECK(Hub::pooled() == before + 1);
+  Hub* b = Hub::create();
+  CHECK(b == a);
+  CHECK(Hub::pooled() == before);
+  CHECK(b->state() == Hub::State::running);
+  CHECK(b->size() == 0);
+  dss::Stats s = b->stats();
+  CHECK(s.delivered == 0);
+  CHECK(s.cancelled == 0);
+  // The old registration's id stays dead in the new life.
+  CHECK(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_ERR_INVALID_UTILID);
+  CHECK(Hub::unreg(u) == DSS_ERR_INVALID_UTILID);
+  void* v = must_reg(b, libid(0));
+  CHECK(v != u);
+  CHECK(Hub::deliver(v, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(b->size() == 1);
+  b->close();  // its item ends by cancellation
+  CHECK(r.calls() == 2);
+  b->unref();
 }
 
 TEST_CASE("race: a deliver that looked its id up before unreg but queues after it "

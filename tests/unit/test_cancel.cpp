@@ -468,10 +468,11 @@ TEST_CASE("cancel: callbacks run without the hub's lock held", "[cancel]") {
 // --- close() racing a client's asynchronous unreg --------------------------
 //
 // A client's cancel may hand the unreg to another thread (its worker) and
-// return. Hub::unreg removes the id from the process-wide table first
-// (erase_ref) and only then, under the hub's lock, from the hub's
-// registration list (unreg_local). A close() that looks at its list in
-// between finds the registration still there. Before commit 05c580f it
+// return. Hub::unreg used to remove the id from the process-wide table
+// first and only then, under the hub's lock, from the hub's registration
+// list; a close() that looked at its list in between found the
+// registration still there (now both happen under the hub's lock, and
+// the worker waits for it before either). Before commit 05c580f it
 // then called the client's cancel again -- once per turn of its loop until
 // the worker got the lock (thousands of times; 13-16 of 20 rounds of this
 // test). This is the regression test for that.
@@ -479,8 +480,8 @@ TEST_CASE("cancel: callbacks run without the hub's lock held", "[cancel]") {
 // To hit the window every time, the test briefly holds the hub's private
 // mutex while the worker runs (reached through the explicit-instantiation
 // access rule, [temp.explicit]/14, which exempts member names there from
-// access checking): the worker erases the table entry and goes to sleep on
-// the mutex, and cancel returns with the worker parked in the window.
+// access checking): the worker goes to sleep on the mutex, and cancel
+// returns with the worker parked in the window.
 
 namespace {
 
@@ -502,14 +503,9 @@ Expose<Tag, P> Expose<Tag, P>::instance;
 struct HubQueue {
   using type = dss::Queue Hub::*;
 };
-struct HubRefs {
-  using type = std::atomic<int> Hub::*;
-};
 template struct Expose<HubQueue, &Hub::q_>;
-template struct Expose<HubRefs, &Hub::refs_>;
 
 std::mutex& mutex_of(Hub* h) { return (h->*Private<HubQueue>::ptr).mu; }
-int refs_of(Hub* h) { return (h->*Private<HubRefs>::ptr).load(); }
 
 // True when thread tid of this process is asleep (state S in /proc).
 bool thread_sleeping(long tid) {
@@ -542,16 +538,15 @@ TEST_CASE("close: a client whose cancel unregisters from another thread is "
     CancelLog::get().hook = [&](void* id) {
       if (worker.joinable()) return;  // a repeated call: nothing to start
       std::mutex& mu = mutex_of(hub);
-      int refs = refs_of(hub);
       mu.lock();
       worker = std::thread([id, &worker_tid] {
         worker_tid = long(::syscall(SYS_gettid));
         Hub::unreg(id);
       });
-      // unreg's erase_ref takes a hub reference once the id is out of the
-      // table; the worker then goes to sleep on the mutex in unreg_local.
+      // unreg finds the hub without a lock, then goes to sleep on the
+      // hub's mutex in unreg_local (the only lock on its way).
       worker_in_window = wait_until([&] {
-        return refs_of(hub) > refs && worker_tid != 0 && thread_sleeping(worker_tid);
+        return worker_tid != 0 && thread_sleeping(worker_tid);
       });
       mu.unlock();
     };
