@@ -2,7 +2,8 @@
 // around deliver): ours with the Lua side busy or asleep (UDP notice, getfd(),
 // wait()) against a ceiling whose producer pushes a request and waits on a
 // condition variable while the consumer (spinning, or asleep on its eventfd)
-// pcalls a Lua function with it. R rows; writes latency.dat.
+// pcalls a Lua function with it. R rows; writes latency.dat. Both sides run
+// P producers too (ceil_roundtrip, ours_roundtrip: bench-roundtrips-np.cpp).
 #include <sched.h>
 
 #include <algorithm>
@@ -15,8 +16,54 @@ namespace bench {
 
 namespace {
 
+// --- the producers: P threads of blocking round trips -------------------------------
+
+// P producer threads, `per` round trips each once `ready`, the latency of
+// each measured around `trip`; the last one to finish calls `done`. The rate
+// counts every round trip over the span from the first start to the last end.
+struct Producers {
+  std::vector<std::vector<double>> lat;
+  std::vector<Clock::time_point> t0, t1;
+  std::vector<std::thread> ths;
+  std::atomic<int> left{0};
+
+  template <typename Trip, typename Done>
+  void start(int n, long per, std::atomic<bool>& ready, Trip trip, Done done) {
+    lat.assign(size_t(n), {});
+    t0.resize(size_t(n));
+    t1.resize(size_t(n));
+    left.store(n);
+    for (int p = 0; p < n; ++p)
+      ths.emplace_back([this, p, per, &ready, trip, done] {
+        std::vector<double>& l = lat[size_t(p)];
+        l.reserve(size_t(per));
+        while (!ready.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        t0[size_t(p)] = Clock::now();
+        for (long i = 0; i < per; ++i) {
+          auto a = Clock::now();
+          trip(p * per + i);
+          l.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
+        }
+        t1[size_t(p)] = Clock::now();
+        if (left.fetch_sub(1) == 1) done();
+      });
+  }
+
+  RtStats join() {
+    for (auto& t : ths) t.join();
+    std::vector<double> all;
+    for (auto& l : lat) all.insert(all.end(), l.begin(), l.end());
+    double s = std::chrono::duration<double>(*std::max_element(t1.begin(), t1.end()) -
+                                             *std::min_element(t0.begin(), t0.end()))
+                   .count();
+    return percentiles(all, s);
+  }
+};
+
 // --- the ceiling ----------------------------------------------------------------------
 
+// One request: its producer waits on the request's own condition variable,
+// so an answer wakes only the producer it answers.
 struct RtReq {
   long x;
   long answer = 0;
@@ -27,64 +74,82 @@ struct RtReq {
 
 struct CeilRt {
   std::mutex mu;
+  std::condition_variable cv;  // CeilWake::cv: the consumer sleeps on it
   std::deque<RtReq*> q;
   int efd = eventfd(0, EFD_CLOEXEC);
   std::atomic<bool> stop{false};
-  bool sleeping;
-  explicit CeilRt(bool s) : sleeping(s) {}
+  CeilWake how;
+  explicit CeilRt(CeilWake w) : how(w) {}
   ~CeilRt() { close(efd); }
-  void wake() {
+  void wake();
+  // A producer's round trip: push the request, wait for its answer.
+  void request(long x);
+  // The last producer is done: the consumer stops.
+  void finish();
+  // The consumer, on the Lua state's thread, until the producers stop.
+  void serve(lua_State* L, int fref);
+  // Swaps the queue into `local`; waits (spins, or sleeps) when it is empty.
+  void take(std::deque<RtReq*>& local);
+};
+
+void CeilRt::wake() {
+  if (how == CeilWake::cv) {
+    cv.notify_one();
+  } else if (how == CeilWake::eventfd) {
     std::uint64_t one = 1;
     if (write(efd, &one, 8) != 8) std::abort();
   }
-  // The producer: `count` requests, one at a time; latencies in µs.
-  double produce(long count, std::vector<double>& lat);
-  // The consumer, on the Lua state's thread, until the producer stops.
-  void serve(lua_State* L, int fref);
-};
+}
 
-double CeilRt::produce(long count, std::vector<double>& lat) {
-  auto t0 = Clock::now();
-  for (long i = 0; i < count; ++i) {
-    RtReq r;
-    r.x = i;
-    auto a = Clock::now();
-    bool was_empty;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      was_empty = q.empty();
-      q.push_back(&r);
-    }
-    if (sleeping && was_empty) wake();
-    {
-      std::unique_lock<std::mutex> lock(r.mu);
-      r.cv.wait(lock, [&] { return r.done; });
-    }
-    lat.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
-    if (r.answer != i + 1) std::abort();
+void CeilRt::request(long x) {
+  RtReq r;
+  r.x = x;
+  bool was_empty;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    was_empty = q.empty();
+    q.push_back(&r);
   }
-  double seconds = secs_since(t0);
-  stop.store(true);
+  if (was_empty) wake();
+  {
+    std::unique_lock<std::mutex> lock(r.mu);
+    r.cv.wait(lock, [&] { return r.done; });
+  }
+  if (r.answer != x + 1) std::abort();
+}
+
+void CeilRt::finish() {
+  {
+    std::lock_guard<std::mutex> lock(mu);  // a consumer about to sleep sees it
+    stop.store(true);
+  }
   wake();
-  return seconds;
+}
+
+void CeilRt::take(std::deque<RtReq*>& local) {
+  if (how == CeilWake::cv) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return !q.empty() || stop.load(std::memory_order_relaxed); });
+    local.swap(q);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    local.swap(q);
+  }
+  if (!local.empty()) return;
+  if (how == CeilWake::eventfd) {
+    std::uint64_t v;
+    if (read(efd, &v, 8) != 8) std::abort();
+  } else {
+    sched_yield();
+  }
 }
 
 void CeilRt::serve(lua_State* L, int fref) {
   std::deque<RtReq*> local;
   while (!stop.load(std::memory_order_relaxed)) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      local.swap(q);
-    }
-    if (local.empty()) {
-      if (sleeping) {
-        std::uint64_t v;
-        if (read(efd, &v, 8) != 8) std::abort();
-      } else {
-        sched_yield();
-      }
-      continue;
-    }
+    take(local);
     for (RtReq* r : local) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, fref);
       lua_pushinteger(L, lua_Integer(r->x));
@@ -100,25 +165,28 @@ void CeilRt::serve(lua_State* L, int fref) {
   }
 }
 
-RtStats ceil_roundtrip(long count, bool sleeping) {
+}  // namespace
+
+RtStats ceil_roundtrip(long count, CeilWake w, int producers) {
   lua_State* L = new_state();
   run(L, "function rt(x) return x + 1 end");
   int fref = ref_global(L, "rt");
-  CeilRt c(sleeping);
-  std::vector<double> lat;
-  lat.reserve(size_t(count));
-  double seconds = 0;
-  std::thread prod([&] { seconds = c.produce(count, lat); });
+  CeilRt c(w);
+  std::atomic<bool> ready{true};
+  Producers ps;
+  ps.start(producers, count / producers, ready, [&](long x) { c.request(x); },
+           [&] { c.finish(); });
   c.serve(L, fref);
-  prod.join();
+  RtStats r = ps.join();
   lua_close(L);
-  return percentiles(lat, seconds);
+  return r;
 }
 
+namespace {
 // --- ours ---------------------------------------------------------------------------------
 
-// The round-trip servers, until the producer is done (it then delivers one
-// more item, so that a sleeping loop wakes up to see it).
+// The round-trip servers, until the producers are done (the last one then
+// delivers one more item, so that a sleeping loop wakes up to see it).
 const char* const RT_LUA = R"(
   local dss_ = darksidesync
   local poll, dispatch = dss_.poll, dss_.dispatch
@@ -128,6 +196,11 @@ const char* const RT_LUA = R"(
     while not stopped() do
       local r, f, a = poll()
       if f then f(unpack(a)) elseif r == -1 then yield() end
+    end
+  end
+  function serve_dispatch()
+    while not stopped() do
+      if dispatch() == 0 then yield() end
     end
   end
   function serve_fd()
@@ -175,30 +248,20 @@ int ret_rt(lua_State* L, void* data, void*, int garbage) {
   return 0;
 }
 
-// The producer of ours: `count` round trips once `ready`; latencies in µs.
-double ours_produce(void* utilid, long count, std::atomic<bool>& ready,
-                    std::vector<double>& lat) {
-  while (!ready.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  auto t0 = Clock::now();
-  for (long i = 0; i < count; ++i) {
-    RtItem it{i, 0};
-    auto a = Clock::now();
-    int rc = g_api->deliver(utilid, decode_rt, ret_rt, &it);
-    lat.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
-    if (rc < DSS_SUCCESS || it.answer != i + 1) {
-      std::fprintf(stderr, "bench: round trip failed: rc %d answer %ld\n", rc, it.answer);
-      std::abort();
-    }
+// One round trip of ours: a blocking 1v0 deliver of `x`, answered x + 1.
+void ours_trip(void* utilid, long x) {
+  RtItem it{x, 0};
+  int rc = g_api->deliver(utilid, decode_rt, ret_rt, &it);
+  if (rc < DSS_SUCCESS || it.answer != x + 1) {
+    std::fprintf(stderr, "bench: round trip failed: rc %d answer %ld\n", rc, it.answer);
+    std::abort();
   }
-  double seconds = secs_since(t0);
-  g_stop.store(true);
-  deliver_ff(utilid, 0);  // wakes a sleeping loop up to see the stop
-  return seconds;
 }
 
 const char* serve_fn(Wake w) {
   switch (w) {
     case Wake::busy: return "serve_busy";
+    case Wake::dispatch: return "serve_dispatch";
     case Wake::udp: return "serve_sleeping";
     case Wake::fd: return "serve_fd";
     case Wake::wait: return "serve_wait";
@@ -208,35 +271,35 @@ const char* serve_fn(Wake w) {
 
 }  // namespace
 
-RtStats ours_roundtrip(long count, Wake w) {
+RtStats ours_roundtrip(long count, Wake w, int producers) {
   lua_State* L;
   void* utilid = ours_state(&L);
   run(L, RT_LUA);
   g_rtref = ref_global(L, "rt");
   g_stop.store(false);
-  std::vector<double> lat;
-  lat.reserve(size_t(count));
-  double seconds = 0;
   std::atomic<bool> ready{false};
-  std::thread prod([&] { seconds = ours_produce(utilid, count, ready, lat); });
+  Producers ps;
+  ps.start(producers, count / producers, ready, [&](long x) { ours_trip(utilid, x); }, [&] {
+    g_stop.store(true);
+    deliver_ff(utilid, 0);  // wakes a sleeping loop up to see the stop
+  });
   // Set up what the loop sleeps on before the first request: the helper's
   // socket (it calls setport) or the fd.
   if (w == Wake::udp) run(L, "require('dss').getsocket()");
   if (w == Wake::fd) run(L, "darksidesync.getfd()");
   ready.store(true);
   call(L, serve_fn(w), {});
-  prod.join();
+  RtStats r = ps.join();
   lua_close(L);
-  return percentiles(lat, seconds);
+  return r;
 }
 
-namespace {
-
-// The run with the median rate, of round trips measured in turn.
 RtStats med_rt(std::vector<RtStats> v) {
   std::sort(v.begin(), v.end(), [](const RtStats& a, const RtStats& b) { return a.rate < b.rate; });
   return v[v.size() / 2];
 }
+
+namespace {
 
 void rt_rows(const char* id, const char* what, RtStats o, RtStats c) {
   double lr = luv_get("rt_rate");
@@ -274,9 +337,9 @@ void round_trips(Results& res) {
   // 3 interleaved repetitions; the one with the median rate is reported.
   std::vector<RtStats> vcb, vob, vcs, vos, vof, vow;
   for (int i = 0; i < 3; ++i) {
-    vcb.push_back(ceil_roundtrip(n_busy, false));
+    vcb.push_back(ceil_roundtrip(n_busy, CeilWake::spin));
     vob.push_back(ours_roundtrip(n_busy, Wake::busy));
-    vcs.push_back(ceil_roundtrip(n_sleep, true));
+    vcs.push_back(ceil_roundtrip(n_sleep, CeilWake::eventfd));
     vos.push_back(ours_roundtrip(n_sleep, Wake::udp));
     vof.push_back(ours_roundtrip(n_sleep, Wake::fd));
     vow.push_back(ours_roundtrip(n_sleep, Wake::wait));

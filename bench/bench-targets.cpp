@@ -6,18 +6,12 @@
 
 namespace bench {
 
-namespace {
+void targets_header(const char* title) {
+  std::printf("\n%s\n\n| # | ratio of | measured | target | met | notes |\n"
+              "|---|---|---|---|---|---|\n", title);
+}
 
-struct Target {
-  std::string what;
-  double ours, reference;  // the ratio is ours / reference; < 0: not measured
-  double target;
-  bool at_most;  // the ratio must be ≤ target (else ≥)
-  std::string notes;
-  bool judged = true;  // false: the ratio is printed, met/missed left out
-};
-
-void target_row(int k, const Target& t) {
+void target_row(const char* prefix, int k, const Target& t) {
   std::string ratio = fmt_ratio(t.ours, t.reference);
   std::string goal = (t.at_most ? "≤ " : "≥ ") + fmt("%.1f×", t.target);
   std::string met = "not measured";
@@ -25,10 +19,12 @@ void target_row(int k, const Target& t) {
     double r = t.ours / t.reference;
     met = !t.judged ? "—" : (t.at_most ? r <= t.target : r >= t.target) ? "met" : "missed";
   }
-  std::printf("| T%d | %s | %s | %s | %s | %s |\n", k, t.what.c_str(), ratio.c_str(),
+  std::printf("| %s%d | %s | %s | %s | %s | %s |\n", prefix, k, t.what.c_str(), ratio.c_str(),
               goal.c_str(), met.c_str(), t.notes.c_str());
   std::fflush(stdout);
 }
+
+namespace {
 
 bool is_luajit() {
   lua_State* L = new_state();
@@ -76,9 +72,7 @@ void poll_targets(const Results& res, std::vector<Target>& ts) {
 }  // namespace
 
 void target_rows(const Results& res) {
-  std::printf("\n### Targets (issue 18): ratios of this run's rows above\n\n"
-              "| # | ratio of | measured | target | met | notes |\n"
-              "|---|---|---|---|---|---|\n");
+  targets_header("### Targets (issue 18): ratios of this run's rows above");
   std::vector<Target> ts = throughput_targets(res);
   ts.push_back({"UDP per-item mode vs bare sendto (U1 vs U0)", res.udp_item, res.udp_bare, 0.8,
                 false, ""});
@@ -87,7 +81,7 @@ void target_rows(const Results& res) {
                 cq >= 0 && luv > 0 ? "cqueues " + fmt("%.1f µs", cq) + ", luv " + fmt("%.1f µs", luv) : ""});
   poll_targets(res, ts);
   int k = 1;
-  for (const Target& t : ts) target_row(k++, t);
+  for (const Target& t : ts) target_row("T", k++, t);
 }
 
 }  // namespace bench

@@ -146,12 +146,14 @@ void full() {
   fire_and_forget(res);
   drain_at_depth(res);
   round_trips(res);
+  round_trips_np(res);
   loop_rows(res);
   udp_rows(res);
   api_rows(res);
   memory_rows();
   if (have_luv()) luv_rows(res);
   target_rows(res);
+  targets_17(res);
 }
 
 bool parse(int argc, char** argv) {

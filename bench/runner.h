@@ -173,12 +173,26 @@ double ours_drain_at_depth(long depth, double* fill_rate, Drain d, bool v2 = fal
 
 // How a round trip's Lua side waits for the request (bench-roundtrip.cpp).
 enum class Wake {
-  busy,  // poll() in a busy loop
-  udp,   // socket.select on the dss helper's socket, one datagram per item
-  fd,    // poll(2) on getfd(), then dispatch()
-  wait,  // wait(), then dispatch()
+  busy,      // poll() in a busy loop
+  dispatch,  // dispatch() in a busy loop, yield when it ran nothing
+  udp,       // socket.select on the dss helper's socket, one datagram per item
+  fd,        // poll(2) on getfd(), then dispatch()
+  wait,      // wait(), then dispatch()
 };
-RtStats ours_roundtrip(long count, Wake w);
+// `count` round trips in all, shared by `producers` threads, each a blocking
+// 1v0 deliver; latency measured around each deliver.
+RtStats ours_roundtrip(long count, Wake w, int producers = 1);
+// The round-trip ceiling: producers push a request to a mutex + deque and
+// wait on the request's own condition variable; the consumer pcalls a Lua
+// function per request and waits for requests as `CeilWake` says.
+enum class CeilWake {
+  spin,     // sched_yield when the queue is empty
+  eventfd,  // asleep on an eventfd written on empty -> non-empty
+  cv,       // asleep on a condition variable notified on empty -> non-empty
+};
+RtStats ceil_roundtrip(long count, CeilWake w, int producers = 1);
+// Of round trips measured in turn, the one with the median rate.
+RtStats med_rt(std::vector<RtStats> v);
 
 // --- the ceilings (bench-ceilings.cpp) ------------------------------------------------
 
@@ -207,6 +221,12 @@ struct Fill {  // a "fill to depth" row
   double ours, ceiling;  // deliveries/s, pushes/s
 };
 
+struct Blocking {  // a blocking round-trip row with P producers (B rows)
+  std::string id;
+  std::string what;
+  RtStats ours, ceiling;
+};
+
 struct Results {
   std::map<std::pair<int, int>, double> tp;  // {CeilStyle or Kind, producers} -> items/s
   std::map<int, double> ceil_writes, fd_notices, fd_polls;  // by producers
@@ -217,9 +237,24 @@ struct Results {
   std::map<std::string, RtStats> loops;   // E rows by loop ("luv", "cqueues", ...)
   double udp_bare = -1, udp_item = -1;    // U0, U1
   double bounded = -1, unbounded = -1;    // A4 and its unbounded twin
+  std::vector<Blocking> blocking;         // B1-B8
 };
 
 extern const int PRODUCERS[4];  // 1, 2, 4, 8
+
+// --- the targets: a ratio of two figures of this run (bench-targets.cpp) ------------
+
+struct Target {
+  std::string what;
+  double ours, reference;  // the ratio is ours / reference; < 0: not measured
+  double target;
+  bool at_most;  // the ratio must be ≤ target (else ≥)
+  std::string notes;
+  bool judged = true;  // false: the ratio is printed, met/missed left out
+};
+void targets_header(const char* title);
+// Row `prefix` k: the ratio, the target, met or missed. Never asserted.
+void target_row(const char* prefix, int k, const Target& t);
 
 // --- the scenarios, in the order of the full suite ------------------------------------
 
@@ -227,12 +262,14 @@ void fire_and_forget(Results& res);  // bench-fire-forget.cpp: C, F, W
 void ceiling_rows(const Results& res);  // bench-ceilings.cpp: C
 void drain_at_depth(Results& res);   // bench-depth.cpp: D
 void round_trips(Results& res);      // bench-roundtrip.cpp: R
+void round_trips_np(Results& res);   // bench-roundtrips-np.cpp: B
 void loop_rows(Results& res);        // bench-loops.cpp: E (also --loops)
 void udp_rows(Results& res);         // bench-udp.cpp: U
 void api_rows(Results& res);         // bench-api.cpp: A
 void memory_rows();                  // bench-memory.cpp: M
 void luv_rows(const Results& res);   // bench-luv.cpp: L
 void target_rows(const Results& res);  // bench-targets.cpp: T (issue 18)
+void targets_17(const Results& res);   // bench-roundtrips-np.cpp: TB (issue 17)
 void quick();                        // bench-summary.cpp: --quick
 void poll_probe(int p);              // bench-summary.cpp: --poll P
 
