@@ -7,9 +7,12 @@
 
 namespace dss {
 
+// Room made: one producer waiting for it is woken, and passes the turn on
+// while room is left (wait_room): a herd of producers woken at once would
+// take the consumer's CPU and lock from it.
 void Hub::settle_locked() {
   q_.settle_locked();
-  if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_all();
+  if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_one();
 }
 
 bool Hub::extend() {

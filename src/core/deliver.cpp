@@ -72,13 +72,16 @@ int Hub::wait_room(std::unique_lock<std::mutex>& lock, const Request& rq) {
   }
   room_waiters_.fetch_sub(1, std::memory_order_relaxed);
   --blocked_;
-  if (state() != State::running) return DSS_ERR_NOT_STARTED;
-  if (!ids::live_locked(rq.id, this)) return DSS_ERR_INVALID_UTILID;
-  if (late && max_ && q_.size() >= max_) {
-    ++rejected_;
-    return DSS_ERR_TIMEOUT;
-  }
-  return DSS_SUCCESS;
+  int rc = DSS_SUCCESS;
+  if (state() != State::running) rc = DSS_ERR_NOT_STARTED;
+  else if (!ids::live_locked(rq.id, this)) rc = DSS_ERR_INVALID_UTILID;
+  else if (late && max_ && q_.size() >= max_) rc = DSS_ERR_TIMEOUT;
+  if (rc == DSS_ERR_TIMEOUT) ++rejected_;
+  // Pass the turn on (see settle_locked) while room is left besides ours.
+  std::size_t mine = rc == DSS_SUCCESS ? 1 : 0;
+  if (room_waiters_.load(std::memory_order_relaxed) && (!max_ || q_.size() + mine < max_))
+    room_cv_.notify_one();
+  return rc;
 }
 
 // Under the lock: appends the item (rec: a blocking one's record) and
