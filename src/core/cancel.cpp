@@ -1,5 +1,5 @@
 // cancel.cpp -- items ending by cancellation: unreg (one registration's
-// items), a producer's timeout (wait_blocking in deliver.cpp), and close
+// items), a producer's timeout (expire in deliver.cpp), and close
 // (every item, then every client).
 #include "hub.hpp"
 
@@ -95,14 +95,14 @@ std::size_t Hub::take_parked_locked(std::uint64_t id, Taken* out,
 void Hub::end_by_cancel(const Taken& t, bool timed_out) {
   if (t.decode) ids::invoke_decode(t.id, t.decode, nullptr, t.data);
   else ids::invoke_ret(t.id, t.blk->ret, nullptr, t.data, 0);
-  // A blocking record lives on its producer's stack: notify under the lock
-  // so the producer cannot return before we are done.
+  // A blocking record lives on its producer's stack: ending it is the last
+  // thing done to it.
   std::lock_guard<std::mutex> lock(q_.mu);
   ++(timed_out ? timedout_ : cancelled_);
   if (Blocking* b = t.blk) {
     b->cancelled = !timed_out;
     move(*b, St::cancelling, St::done);
-    b->cv.notify_one();
+    b->sig.end();
   }
 }
 

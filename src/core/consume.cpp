@@ -83,7 +83,7 @@ TicketId Hub::settle(const Taken& item, int n) {
     if (state() == State::running && ids::live_locked(item.id, this)) t = tickets_.put(b);
     if (t) {
       move(*b, St::taken, St::parked);
-      if (b->expired) b->cv.notify_one();  // it may end it now
+      if (b->expired) b->sig.bump();  // its producer may end it now
     } else {
       move(*b, St::taken, St::cancelling);
     }
@@ -97,12 +97,11 @@ TicketId Hub::settle(const Taken& item, int n) {
 
 void Hub::finish(const Taken& item) {
   if (Blocking* b = item.blk) {
-    // The record lives on the waiting producer's stack: notify under the
-    // lock so the producer cannot return (and pop its stack) before we are
-    // done.
+    // The record lives on the waiting producer's stack: ending it is the
+    // last thing done to it.
     std::lock_guard<std::mutex> lock(q_.mu);
     move(*b, St::taken, St::done);
-    b->cv.notify_one();
+    b->sig.end();
   }
   lua_.pop(item.level);
 }
@@ -135,7 +134,7 @@ void Hub::finish_returned(Blocking* b) {
     std::lock_guard<std::mutex> lock(q_.mu);
     level = b->level;  // b may be gone once the lock is let go
     move(*b, St::returning, St::done);
-    b->cv.notify_one();
+    b->sig.end();
   }
   lua_.pop(level);
 }

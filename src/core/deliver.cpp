@@ -62,7 +62,7 @@ int Hub::room_locked(const Request& rq) {
 // Waits (under the lock) until there is room, the registration or the hub
 // went away, or the deadline passed.
 int Hub::wait_room(std::unique_lock<std::mutex>& lock, const Request& rq) {
-  ++blocked_;
+  blocked_.fetch_add(1, std::memory_order_relaxed);
   room_waiters_.fetch_add(1, std::memory_order_relaxed);
   bool late = false;
   while (!late && state() == State::running && ids::live_locked(rq.id, this) &&
@@ -71,7 +71,7 @@ int Hub::wait_room(std::unique_lock<std::mutex>& lock, const Request& rq) {
     else late = room_cv_.wait_until(lock, rq.deadline) == std::cv_status::timeout;
   }
   room_waiters_.fetch_sub(1, std::memory_order_relaxed);
-  --blocked_;
+  blocked_.fetch_sub(1, std::memory_order_relaxed);
   int rc = DSS_SUCCESS;
   if (state() != State::running) rc = DSS_ERR_NOT_STARTED;
   else if (!ids::live_locked(rq.id, this)) rc = DSS_ERR_INVALID_UTILID;
@@ -138,7 +138,7 @@ int Hub::deliver_ff(const Request& rq) {
 int Hub::deliver_blocking(const Request& rq) {
   Blocking rec;
   Notifier::Post post;
-  int rc, end = DSS_SUCCESS;
+  int rc;
   {
     std::unique_lock<std::mutex> lock(q_.mu);
     rc = admit_locked(rq);
@@ -147,39 +147,49 @@ int Hub::deliver_blocking(const Request& rq) {
     rc = room_locked(rq);
     if (rc == kMustWait) rc = wait_room(lock, rq);
     if (rc == DSS_SUCCESS) rc = enqueue_locked(rq, &rec, &post);
-    if (rc == DSS_SUCCESS) {
-      ++blocked_;
-      lock.unlock();
-      rc = notify_.post(post);
-      lock.lock();
-      end = wait_blocking(lock, rec, rq);
-      --blocked_;
-    }
+  }
+  int end = DSS_SUCCESS;
+  if (rc == DSS_SUCCESS) {
+    blocked_.fetch_add(1, std::memory_order_relaxed);
+    rc = notify_.post(post);
+    end = wait_ended(rec, rq);
+    blocked_.fetch_sub(1, std::memory_order_relaxed);
   }
   unref();
   return rq.v2 && end != DSS_SUCCESS ? end : rc;
 }
 
-// Waits (under the lock) until a blocking item ends; past the deadline,
+// Waits, without the lock, until a blocking item ends; past the deadline,
 // ends it by cancellation on this thread if it is queued or parked.
-int Hub::wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
-                       const Request& rq) {
+int Hub::wait_ended(Blocking& b, const Request& rq) {
   for (;;) {
-    if (b.st == St::done) return b.cancelled ? DSS_ERR_CANCELLED : DSS_SUCCESS;
-    if (!b.expired && rq.timed && Clock::now() >= rq.deadline) b.expired = true;
-    bool queued;
-    if (!b.expired) {
-      if (rq.timed) b.cv.wait_until(lock, rq.deadline);
-      else b.cv.wait(lock);
-    } else if (!take_back_locked(b, &queued)) {
-      b.cv.wait(lock);  // taken or returning: its callback is running
-    } else {
-      lock.unlock();
-      end_by_cancel(Taken{b.id, queued ? b.decode : nullptr, b.data, &b, 0}, true);
-      lock.lock();
-      return DSS_ERR_TIMEOUT;
-    }
+    std::uint32_t v = b.sig.load();
+    if (v & Signal::kEnded) return b.cancelled ? DSS_ERR_CANCELLED : DSS_SUCCESS;
+    if (!b.expired && (!rq.timed || Clock::now() < rq.deadline) &&
+        b.sig.wait(v, rq.timed, rq.deadline))
+      continue;  // something changed
+    if (expire(b)) return DSS_ERR_TIMEOUT;
   }
+}
+
+// Past the deadline: takes the item back if it is still queued or parked
+// and ends it (true); else (it ended meanwhile, or its callback runs)
+// waits for its next change. Only this thread sets expired, under the
+// lock (settle reads it there).
+bool Hub::expire(Blocking& b) {
+  std::unique_lock<std::mutex> lock(q_.mu);
+  b.expired = true;
+  if (b.st == St::done) return false;
+  bool queued;
+  if (take_back_locked(b, &queued)) {
+    lock.unlock();
+    end_by_cancel(Taken{b.id, queued ? b.decode : nullptr, b.data, &b, 0}, true);
+    return true;
+  }
+  std::uint32_t v = b.sig.load();
+  lock.unlock();
+  b.sig.wait(v, false, Clock::time_point{});
+  return false;
 }
 
 // Under the lock, past the deadline: takes the item back if it is still

@@ -95,7 +95,8 @@ void Hub::recycle() {
     notify_.reset_locked_all();
     tickets_.reset();
     lua_.reset();
-    decoded_ = returned_ = cancelled_ = timedout_ = rejected_ = blocked_ = 0;
+    decoded_ = returned_ = cancelled_ = timedout_ = rejected_ = 0;
+    blocked_.store(0, std::memory_order_relaxed);
     max_ = 0;
     room_batch_.store(1, std::memory_order_relaxed);
   }
@@ -234,7 +235,7 @@ Stats Hub::stats() {
   s.notifyfailed = notify_.notifyfailed();
   s.queued = q_.size();
   s.maxqueued = q_.maxqueued_locked();
-  s.blocked = blocked_;
+  s.blocked = blocked_.load(std::memory_order_relaxed);
   return s;
 }
 

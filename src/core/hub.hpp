@@ -242,8 +242,8 @@ class Hub {
   int enqueue_locked(const Request& rq, Blocking* rec, Notifier::Post* post);
   int deliver_ff(const Request& rq);
   int deliver_blocking(const Request& rq);
-  int wait_blocking(std::unique_lock<std::mutex>& lock, Blocking& b,
-                    const Request& rq);
+  int wait_ended(Blocking& b, const Request& rq);
+  bool expire(Blocking& b);
   bool take_back_locked(Blocking& b, bool* queued);
 
   // --- the consumer (consume.cpp) ---
@@ -293,7 +293,8 @@ class Hub {
   Hub* pool_next_ = nullptr;                // while pooled
   std::condition_variable room_cv_;
   // stats, under the lock
-  std::uint64_t cancelled_ = 0, timedout_ = 0, rejected_ = 0, blocked_ = 0;
+  std::uint64_t cancelled_ = 0, timedout_ = 0, rejected_ = 0;
+  std::atomic<std::uint64_t> blocked_{0};  // producers waiting
 };
 
 }  // namespace dss

@@ -7,11 +7,36 @@
 #define DSS_NO_LUA_H
 #include "darksidesync_api.h"
 
+#include "clock.hpp"
+
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 
 namespace dss {
+
+// How a producer waits for its blocking item: a futex word that the hub
+// bumps (under its lock) at every change the producer must see, its top
+// bit set once the item ended. The producer sleeps on it without the
+// hub's lock, and returns as soon as it reads the item ended: ending the
+// item is the last thing the hub does to the record, which may be gone
+// right after (a wake-up sent to its address then wakes nobody, or some
+// later waiter there spuriously: every wait re-checks its word).
+class Signal {
+ public:
+  static constexpr std::uint32_t kEnded = 0x80000000u;
+  std::uint32_t load() const { return w_.load(std::memory_order_acquire); }
+  // A change: wakes the producer.
+  void bump();
+  // The item ended: wakes the producer. The record's last touch.
+  void end();
+  // Sleeps while the word is still v, until the deadline when timed;
+  // false when the deadline passed.
+  bool wait(std::uint32_t v, bool timed, Clock::time_point deadline) const;
+
+ private:
+  void wake();
+  std::atomic<std::uint32_t> w_{0};
+};
 
 // A blocking item's record. It lives on its producer's stack, which stays
 // valid until the item ends: the producer cannot return before that.
@@ -43,7 +68,7 @@ struct Blocking {
   void* data = nullptr;
   struct Entry* entry = nullptr;  // while queued
   std::uint64_t ticket = 0;       // while parked (see TicketId)
-  std::condition_variable cv;
+  Signal sig;                     // the producer's wait (see Signal)
   St st = St::queued;
   unsigned char level = 0;  // its in-flight level while returning
   bool expired = false;     // the producer's deadline passed
