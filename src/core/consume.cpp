@@ -29,7 +29,9 @@ bool Hub::extend() {
 }
 
 void Hub::flush_room() {
-  if (room_waiters_.load(std::memory_order_relaxed) && q_.unsettled()) {
+  if (!q_.unsettled()) return;
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // see wait_room
+  if (room_waiters_.load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(q_.mu);
     settle_locked();
   }

@@ -63,7 +63,10 @@ int Hub::room_locked(const Request& rq) {
 // went away, or the deadline passed.
 int Hub::wait_room(std::unique_lock<std::mutex>& lock, const Request& rq) {
   blocked_.fetch_add(1, std::memory_order_relaxed);
-  room_waiters_.fetch_add(1, std::memory_order_relaxed);
+  // seq_cst: ordered with the consumer's fence in flush_room (it stores its
+  // count of items taken, then looks for us; we count ourselves, then read
+  // its count): one of the two sees the other.
+  room_waiters_.fetch_add(1, std::memory_order_seq_cst);
   bool late = false;
   while (!late && state() == State::running && ids::live_locked(rq.id, this) &&
          max_ && q_.size() >= max_) {
@@ -97,7 +100,11 @@ int Hub::enqueue_locked(const Request& rq, Blocking* rec, Notifier::Post* post) 
   } else {
     ok = q_.push_locked(rq.id, rq.decode, rq.data);
   }
-  if (!ok) return DSS_ERR_OUT_OF_MEMORY;
+  if (!ok) {
+    // The room this producer was handed goes to the next one waiting.
+    if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_one();
+    return DSS_ERR_OUT_OF_MEMORY;
+  }
   *post = notify_.queued_locked();
   post->depth = q_.depth_after_push_locked(post->send);
   return DSS_SUCCESS;
@@ -147,10 +154,11 @@ int Hub::deliver_blocking(const Request& rq) {
     rc = room_locked(rq);
     if (rc == kMustWait) rc = wait_room(lock, rq);
     if (rc == DSS_SUCCESS) rc = enqueue_locked(rq, &rec, &post);
+    // Counted as the item becomes visible (stats() under the lock sees both).
+    if (rc == DSS_SUCCESS) blocked_.fetch_add(1, std::memory_order_relaxed);
   }
   int end = DSS_SUCCESS;
   if (rc == DSS_SUCCESS) {
-    blocked_.fetch_add(1, std::memory_order_relaxed);
     rc = notify_.post(post);
     end = wait_ended(rec, rq);
     blocked_.fetch_sub(1, std::memory_order_relaxed);

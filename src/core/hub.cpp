@@ -88,6 +88,10 @@ void Hub::recycle() {
   {
     ids::Writer table;  // the table's lock first
     std::lock_guard<std::mutex> lock(q_.mu);
+    // A hub let go without close() still has live ids: a producer may have
+    // taken a reference between the last unref and this lock. Its unref
+    // recycles the hub then.
+    if (refs_.load(std::memory_order_acquire) != 0) return;
     state_.store(State::closed, std::memory_order_release);
     for (const Registration& r : regs_) table.undo(r.id);
     std::vector<Registration>().swap(regs_);

@@ -45,7 +45,11 @@ bool Signal::wait(std::uint32_t v, bool timed, Clock::time_point deadline) const
   while (w_.load(std::memory_order_acquire) == v) {
     long r = ::syscall(SYS_futex, addr, FUTEX_WAIT_BITSET_PRIVATE, v,
                        timed ? &ts : nullptr, nullptr, FUTEX_BITSET_MATCH_ANY);
-    if (r != 0 && errno == ETIMEDOUT) return w_.load(std::memory_order_acquire) != v;
+    if (r == 0 || errno == EINTR || errno == EAGAIN) continue;
+    if (errno == ETIMEDOUT) return w_.load(std::memory_order_acquire) != v;
+    // No futex here (a sandbox): poll, a short sleep at a time.
+    if (timed && Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
   return true;
 }

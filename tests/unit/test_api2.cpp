@@ -154,7 +154,7 @@ TEST_CASE("deliver2: a producer waits for room in a full queue; its timeout ends
 }
 
 TEST_CASE("maxqueue: producers waiting for room get it when poll returns, and a "
-          "batch (max/8) at a time while a dispatch runs", "[api2][maxqueue]") {
+          "batch (max/2) at a time while a dispatch runs", "[api2][maxqueue]") {
   Rec r, w1, w2;
   HubHandle hub;
   void* u = must_reg(hub.get(), libid(0));
@@ -176,32 +176,32 @@ TEST_CASE("maxqueue: producers waiting for room get it when poll returns, and a 
   CHECK(hub->size() == 0);
 
   // As dispatch: drain_enter, then many items taken and ended; a producer
-  // gets in once a batch of room (16 / 8 = 2) was made, dispatch still
+  // gets in once a batch of room (16 / 2 = 8) was made, dispatch still
   // running.
   hub->set_max(16);
   for (int i = 0; i < 16; ++i) REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
   Producer p2(u, rec_decode, nullptr, &w2);
   REQUIRE(wait_until([&] { return hub->stats().blocked == 1; }));
   hub->drain_enter();
-  for (int i = 0; i < 3; ++i) {  // the third take hands the room out
+  for (int i = 0; i < 9; ++i) {  // the ninth take hands the room out
     it = must_take(hub.get());
     REQUIRE(decode(hub.get(), it) == 0);
     CHECK(hub->settle(it, 0) == 0);
   }
   REQUIRE(p2.done_within(kHang));
   CHECK(p2.rc() == DSS_SUCCESS);
-  CHECK(hub->size() == 14);
+  CHECK(hub->size() == 8);
   int left = 0;
   while (Taken t = hub->take()) {
     ++left;
     hub->finish(t);
   }
   hub->drain_leave();
-  CHECK(left == 14);
+  CHECK(left == 8);
   CHECK(w2.calls() == 0);  // among them, not decoded
   dss::Stats s = hub->stats();
   CHECK(s.delivered == 2 + 1 + 16 + 1);
-  CHECK(s.decoded == 1 + 3);
+  CHECK(s.decoded == 1 + 9);
   CHECK(s.maxqueued == 16);
   CHECK(s.blocked == 0);
   CHECK(s.rejected == 0);
