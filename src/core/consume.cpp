@@ -15,11 +15,12 @@ void Hub::settle_locked() {
   if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_one();
 }
 
-bool Hub::extend() {
+bool Hub::extend(Blocking* took) {
   Queue::Block* freed = nullptr;
   bool more;
   {
     std::lock_guard<std::mutex> lock(q_.mu);
+    if (took) took_locked(*took);  // before its block can be let go
     settle_locked();
     more = q_.reserve_locked(&freed);
     if (!more) notify_.reset_locked();
@@ -53,12 +54,12 @@ Taken Hub::take() {
     Taken t = q_.claim(mark, &ended);
     if (t) {
       t.level = level;
-      if (t.blk) {
+      if (ended) {
+        extend(t.blk);  // one lock for both
+      } else if (t.blk) {
         std::lock_guard<std::mutex> lock(q_.mu);
-        move(*t.blk, St::queued, St::taken);
-        t.blk->entry = nullptr;
+        took_locked(*t.blk);
       }
-      if (ended) extend();
       return t;
     }
     if (!extend()) {
@@ -66,6 +67,13 @@ Taken Hub::take() {
       return Taken{};
     }
   }
+}
+
+// A blocking item the consumer claimed is taken: out of reach of its
+// producer's timeout, which could otherwise try to kill its entry.
+void Hub::took_locked(Blocking& b) {
+  move(b, St::queued, St::taken);
+  b.entry = nullptr;
 }
 
 int Hub::call_decoder(const Taken& item, lua_State* L) {

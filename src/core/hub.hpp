@@ -249,7 +249,9 @@ class Hub {
   // --- the consumer (consume.cpp) ---
   // Moves the consumer's reservation forward under the lock; false when
   // the queue is empty (and then resets the wake-ups).
-  bool extend();
+  // took: a blocking item just claimed, marked taken under the same lock.
+  bool extend(Blocking* took = nullptr);
+  void took_locked(Blocking& b);
   void settle_locked();
 
   // --- the waits (wait.cpp) ---

@@ -34,7 +34,10 @@ namespace ids {
 // index below, and kCtxIdBit for a regc one. Ids stay below kCtxIdBit (and
 // so below the item queue's kBlockingBit) and fit a pointer.
 namespace detail {
-constexpr unsigned kSlotBits = sizeof(void*) >= 8 ? 20 : 12;
+// 64-bit only (as the queue's 24-byte entry): a 32-bit utilid could not
+// hold a sequence number that never repeats.
+static_assert(sizeof(void*) == 8, "darksidesync's core needs 64-bit pointers");
+constexpr unsigned kSlotBits = 20;  // a million registrations at once
 constexpr std::uint64_t kSlotMask = (std::uint64_t(1) << kSlotBits) - 1;
 constexpr std::uint64_t kIdMask = kCtxIdBit - 1;
 constexpr std::uint32_t kChunkBits = 10;  // slots are made 1024 at a time
