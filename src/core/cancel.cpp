@@ -31,7 +31,7 @@ int Hub::unreg_local(std::uint64_t id) {
   // From here on nothing of id can be queued or parked: end what is, then
   // wait for a callback of id the Lua thread may be running.
   cancel_items(id);
-  lua_.quiesce(id);
+  lua_.quiesce(id, &Hub::ending, this);
   unref();
   return DSS_SUCCESS;
 }
@@ -55,6 +55,7 @@ void Hub::after_kills_locked(std::size_t killed) {
 void Hub::cancel_items(std::uint64_t id) {
   constexpr std::size_t kBatch = 64;
   Taken batch[kBatch];
+  Ending e;
   Queue::Cursor cursor;
   for (;;) {
     std::size_t n;
@@ -67,8 +68,9 @@ void Hub::cancel_items(std::uint64_t id) {
       n = killed;
       if (!more) n += take_parked_locked(id, batch + n, kBatch - n, &more);
       if (killed) after_kills_locked(killed);
+      add_ending_locked(&e, batch, n);
     }
-    for (std::size_t k = 0; k < n; ++k) end_by_cancel(batch[k], false);
+    for (std::size_t k = 0; k < n; ++k) end_by_cancel(batch[k], false, &e);
     if (!more) return;
   }
 }
@@ -92,12 +94,35 @@ std::size_t Hub::take_parked_locked(std::uint64_t id, Taken* out,
   return n;
 }
 
-void Hub::end_by_cancel(const Taken& t, bool timed_out) {
+void Hub::add_ending_locked(Ending* e, const Taken* items, std::size_t n) {
+  if (n == 0) return;
+  *e = Ending{items, n, 0, my_tag(), endings_};
+  endings_ = e;
+}
+
+bool Hub::ending(const void* hub, std::uint64_t id) {
+  const Hub* h = static_cast<const Hub*>(hub);
+  std::uintptr_t me = my_tag();
+  for (const Ending* e = h->endings_; e; e = e->link) {
+    if (e->thread == me) continue;  // unreg from inside one of its callbacks
+    for (std::size_t k = e->next; k < e->n; ++k)
+      if (e->items[k].id == id) return true;
+  }
+  return false;
+}
+
+void Hub::end_by_cancel(const Taken& t, bool timed_out, Ending* e) {
   if (t.decode) ids::invoke_decode(t.id, t.decode, nullptr, t.data);
   else ids::invoke_ret(t.id, t.blk->ret, nullptr, t.data, 0);
   // A blocking record lives on its producer's stack: ending it is the last
   // thing done to it.
   std::lock_guard<std::mutex> lock(q_.mu);
+  if (e && ++e->next == e->n) {
+    Ending** p = &endings_;
+    while (*p != e) p = &(*p)->link;
+    *p = e->link;
+    lua_.changed_locked();
+  }
   ++(timed_out ? timedout_ : cancelled_);
   if (Blocking* b = t.blk) {
     b->cancelled = !timed_out;

@@ -100,7 +100,7 @@ TicketId Hub::settle(const Taken& item, int n) {
   }
   // Unregistered (or closing, or no memory for a ticket) while it was
   // being decoded: it ends by cancellation, here.
-  if (!t) end_by_cancel(Taken{item.id, nullptr, b->data, b, 0}, false);
+  if (!t) end_by_cancel(Taken{item.id, nullptr, b->data, b, 0}, false, nullptr);
   lua_.pop(item.level);
   return t;
 }

@@ -190,8 +190,11 @@ bool Hub::expire(Blocking& b) {
   if (b.st == St::done) return false;
   bool queued;
   if (take_back_locked(b, &queued)) {
+    Taken t{b.id, queued ? b.decode : nullptr, b.data, &b, 0};
+    Ending e;
+    add_ending_locked(&e, &t, 1);
     lock.unlock();
-    end_by_cancel(Taken{b.id, queued ? b.decode : nullptr, b.data, &b, 0}, true);
+    end_by_cancel(t, true, &e);
     return true;
   }
   std::uint32_t v = b.sig.load();

@@ -267,10 +267,24 @@ class Hub {
   void cancel_items(std::uint64_t id);
   std::size_t take_parked_locked(std::uint64_t id, Taken* out, std::size_t room,
                                  bool* more);
+  // Items taken back for cancellation and not yet ended, off the Lua
+  // thread's in-flight marks (a batch of cancel_items, a producer's own
+  // timed-out item): unreg waits for those of its id too, so that no
+  // callback of a registration runs once its unreg returned. Each lives on
+  // the stack of the thread ending them, linked under the lock.
+  struct Ending {
+    const Taken* items;
+    std::size_t n, next;  // items[next, n) are still to end
+    std::uintptr_t thread;
+    Ending* link;
+  };
+  void add_ending_locked(Ending* e, const Taken* items, std::size_t n);
+  static bool ending(const void* hub, std::uint64_t id);  // locked
   // Ends an item by cancellation on this thread, no lock held: its decoder
   // (t.decode set: it was still queued) or its return callback runs with
-  // L = NULL, then it is counted (as timed out or cancelled) and done.
-  void end_by_cancel(const Taken& t, bool timed_out);
+  // L = NULL, then it is counted (as timed out or cancelled) and done, and
+  // e (which holds it) moves on.
+  void end_by_cancel(const Taken& t, bool timed_out, Ending* e);
   void cancel_clients(CancelCall call, void* ctx);
 
   // The members are grouped by who writes them, each group on cache lines
@@ -292,6 +306,7 @@ class Hub {
   std::atomic<std::size_t> room_batch_{1};  // see set_max
   Tickets tickets_;                         // under the lock
   std::vector<Registration> regs_;          // under the lock
+  Ending* endings_ = nullptr;               // under the lock
   Hub* pool_next_ = nullptr;                // while pooled
   std::condition_variable room_cv_;
   // stats, under the lock

@@ -71,10 +71,11 @@ bool LuaThread::has(std::uint64_t id) const {
   return false;
 }
 
-void LuaThread::quiesce(std::uint64_t id) {
+void LuaThread::quiesce(std::uint64_t id, Busy busy, const void* ctx) {
   std::unique_lock<std::mutex> lock(mu_);
   quiet_waiters_.fetch_add(1, std::memory_order_relaxed);
-  while (has(id) && inflight_thread_.load(std::memory_order_relaxed) != my_tag())
+  while ((has(id) && inflight_thread_.load(std::memory_order_relaxed) != my_tag()) ||
+         busy(ctx, id))
     quiet_cv_.wait_for(lock, std::chrono::milliseconds(1));
   quiet_waiters_.fetch_sub(1, std::memory_order_relaxed);
 }

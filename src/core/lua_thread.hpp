@@ -45,8 +45,14 @@ class LuaThread {
   }
   void pop(int level);
   // Waits until no callback of id runs on the Lua thread (unless called
-  // from inside one of them: nothing to wait for but ourselves).
-  void quiesce(std::uint64_t id);
+  // from inside one of them: nothing to wait for but ourselves), nor,
+  // elsewhere, busy(ctx, id) says one does (checked under the lock).
+  using Busy = bool (*)(const void* ctx, std::uint64_t id);
+  void quiesce(std::uint64_t id, Busy busy, const void* ctx);
+  // Under the lock: wakes quiesce() to look again.
+  void changed_locked() {
+    if (quiet_waiters_.load(std::memory_order_relaxed)) quiet_cv_.notify_all();
+  }
 
  private:
   bool has(std::uint64_t id) const;

@@ -563,3 +563,59 @@ TEST_CASE("close: a client whose cancel unregisters from another thread is "
                << max_calls << " times)");
   CHECK(doubled == 0);
 }
+
+namespace {
+
+// A decoder whose cancellation (L = NULL) waits at a gate until the test
+// opens it.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, open = false;
+};
+
+int gated_decode(lua_State* L, void* p, void*) {
+  if (L) return 0;
+  Gate* g = static_cast<Gate*>(p);
+  std::unique_lock<std::mutex> lock(g->mu);
+  g->entered = true;
+  g->cv.notify_all();
+  g->cv.wait(lock, [&] { return g->open; });
+  return 0;
+}
+
+int noop_ret(lua_State*, void*, void*, int) { return 0; }
+
+}  // namespace
+
+TEST_CASE("unreg: waits for the cancellation a timed-out producer runs on its "
+          "own thread", "[cancel][unreg][timeout]") {
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0), cancel_record);
+  Gate g;
+  // A blocking item nobody takes: its deadline passes and its producer ends
+  // it by cancellation on its own thread, held inside the decoder.
+  Producer p(u, gated_decode, noop_ret, &g, V2{0, 20});
+  {
+    std::unique_lock<std::mutex> lock(g.mu);
+    REQUIRE(g.cv.wait_for(lock, kHang, [&] { return g.entered; }));
+  }
+  std::atomic<bool> returned{false};
+  std::thread un([&] {
+    CHECK(Hub::unreg(u) == DSS_SUCCESS);
+    returned = true;
+  });
+  // The item is no longer queued or parked, so unreg finds nothing to
+  // cancel; it must still wait until that callback of its client is done.
+  CHECK_FALSE(wait_until([&] { return returned.load(); }, std::chrono::milliseconds(300)));
+  {
+    std::lock_guard<std::mutex> lock(g.mu);
+    g.open = true;
+    g.cv.notify_all();
+  }
+  un.join();
+  CHECK(returned);
+  REQUIRE(p.done_within(kHang));
+  CHECK(p.rc() == DSS_ERR_TIMEOUT);
+  CHECK(hub->stats().timedout == 1);
+}
