@@ -537,6 +537,28 @@ int errh_arg_tramp(lua_State* L) {
   return 1;
 }
 
+// Leaves dispatch's message handler at index 1 and nothing else, or an
+// empty stack when there is none: the handler argument (ht: its type), or
+// the one seterrorhandler set. Returns whether there is one.
+bool dispatch_handler(lua_State* L, int ht) {
+  luaL_checkstack(L, 4, "darksidesync: dispatch");
+  if (ht == LUA_TFUNCTION) {
+    // This call's own handler, instead of seterrorhandler's.
+    lua_pushvalue(L, lua_upvalueindex(3));  // the HubBox
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, errh_arg_tramp, 2);
+    lua_replace(L, 1);
+    lua_settop(L, 1);
+    return true;
+  }
+  lua_settop(L, 0);
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
+  bool handler = lua_isfunction(L, 1);
+  lua_pop(L, 1);
+  if (handler) lua_pushvalue(L, lua_upvalueindex(2));  // 1: errh_tramp
+  return handler;
+}
+
 // dispatch([max [, handler]]) -> how many items ran
 int l_dispatch(lua_State* L) {
   Hub* hub = check_box(L, 3);
@@ -548,23 +570,7 @@ int l_dispatch(lua_State* L) {
     return luaL_argerror(L, 2,
                          lua_pushfstring(L, "function or nil expected, got %s",
                                          luaL_typename(L, 2)));
-  luaL_checkstack(L, 4, "darksidesync: dispatch");
-  bool handler;
-  if (ht == LUA_TFUNCTION) {
-    // This call's own handler, instead of seterrorhandler's.
-    lua_pushvalue(L, lua_upvalueindex(3));  // the HubBox
-    lua_pushvalue(L, 2);
-    lua_pushcclosure(L, errh_arg_tramp, 2);
-    lua_replace(L, 1);
-    lua_settop(L, 1);
-    handler = true;
-  } else {
-    lua_settop(L, 0);
-    dss_rawgetp(L, LUA_REGISTRYINDEX, &errh_key);
-    handler = lua_isfunction(L, 1);
-    lua_pop(L, 1);
-    if (handler) lua_pushvalue(L, lua_upvalueindex(2));  // 1: errh_tramp
-  }
+  bool handler = dispatch_handler(L, ht);
   DispatchCtx c = {hub, static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(3))),
                    max, 0, Taken(), nullptr};
   int status = LUA_OK;
@@ -925,15 +931,9 @@ DSS_CODE_LIST(DSS_CHECK_CODE)
 
 void dss_open_poller(lua_State* L);  // poller.cpp
 
-extern "C" int luaopen_darksidesync(lua_State* L) {
-  pin_module();
-  if (hub_entry(L) == &stopped_mark) return luaL_error(L, "%s", STOPPED_MSG);
-  Hub* hub = hub_of(L);
-  if (hub && hub->state() != Hub::State::running)
-    return luaL_error(L, "%s", STOPPED_MSG);
-  if (!hub) start(L);
-
-  // registry["DSS.DarkSideSync"] = { Version = ..., ["DSS API 1v0"] = api }
+// registry["DSS.DarkSideSync"] = { Version = ..., ["DSS API 1v0"] = api,
+// ["DSS API 2v0"] = ..., ["DSS API 2v1"] = ... }
+static void publish_api(lua_State* L) {
   lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME);
   if (!lua_istable(L, -1)) {
     lua_pop(L, 1);
@@ -950,6 +950,16 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
   lua_pushlightuserdata(L, &api_2v1);
   lua_setfield(L, -2, DSS_API_2v1_KEY);
   lua_pop(L, 1);
+}
+
+extern "C" int luaopen_darksidesync(lua_State* L) {
+  pin_module();
+  if (hub_entry(L) == &stopped_mark) return luaL_error(L, "%s", STOPPED_MSG);
+  Hub* hub = hub_of(L);
+  if (hub && hub->state() != Hub::State::running)
+    return luaL_error(L, "%s", STOPPED_MSG);
+  if (!hub) start(L);
+  publish_api(L);
 
   lua_newtable(L);
   dss_rawgetp(L, LUA_REGISTRYINDEX, &box_key);  // the HubBox
