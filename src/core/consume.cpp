@@ -31,8 +31,10 @@ bool Hub::extend(Blocking* took) {
 
 void Hub::flush_room() {
   if (!q_.unsettled()) return;
-  std::atomic_thread_fence(std::memory_order_seq_cst);  // see wait_room
-  if (room_waiters_.load(std::memory_order_relaxed)) {
+  // A read-modify-write, not a load (see wait_room): ordered with the
+  // producer's increment, so one of the two sees the other. (Not a fence:
+  // GCC's ThreadSanitizer refuses those.)
+  if (room_waiters_.fetch_add(0, std::memory_order_seq_cst)) {
     std::lock_guard<std::mutex> lock(q_.mu);
     settle_locked();
   }

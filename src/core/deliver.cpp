@@ -63,9 +63,9 @@ int Hub::room_locked(const Request& rq) {
 // went away, or the deadline passed.
 int Hub::wait_room(std::unique_lock<std::mutex>& lock, const Request& rq) {
   blocked_.fetch_add(1, std::memory_order_relaxed);
-  // seq_cst: ordered with the consumer's fence in flush_room (it stores its
-  // count of items taken, then looks for us; we count ourselves, then read
-  // its count): one of the two sees the other.
+  // seq_cst: ordered with the consumer's read-modify-write in flush_room
+  // (it stores its count of items taken, then looks for us; we count
+  // ourselves, then read its count): one of the two sees the other.
   room_waiters_.fetch_add(1, std::memory_order_seq_cst);
   bool late = false;
   while (!late && state() == State::running && ids::live_locked(rq.id, this) &&
