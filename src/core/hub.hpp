@@ -115,7 +115,7 @@ class Hub {
   // The Lua side drives each item through these, in this order:
   //   take() -> call_decoder() -> settle()   (or finish() if it raised)
   //   and for a parked blocking item, later:
-  //   claim() -> call_return() -> finish_returned()
+  //   claim() -> call_return() -> finish_returned()   (answer() chains them)
   // call_decoder() and call_return() call client code, which may raise a Lua
   // error: the binding calls them under lua_pcall and ends the item (finish,
   // finish_returned) whatever happened.
@@ -141,6 +141,18 @@ class Hub {
   int call_return(Blocking* b, lua_State* L, int garbage);
   // Ends a claimed item: releases its producer. b may be gone after.
   void finish_returned(Blocking* b);
+  // The three steps above in one: claims the ticket's item, has call(b)
+  // call call_return() for it -- under the binding's lua_pcall: a raise
+  // must not cross this frame -- and releases its producer whatever call
+  // did. False, and call not called, when claim() found nothing.
+  template <class Call>
+  bool answer(TicketId ticket, Call&& call) {
+    Blocking* b = claim(ticket);
+    if (!b) return false;
+    call(b);
+    finish_returned(b);  // b may be gone from here on
+    return true;
+  }
   // Whether the ticket's item is still parked.
   bool pending(TicketId ticket);
 

@@ -308,10 +308,8 @@ struct Wt {
 
 struct PollCtx {
   Hub* hub;
-  Taken item;
-  int n;    // what the decoder returned
-  Wt* wt;   // the waiting-thread callback made, if any
-  bool settled;
+  Taken cur;  // taken and not yet settled: poll ends it
+  int n;      // the callback and its arguments decode_item left
 };
 
 // Makes an empty waiting-thread callback and leaves it on the stack; also
@@ -369,26 +367,42 @@ void pack_args(lua_State* L, int n, int off) {
   for (int i = n - 1; i >= 1; --i) lua_rawseti(L, args, i + off);  // last first
 }
 
+// Decodes the item taken into *cur and leaves on the stack the item's
+// callback and its arguments -- a blocking item's waiting-thread callback
+// first among them -- returning how many values that is; 0, with an empty
+// stack, when the decoder returned <= 0. The item ends (settles) as soon as
+// nothing more can raise for it: until then a raise leaves it in *cur, and
+// the caller's protected call ends it (finish: as a decoder returning 0).
+// poll and dispatch both decode through here.
+int decode_item(lua_State* L, Hub* hub, HubBox* box, Taken* cur) {
+  int n = hub->call_decoder(*cur, L);
+  if (n > 0) check_pushed(L, n);
+  Taken item = *cur;
+  if (n > 0 && item.blk) {
+    int first = lua_gettop(L) - n + 1;  // the callback
+    luaL_checkstack(L, 4, "darksidesync: waiting-thread callback");
+    Wt* w = push_wt(L, box);
+    lua_insert(L, first + 1);  // before the first argument
+    *cur = Taken();
+    w->ticket = hub->settle(item, ++n);  // parked: w answers it
+    return n;
+  }
+  *cur = Taken();
+  hub->settle(item, n);  // ended
+  if (n > 0) return n;
+  lua_settop(L, 0);  // whatever a decoder left
+  return 0;
+}
+
 // Runs under lua_pcall from poll: decodes the item and builds poll's
 // callback and args table. Returns nothing when the decoder returned <= 0.
-// A fire-and-forget item ends as soon as its decoder returns; a blocking
-// one once its waiting-thread callback exists (poll settles it then).
 int decode_tramp(lua_State* L) {
   PollCtx* c = static_cast<PollCtx*>(lua_touserdata(L, 1));
   lua_settop(L, 0);
-  int n = c->hub->call_decoder(c->item, L);
-  c->n = n;
-  if (!c->item.blk || n <= 0) {
-    c->settled = true;
-    c->hub->settle(c->item, n);
-  }
-  if (n <= 0) return 0;
-  check_pushed(L, n);
-  pack_args(L, n, c->item.blk ? 1 : 0);
-  if (c->item.blk) {
-    c->wt = push_wt(L, static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(1))));
-    lua_rawseti(L, -2, 1);
-  }
+  HubBox* box = static_cast<HubBox*>(lua_touserdata(L, lua_upvalueindex(1)));
+  c->n = decode_item(L, c->hub, box, &c->cur);
+  if (c->n <= 0) return 0;
+  pack_args(L, c->n, 0);
   return 2;
 }
 
@@ -401,25 +415,23 @@ int l_poll(lua_State* L) {
   Hub* hub = check_box(L, 2);
   lua_settop(L, 0);  // poll takes no arguments; a decoder sees an empty stack
   luaL_checkstack(L, 4, "darksidesync: poll");
-  PollCtx c = {hub, Taken(), 0, nullptr, false};
-  c.item = hub->take();
-  if (!c.item) {
+  PollCtx c = {hub, hub->take(), 0};
+  if (!c.cur) {
     lua_pushinteger(L, -1);
     return 1;
   }
+  void* utilid = c.cur.utilid();
   // The item is ours until it ends: its decoder runs under a pcall, and
   // nothing may raise until the item is settled and the drain left.
   hub->drain_enter();
   lua_pushvalue(L, lua_upvalueindex(1));  // decode_tramp
   lua_pushlightuserdata(L, &c);
   int status = lua_pcall(L, 1, LUA_MULTRET, 0);
-  if (!c.settled) {
-    if (status != LUA_OK) hub->finish(c.item);  // as a decoder returning 0
-    else if (TicketId t = hub->settle(c.item, c.n)) c.wt->ticket = t;
-  }
+  bool decoder_raised = bool(c.cur);
+  if (decoder_raised) hub->finish(c.cur);
   hub->drain_leave();
   if (status != LUA_OK) {
-    label_error(L, c.item.utilid(), "decoder");
+    if (decoder_raised) label_error(L, utilid, "decoder");
     return lua_error(L);
   }
   lua_pushinteger(L, lua_Integer(hub->size()));
@@ -465,27 +477,10 @@ int dispatch_tramp(lua_State* L) {
     c->cur = hub->take();
     if (!c->cur) break;
     ++c->ran;
-    int n = hub->call_decoder(c->cur, L);
-    Taken item = c->cur;
-    if (n <= 0 || !item.blk) {
-      c->cur = Taken();
-      hub->settle(item, n);  // ended
-      if (n <= 0) {
-        lua_settop(L, 0);
-        continue;
-      }
-      check_pushed(L, n);
-    } else {
-      check_pushed(L, n);
-      int first = lua_gettop(L) - n + 1;  // the callback
-      luaL_checkstack(L, 4, "darksidesync: dispatch");
-      Wt* w = push_wt(L, c->box);
-      lua_insert(L, first + 1);  // the first argument
-      ++n;
-      c->cur = Taken();
-      w->ticket = hub->settle(item, n);
-    }
-    c->running = item.utilid();
+    void* utilid = c->cur.utilid();
+    int n = decode_item(L, hub, c->box, &c->cur);
+    if (n <= 0) continue;
+    c->running = utilid;
     lua_call(L, n - 1, 0);
     c->running = nullptr;
     lua_settop(L, 0);  // whatever a decoder left below its values
@@ -663,25 +658,38 @@ int ret_tramp(lua_State* L) {
   return n;
 }
 
+// Calls b's return callback under lua_pcall (ret_tramp: upvalue 1 of the
+// running wt_call / wt_gc) with the nargs values on top of the stack as its
+// Lua arguments; leaves what it pushed (up to nresults) or the error.
+// Stack: 2 slots above the arguments.
+int protected_return(lua_State* L, Hub* hub, Blocking* b, int garbage, int nargs,
+                     int nresults) {
+  RetCtx c = {hub, b, garbage};
+  lua_pushvalue(L, lua_upvalueindex(1));  // ret_tramp
+  lua_insert(L, -nargs - 1);
+  lua_pushlightuserdata(L, &c);
+  lua_insert(L, -nargs - 1);
+  return lua_pcall(L, nargs + 1, nresults, 0);
+}
+
 // wt(...) -> what the client's return callback pushed; only the first call
 // counts, later ones return nothing.
 int wt_call(lua_State* L) {
   Wt* w = static_cast<Wt*>(luaL_checkudata(L, 1, WT_MT));
   luaL_checkstack(L, 3, "darksidesync: waiting-thread callback");
   Hub* hub = w->box->hub;
-  Blocking* item = hub ? hub->claim(w->ticket) : nullptr;
+  TicketId t = w->ticket;
   w->ticket = 0;
-  if (!item) return 0;
+  if (!hub || !t) return 0;
   // The userdata stays at index 1 (keeping it alive).
   int nargs = lua_gettop(L) - 1;
-  RetCtx c = {hub, item, 0};
-  lua_pushvalue(L, lua_upvalueindex(1));  // ret_tramp
-  lua_insert(L, 2);
-  lua_pushlightuserdata(L, &c);
-  lua_insert(L, 3);
-  void* utilid = dss::to_utilid(item->id);  // item may be gone once finished
-  int status = lua_pcall(L, nargs + 1, LUA_MULTRET, 0);
-  hub->finish_returned(item);  // releases the producer, raising or not
+  void* utilid = nullptr;
+  int status = LUA_OK;
+  bool answered = hub->answer(t, [&](Blocking* b) {
+    utilid = dss::to_utilid(b->id);  // b is gone once answered
+    status = protected_return(L, hub, b, 0, nargs, LUA_MULTRET);
+  });
+  if (!answered) return 0;
   if (status != LUA_OK) {
     label_error(L, utilid, "return callback");
     return lua_error(L);
@@ -696,16 +704,12 @@ int wt_gc(lua_State* L) {
   Hub* hub = w->box ? w->box->hub : nullptr;
   TicketId t = w->ticket;
   w->ticket = 0;
-  if (!hub || !t || !lua_checkstack(L, 2)) return 0;
   // No stack for the call: the ticket stays, and close, unreg or the
   // producer's timeout end the item.
-  Blocking* item = hub->claim(t);
-  if (!item) return 0;
-  RetCtx c = {hub, item, 1};
-  lua_pushvalue(L, lua_upvalueindex(1));  // ret_tramp
-  lua_pushlightuserdata(L, &c);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
-  hub->finish_returned(item);
+  if (!hub || !t || !lua_checkstack(L, 2)) return 0;
+  hub->answer(t, [&](Blocking* b) {
+    if (protected_return(L, hub, b, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+  });
   return 0;
 }
 

@@ -7,9 +7,9 @@
 // as when the decoder raised); settle() parks a decoded blocking item and
 // hands back its ticket, or ends it by cancellation itself when its
 // registration or the hub went away meanwhile. A parked item is answered
-// later with claim() / call_return() / finish_returned(). What happens to an
-// item at each step is the core's business: the helpers below decide
-// nothing about it. Client callbacks only record what happened; all
+// later with claim() / call_return() / finish_returned(), chained by
+// Hub::answer() as wt_call and wt_gc do. What happens to an item at each
+// step is the core's business: the helpers below decide nothing about it. Client callbacks only record what happened; all
 // assertions run on the test's main thread (Catch2 v2 assertions are not
 // thread-safe).
 //
@@ -211,11 +211,7 @@ inline void* must_reg(Hub* hub, void* lib, DSS_cancel_1v0_t cancel = cancel_unre
 // False when the item had already ended (timed out, cancelled or answered)
 // or the ticket is stale or garbage, and nothing was called.
 inline bool answer(Hub* hub, TicketId ticket, int garbage = 0) {
-  Blocking* b = hub->claim(ticket);
-  if (!b) return false;
-  hub->call_return(b, fake_L(), garbage);
-  hub->finish_returned(b);  // b may be gone from here on
-  return true;
+  return hub->answer(ticket, [=](Blocking* b) { hub->call_return(b, fake_L(), garbage); });
 }
 
 // A waiting-thread callback as the Lua side holds it (module.cpp's Wt):
