@@ -209,6 +209,16 @@ int Hub::fd_(bool handed_out) {
   return notify_.fd_locked(handed_out, state() == State::running, q_.size() > 0);
 }
 
+void Hub::set_wake_hook(void (*fn)(void*), void* ctx) {
+  bool now;
+  {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    notify_.set_hook_locked(fn, ctx);
+    now = fn && q_.size() > 0;  // the transition happened already
+  }
+  if (now) fn(ctx);
+}
+
 void Hub::set_max(std::size_t max) {
   std::lock_guard<std::mutex> lock(q_.mu);
   max_ = max;

@@ -202,6 +202,11 @@ class Hub {
   // was handed out (this call), stats() counts its wake-ups as notified;
   // wait()'s own use of it (to be interruptible) is not counted.
   int fd() { return fd_(true); }
+  // fn(ctx) is called (no lock held) whenever the queue goes from empty to
+  // non-empty: a session parked on the thread pool is woken so. ctx must
+  // stay valid until the hub is recycled: a delivery under way may still
+  // call it after close. nullptr removes it.
+  void set_wake_hook(void (*fn)(void*), void* ctx);
 
   // 0 = unbounded.
   void set_max(std::size_t max);

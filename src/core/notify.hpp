@@ -31,6 +31,8 @@ class Notifier {
   struct Post {
     bool wake = false, send = false;
     std::size_t depth = 0;  // the datagram's count
+    void (*hook)(void*) = nullptr;  // the wake hook to call, and its ctx
+    void* hook_ctx = nullptr;
   };
   // A delivery queued an item (locked): what to send once the lock is let
   // go. With a datagram to send, the caller fills in the depth.
@@ -52,6 +54,15 @@ class Notifier {
   int fd_locked(bool handed_out, bool running, bool nonempty);
   int fd_now_locked() const { return efd_; }
   void close_fd_locked();
+
+  // --- the wake hook ----------------------------------------------------------
+  // fn(ctx), called (no lock) on each empty -> non-empty transition, as the
+  // fd is made readable: how a session parked on the thread pool learns
+  // that items arrived for it. nullptr removes it (locked).
+  void set_hook_locked(void (*fn)(void*), void* ctx) {
+    hook_ = fn;
+    hook_ctx_ = ctx;
+  }
 
   // --- UDP -----------------------------------------------------------------------
   // 0 disables; 1..65535 sends " <count>" to 127.0.0.1:port per item
@@ -75,6 +86,8 @@ class Notifier {
   bool fd_armed_ = false;       // the fd was made readable and not reset since
   bool fd_handed_out_ = false;  // fd_locked(handed_out) gave it out
   bool lua_waiting_ = false;    // the Lua thread sleeps on cv
+  void (*hook_)(void*) = nullptr;
+  void* hook_ctx_ = nullptr;
   int efd_ = -1;                // read end
   int efd_w_ = -1;              // write end (the same for an eventfd)
   std::atomic<int> port_{0};
