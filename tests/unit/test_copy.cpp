@@ -246,6 +246,16 @@ TEST_CASE("copy: functions with upvalues other than _ENV are errors", "[copy]") 
   // A function that uses globals only has _ENV (5.2+) or nothing (5.1).
   p.copy("return function() return print ~= nil end");
   CHECK(p.holds("V[1]() == true"));
+  // 5.2+: a local _ENV is an upvalue named _ENV too: re-bound to the
+  // target's globals. 5.1: an ordinary local, so an error.
+  run(p.dst.L, "x = 'target x'");
+  const char* local_env = "local _ENV = {x = 'source x'} return function() return _ENV.x end";
+  if (holds(p.src.L, "_ENV ~= nil")) {
+    p.copy(local_env);
+    CHECK(p.holds("V[1]() == 'target x'"));
+  } else {
+    CHECK(p.error(local_env) == "darksidesync: cannot copy function with upvalue '_ENV' (value 1)");
+  }
 }
 
 TEST_CASE("copy: tables nested deeper than 200 are refused", "[copy]") {
@@ -445,13 +455,15 @@ struct Budget {
   long left = -1;  // -1: no limit
 };
 
-void* budget_alloc(void* ud, void* ptr, size_t, size_t nsize) {
+// Shrinking never fails: Lua relies on that (the manual, lua_Alloc).
+void* budget_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
   Budget* b = static_cast<Budget*>(ud);
   if (nsize == 0) {
     std::free(ptr);
     return nullptr;
   }
-  if (b->left == 0) return nullptr;
+  bool shrink = ptr != nullptr && nsize <= osize;
+  if (b->left == 0 && !shrink) return nullptr;
   if (b->left > 0) b->left--;
   return std::realloc(ptr, nsize);
 }
