@@ -934,6 +934,7 @@ DSS_CODE_LIST(DSS_CHECK_CODE)
 #undef DSS_CHECK_CODE
 
 void dss_open_poller(lua_State* L);  // poller.cpp
+void dss_open_channel(lua_State* L);  // channel.cpp
 
 // registry["DSS.DarkSideSync"] = { Version = ..., ["DSS API 1v0"] = api,
 // ["DSS API 2v0"] = ..., ["DSS API 2v1"] = ... }
@@ -993,6 +994,8 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
                             {nullptr, nullptr}};
   dss_setfuncs(L, funcs, 0);
   dss_open_poller(L);
+  dss_open_channel(L);  // darksidesync.channel builds on it
+  lua_setfield(L, -2, "_channel");
   lua_pushliteral(L, DSS_VERSION);
   lua_setfield(L, -2, "_VERSION");
 #if DSS_SET_GLOBAL

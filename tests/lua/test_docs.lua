@@ -46,6 +46,7 @@ local EXPECTED = {
   ["docs/migration.md"] = {},
   ["docs/performance.md"] = { sh = 1 },
   ["docs/robustness.md"] = {},
+  ["docs/sessions.md"] = { text = 2 },
   ["examples/fibers/README.md"] = { sh = 1 },
   ["examples/resolver/README.md"] = { lua = 3 },
   ["examples/resolver_cpp/README.md"] = { lua = 1 },
