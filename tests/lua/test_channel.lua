@@ -67,16 +67,26 @@ end)
 test("uncopyable values are an error at put, and nothing is queued", function()
   local ch = channel.new(1)
   raises(function() ch:put(coroutine.create(function() end)) end,
-         "cannot copy")
+         "darksidesync: cannot copy a thread (value 1)")
   eq(ch:len(), 0)
-  raises(function() ch:put({ io.stdout }) end, "cannot copy")
+  raises(function() ch:put({ io.stdout }) end,
+         "darksidesync: cannot copy a userdata (value 1, at [1])")
+  eq(ch:len(), 0)
+  raises(function() ch:put(function() return ch end) end,
+         "darksidesync: cannot copy function with upvalue 'ch' (value 1)")
   eq(ch:len(), 0)
 end)
 
+-- The function's name in an argument error differs between Lua versions.
+local function argerr(msg)
+  return { pattern = "^bad argument #1 to '[%w%.%?]*' %(" .. msg:gsub("[%(%)%.%+%-%*%?%[%]%^%$%%]", "%%%0") .. "%)$" }
+end
+
 test("bad capacities and bad handles", function()
-  raises(function() channel.new(-1) end, "capacity")
-  raises(function() channel.new(1.5) end, "capacity")
-  raises(function() channel.new("x") end, "number expected")
+  local cap = "a capacity (an integer >= 0, or math.huge) expected"
+  raises(function() channel.new(-1) end, argerr(cap))
+  raises(function() channel.new(1.5) end, argerr(cap))
+  raises(function() channel.new("x") end, argerr("number expected, got string"))
   local ch = channel.new(1)
-  raises(function() ch.put({}, 1) end, "darksidesync.channel expected")
+  raises(function() ch.put({}, 1) end, argerr("darksidesync.channel expected, got table"))
 end)
