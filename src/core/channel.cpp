@@ -44,6 +44,10 @@ Sync sync(Suspension* mine, Suspension* theirs) {
     if (held && std::less<Suspension*>()(theirs, mine)) {
       mine->abort();  // the higher address backs off
       held = false;
+      // ...holding nothing until the other is settled, so that the lower
+      // one can take ours meanwhile.
+      for (unsigned n = 0; theirs->busy(); pause(&n)) {
+      }
     }
   }
 }
@@ -196,7 +200,8 @@ Channel::Res Channel::get_locked(Message* out, Suspension* mine, int index, Susp
     refill_locked(mine, woken);
     return r;
   }
-  if (Waiter* p = match_locked(putters_, mine, nullptr, &gone)) {  // a rendezvous
+  Waiter* p = closed_ ? nullptr : match_locked(putters_, mine, nullptr, &gone);
+  if (p) {  // a rendezvous
     *out = std::move(p->msg);
     *woken = ended(p, Suspension::End::done);
     return finish_self(mine, Res::done, index);
@@ -215,7 +220,8 @@ Channel::Res Channel::finish_self(Suspension* mine, Res r, int index) {
 // A get made room: the oldest waiting put (not of the get's own choice)
 // moves its message into the buffer and completes.
 void Channel::refill_locked(Suspension* skip, Suspension** woken) {
-  if (!room_locked() || !putters_.head) return;
+  // Closed: the puts still waiting end closed (close() may be part-way).
+  if (closed_ || !room_locked() || !putters_.head) return;
   try {
     buf_.emplace_back();  // the slot first: nothing to undo if it fails
   } catch (const std::bad_alloc&) {
@@ -231,23 +237,23 @@ void Channel::refill_locked(Suspension* skip, Suspension** woken) {
   *woken = ended(p, Suspension::End::done);
 }
 
-Channel::Res Channel::put_now(Message& m, Suspension* mine) {
+Channel::Res Channel::put_now(Message& m, Suspension* mine, int index) {
   Suspension* woken = nullptr;
   Res r;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    r = put_locked(m, mine, 0, &woken);
+    r = put_locked(m, mine, index, &woken);
   }
   wake_and_drop(woken);
   return r;
 }
 
-Channel::Res Channel::get_now(Message* out, Suspension* mine) {
+Channel::Res Channel::get_now(Message* out, Suspension* mine, int index) {
   Suspension* woken = nullptr;
   Res r;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    r = get_locked(out, mine, 0, &woken);
+    r = get_locked(out, mine, index, &woken);
   }
   wake_and_drop(woken);
   return r;

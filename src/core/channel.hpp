@@ -54,6 +54,7 @@ class Suspension {
   Begin begin();
   void finish(End how, int index);
   void abort();
+  bool busy() const { return state_.load(std::memory_order_acquire) == kBusy; }
   void wake() { wake_(this, ctx_); }
   // A party that ended it is about to call wake(): counted from before the
   // end is visible until wake() returned.
@@ -80,7 +81,8 @@ class Channel;
 
 // One operation of a suspension, waiting on one channel. Its owner (the
 // blocked fiber's record, a C thread's stack) keeps it alive until the
-// suspension ended and unwait() returned.
+// suspension ended and unwait() returned; while it is registered, its
+// fields belong to the channel (read and written under its lock).
 struct Waiter {
   Suspension* susp = nullptr;
   int index = 0;       // the operation's index in its choice
@@ -106,10 +108,11 @@ class Channel {
   // a waiting get, or buffered), closed, blocked (it would wait; m kept) or
   // nomem. mine: the caller's own suspension, when it is trying one
   // operation of a choice already registered elsewhere (never matched
-  // against itself), else nullptr.
-  Res put_now(Message& m, Suspension* mine = nullptr);
-  // done (*out holds the message), closed (and empty), blocked or nomem.
-  Res get_now(Message* out, Suspension* mine = nullptr);
+  // against itself; ended with `index` when this completes), else nullptr.
+  Res put_now(Message& m, Suspension* mine = nullptr, int index = 0);
+  // done (*out holds the message: not mine's message()), closed (and
+  // empty), blocked or nomem.
+  Res get_now(Message* out, Suspension* mine = nullptr, int index = 0);
 
   // Waits: registers w, unless the operation can complete now, in which
   // case it completes for w's suspension (done: the suspension ended with
@@ -125,7 +128,9 @@ class Channel {
   // waiter is ended with End::closed and woken.
   void close();
   bool closed() const;
-  // Messages buffered, plus puts waiting (a rendezvous' pending puts).
+  // Messages buffered, plus puts waiting (a rendezvous' pending puts; a
+  // put whose choice completed elsewhere counts until its owner's
+  // unwait().
   std::size_t len() const;
   std::size_t capacity() const { return cap_; }
 

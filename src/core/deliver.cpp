@@ -128,7 +128,9 @@ int Hub::deliver_ff(const Request& rq) {
       rc = wait_room(lock, rq);
     }
     if (rc == DSS_SUCCESS) rc = enqueue_locked(rq, nullptr, &post);
-    if (rc == DSS_SUCCESS && post.send && !held) {
+    // A datagram to send or a wake hook to call: the hub (and so the
+    // hook's context, which lives until the hub is recycled) stays.
+    if (rc == DSS_SUCCESS && (post.send || post.hook) && !held) {
       ref();
       held = true;
     }

@@ -2,6 +2,7 @@
 #include "pool.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <system_error>
 
 namespace dss {
@@ -14,7 +15,12 @@ Pool::Pool(unsigned min, unsigned max) : min_(0), max_(0) {
   set_limits(min, max);
 }
 
-Pool::~Pool() { close(); }
+// On one of its own threads the pool cannot be joined, and must not be
+// freed under them: a bug of the session layer, stopped here.
+Pool::~Pool() {
+  if (t_pool == this) std::abort();
+  close();
+}
 
 Pool* Pool::current() { return t_pool; }
 
@@ -78,8 +84,9 @@ bool Pool::start_locked() {
   Worker* w = new (std::nothrow) Worker;
   if (!w) return false;
   try {
+    workers_.reserve(workers_.size() + 1);  // the push below cannot throw
     w->thread = std::thread(&Pool::loop, this, w);
-  } catch (const std::system_error&) {
+  } catch (...) {  // std::system_error, std::bad_alloc
     delete w;  // no thread: the ones alive take the work
     return false;
   }
@@ -158,6 +165,9 @@ void Pool::set_limits(unsigned min, unsigned max) {
   min_ = min;
   max_ = max;
   while (!closing_ && alive_ < min_ && start_locked()) {
+  }
+  // A higher max: threads for what waits already (every thread busy).
+  while (!closing_ && queued_ > idle_ && alive_ < max_ && start_locked()) {
   }
   cv_.notify_all();  // idle threads re-read the limits
 }

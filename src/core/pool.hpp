@@ -62,7 +62,7 @@ class Pool {
 
   // 1 <= min <= max (clamped so).
   Pool(unsigned min, unsigned max);
-  ~Pool();  // close()
+  ~Pool();  // close(); never on one of its own threads (aborts)
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
@@ -76,8 +76,9 @@ class Pool {
   // How long a thread above the minimum stays idle before it ends.
   void set_idle_retire(std::chrono::milliseconds d);
   Counts counts() const;
-  // Refuses new wakes, lets the threads run every queued task (and those
-  // woken while running) until each parks or is done, then joins them.
+  // Refuses new wakes of parked tasks, lets the threads run every queued
+  // task (and those woken while running: a task that keeps waking itself
+  // keeps close() waiting) until each parks or is done, then joins them.
   // The session layer cancels its sessions first, so that they end. False,
   // and nothing done, on one of the pool's own threads (it would wait for
   // itself).

@@ -269,3 +269,50 @@ TEST_CASE("channel: many putters and choosing getters on threads: each message o
     CHECK(c2->len() == 0);
   }
 }
+
+namespace {
+// A getter that runs in the middle of close(): close() ends its waiters a
+// batch at a time, and the first wake-up of its first batch takes a value.
+struct CloseProbe {
+  Channel* ch;
+  std::atomic<int> wakes{0};
+  std::atomic<bool> got{false};
+};
+CloseProbe* g_probe = nullptr;
+void probe_wake(Suspension*, void*) {
+  if (g_probe->wakes.fetch_add(1) == 0) {
+    Message out;
+    if (g_probe->ch->get_now(&out) == Res::done) g_probe->got = true;
+  }
+}
+}  // namespace
+
+TEST_CASE("channel: once close() began, no waiting put completes (more waiters than a batch)",
+          "[channel]") {
+  Chan ch(1);
+  CloseProbe probe;
+  probe.ch = ch.c;
+  g_probe = &probe;
+  Message first = msg(1);
+  REQUIRE(ch->put_now(first) == Res::done);  // full
+  const int kN = 40;  // more than close()'s batch of 32
+  std::vector<Suspension*> ss;
+  std::vector<Waiter> ws(kN);
+  for (int i = 0; i < kN; ++i) {
+    ss.push_back(Suspension::create(&probe_wake, nullptr));
+    ws[i].susp = ss.back();
+    ws[i].msg = msg(100 + i);
+    REQUIRE(ch->put_wait(&ws[i]) == Res::blocked);
+  }
+  ch->close();
+  CHECK(probe.got);  // the buffered value, taken during close()
+  int closed = 0;
+  for (Suspension* s : ss) closed += s->end() == End::closed;
+  CHECK(closed == kN);
+  Message out;
+  CHECK(ch->get_now(&out) == Res::closed);
+  for (int i = 0; i < kN; ++i) {
+    ch->unwait(&ws[i]);
+    ss[i]->unref();
+  }
+}
