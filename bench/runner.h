@@ -58,6 +58,7 @@ struct Options {
   bool quick = false;  // only the per-version summary rows
   int poll_probe = 0;  // --poll P
   bool loops = false;  // --loops: only the event-loop latency rows
+  bool udp = false;     // --udp: only the U rows (profiling, issue 18 T8)
 };
 extern Options opt;
 
