@@ -179,6 +179,12 @@ bool parse(int argc, char** argv) {
     else if (a == "--poll") opt.poll_probe = std::atoi(next().c_str());
     else if (a == "--loops") opt.loops = true;
     else if (a == "--udp") opt.udp = true;
+    else if (a == "--rt") opt.rt = true;
+    else if (a == "--rt-ceil") opt.rt_ceil = true;
+    else if (a == "--rt-one") {
+      opt.rt_p = std::atoi(next().c_str());
+      opt.rt_style = next() == "wait" ? 1 : 0;
+    }
     else return false;
   }
   return true;
@@ -200,6 +206,11 @@ int main(int argc, char** argv) {
   if (opt.poll_probe > 0) poll_probe(opt.poll_probe);
   else if (opt.loops) loop_rows(res);
   else if (opt.udp) udp_rows(res);
+  else if (opt.rt_p > 0) rt_one();
+  else if (opt.rt) {
+    round_trips_np(res);
+    targets_17(res);
+  }
   else if (opt.quick) quick();
   else full();
   for (auto& v : violations) std::fprintf(stderr, "bench: FAILED: %s\n", v.c_str());
