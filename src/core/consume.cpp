@@ -90,16 +90,18 @@ TicketId Hub::settle(const Taken& item, int n) {
     return 0;
   }
   TicketId t = 0;
+  Signal::Wake wake;
   {
     std::lock_guard<std::mutex> lock(q_.mu);
     if (state() == State::running && ids::live_locked(item.id, this)) t = tickets_.put(b);
     if (t) {
       move(*b, St::taken, St::parked);
-      if (b->expired) b->sig.bump();  // its producer may end it now
+      if (b->expired) wake = b->sig.bump();  // its producer may end it now
     } else {
       move(*b, St::taken, St::cancelling);
     }
   }
+  wake.send();
   // Unregistered (or closing, or no memory for a ticket) while it was
   // being decoded: it ends by cancellation, here.
   if (!t) end_by_cancel(Taken{item.id, nullptr, b->data, b, 0}, false, nullptr);
@@ -111,9 +113,13 @@ void Hub::finish(const Taken& item) {
   if (Blocking* b = item.blk) {
     // The record lives on the waiting producer's stack: ending it is the
     // last thing done to it.
-    std::lock_guard<std::mutex> lock(q_.mu);
-    move(*b, St::taken, St::done);
-    b->sig.end();
+    Signal::Wake wake;
+    {
+      std::lock_guard<std::mutex> lock(q_.mu);
+      move(*b, St::taken, St::done);
+      wake = b->sig.end();
+    }
+    wake.send();
   }
   lua_.pop(item.level);
 }
@@ -142,12 +148,14 @@ int Hub::call_return(Blocking* b, lua_State* L, int garbage) {
 
 void Hub::finish_returned(Blocking* b) {
   int level;
+  Signal::Wake wake;
   {
     std::lock_guard<std::mutex> lock(q_.mu);
     level = b->level;  // b may be gone once the lock is let go
     move(*b, St::returning, St::done);
-    b->sig.end();
+    wake = b->sig.end();
   }
+  wake.send();
   lua_.pop(level);
 }
 
