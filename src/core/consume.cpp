@@ -15,12 +15,12 @@ void Hub::settle_locked() {
   if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_one();
 }
 
-bool Hub::extend(Blocking* took) {
+bool Hub::extend() {
   Queue::Block* freed = nullptr;
   bool more;
   {
     std::lock_guard<std::mutex> lock(q_.mu);
-    if (took) took_locked(*took);  // before its block can be let go
+    took_untaken_locked();  // before their blocks can be let go
     settle_locked();
     more = q_.reserve_locked(&freed);
     if (!more) notify_.reset_locked();
@@ -56,12 +56,8 @@ Taken Hub::take() {
     Taken t = q_.claim(mark, &ended);
     if (t) {
       t.level = level;
-      if (ended) {
-        extend(t.blk);  // one lock for both
-      } else if (t.blk) {
-        std::lock_guard<std::mutex> lock(q_.mu);
-        took_locked(*t.blk);
-      }
+      if (t.blk) untaken_push(t.blk);
+      if (ended) extend();
       return t;
     }
     if (!extend()) {
@@ -76,6 +72,29 @@ Taken Hub::take() {
 void Hub::took_locked(Blocking& b) {
   move(b, St::queued, St::taken);
   b.entry = nullptr;
+}
+
+void Hub::untaken_push(Blocking* b) {
+  if (lua_.n_untaken == LuaThread::kUntaken) {  // nested that deep: at once
+    std::lock_guard<std::mutex> lock(q_.mu);
+    took_untaken_locked();
+  }
+  lua_.untaken[lua_.n_untaken++] = b;
+}
+
+void Hub::took_untaken_locked() {
+  for (int k = 0; k < lua_.n_untaken; ++k) took_locked(*lua_.untaken[k]);
+  lua_.n_untaken = 0;
+}
+
+// Under the lock that ends or parks b: marks it taken first if it is still
+// marked queued (then it is the innermost untaken item: items claimed after
+// it ended before it, or were marked with it by an extend).
+void Hub::settle_took_locked(Blocking& b) {
+  if (b.st != St::queued) return;
+  if (lua_.n_untaken == 0 || lua_.untaken[lua_.n_untaken - 1] != &b) std::abort();  // a bug in the core
+  --lua_.n_untaken;
+  took_locked(b);
 }
 
 int Hub::call_decoder(const Taken& item, lua_State* L) {
@@ -93,6 +112,7 @@ TicketId Hub::settle(const Taken& item, int n) {
   Signal::Wake wake;
   {
     std::lock_guard<std::mutex> lock(q_.mu);
+    settle_took_locked(*b);
     if (state() == State::running && ids::live_locked(item.id, this)) t = tickets_.put(b);
     if (t) {
       move(*b, St::taken, St::parked);
@@ -116,6 +136,7 @@ void Hub::finish(const Taken& item) {
     Signal::Wake wake;
     {
       std::lock_guard<std::mutex> lock(q_.mu);
+      settle_took_locked(*b);
       move(*b, St::taken, St::done);
       wake = b->sig.end();
     }
