@@ -7,24 +7,27 @@
 
 namespace dss {
 
-// Room made: one producer waiting for it is woken, and passes the turn on
-// while room is left (wait_room): a herd of producers woken at once would
-// take the consumer's CPU and lock from it.
-void Hub::settle_locked() {
+// Room made: one producer waiting for it is to be woken, and passes the
+// turn on while room is left (wait_room): a herd of producers woken at once
+// would take the consumer's CPU and lock from it. Returns whether one
+// waits: the caller wakes it once the lock is let go (woken under it, the
+// producer would only go to sleep again, on the lock).
+bool Hub::settle_locked() {
   q_.settle_locked();
-  if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_one();
+  return room_waiters_.load(std::memory_order_relaxed) != 0;
 }
 
 bool Hub::extend() {
   Queue::Block* freed = nullptr;
-  bool more;
+  bool more, room;
   {
     std::lock_guard<std::mutex> lock(q_.mu);
     took_untaken_locked();  // before their blocks can be let go
-    settle_locked();
+    room = settle_locked();
     more = q_.reserve_locked(&freed);
     if (!more) notify_.reset_locked();
   }
+  if (room) room_cv_.notify_one();
   Queue::free_blocks(freed);
   return more;
 }
@@ -35,16 +38,24 @@ void Hub::flush_room() {
   // producer's increment, so one of the two sees the other. (Not a fence:
   // GCC's ThreadSanitizer refuses those.)
   if (room_waiters_.fetch_add(0, std::memory_order_seq_cst)) {
-    std::lock_guard<std::mutex> lock(q_.mu);
-    settle_locked();
+    bool room;
+    {
+      std::lock_guard<std::mutex> lock(q_.mu);
+      room = settle_locked();
+    }
+    if (room) room_cv_.notify_one();
   }
 }
 
 Taken Hub::take() {
   if (room_waiters_.load(std::memory_order_relaxed) &&
       q_.unsettled() >= room_batch_.load(std::memory_order_relaxed)) {
-    std::lock_guard<std::mutex> lock(q_.mu);
-    settle_locked();
+    bool room;
+    {
+      std::lock_guard<std::mutex> lock(q_.mu);
+      room = settle_locked();
+    }
+    if (room) room_cv_.notify_one();
   }
   int level = lua_.push();
   // Published before the claim: whoever then fails to kill the entry

@@ -272,7 +272,7 @@ class Hub {
   void untaken_push(Blocking* b);
   void took_untaken_locked();
   void settle_took_locked(Blocking& b);
-  void settle_locked();
+  bool settle_locked();
 
   // --- the waits (wait.cpp) ---
   std::size_t wait_fd(bool timed, Clock::time_point deadline, int intr_fd);
