@@ -5,6 +5,7 @@
 // pcalls a Lua function with it. R rows; writes latency.dat. Both sides run
 // P producers too (ceil_roundtrip, ours_roundtrip: bench-roundtrips-np.cpp).
 #include <sched.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -14,7 +15,23 @@
 
 namespace bench {
 
+ConsumerUsage g_consumer;  // the consumer thread's usage over the last serve
+
 namespace {
+
+// Runs f on this thread and records this thread's usage over it.
+template <typename F>
+void metered(F f) {
+  rusage a{}, b{};
+  getrusage(RUSAGE_THREAD, &a);
+  f();
+  getrusage(RUSAGE_THREAD, &b);
+  auto us = [](const timeval& t) { return double(t.tv_sec) * 1e6 + double(t.tv_usec); };
+  g_consumer.user_us = us(b.ru_utime) - us(a.ru_utime);
+  g_consumer.sys_us = us(b.ru_stime) - us(a.ru_stime);
+  g_consumer.vcs = double(b.ru_nvcsw - a.ru_nvcsw);
+  g_consumer.ivcs = double(b.ru_nivcsw - a.ru_nivcsw);
+}
 
 // --- the producers: P threads of blocking round trips -------------------------------
 
@@ -176,7 +193,7 @@ RtStats ceil_roundtrip(long count, CeilWake w, int producers) {
   Producers ps;
   ps.start(producers, count / producers, ready, [&](long x) { c.request(x); },
            [&] { c.finish(); });
-  c.serve(L, fref);
+  metered([&] { c.serve(L, fref); });
   RtStats r = ps.join();
   lua_close(L);
   return r;
@@ -288,7 +305,7 @@ RtStats ours_roundtrip(long count, Wake w, int producers) {
   if (w == Wake::udp) run(L, "require('dss').getsocket()");
   if (w == Wake::fd) run(L, "darksidesync.getfd()");
   ready.store(true);
-  call(L, serve_fn(w), {});
+  metered([&] { call(L, serve_fn(w), {}); });
   RtStats r = ps.join();
   lua_close(L);
   return r;

@@ -66,6 +66,19 @@ void round_trips_np(Results& res) {
     }
 }
 
+// --rt-one P STYLE [--rt-ceil]: one run (for profiling), rate and p50 printed.
+void rt_one() {
+  bool wait = opt.rt_style == 1;
+  long n = scaled(wait ? 12000 : 24000);
+  RtStats r = opt.rt_ceil ? ceil_roundtrip(n, wait ? CeilWake::cv : CeilWake::spin, opt.rt_p)
+                          : ours_roundtrip(n, wait ? Wake::wait : Wake::dispatch, opt.rt_p);
+  double k = double(n);
+  std::printf("%s %dP %s: %.0f/s p50 %.1f p99 %.1f; consumer per item: user %.2f us sys %.2f us "
+              "vcs %.2f ivcs %.2f\n", opt.rt_ceil ? "ceiling" : "ours",
+              opt.rt_p, wait ? "wait" : "busy", r.rate, r.p50, r.p99, g_consumer.user_us / k,
+              g_consumer.sys_us / k, g_consumer.vcs / k, g_consumer.ivcs / k);
+}
+
 void targets_17(const Results& res) {
   targets_header("### Targets (issue 17): blocking round trips vs their ceilings (B rows above)");
   int k = 1;

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -16,6 +17,16 @@
 namespace bench {
 
 namespace {
+
+// The calling thread's CPU time (user + system), seconds: on a loaded
+// machine the rates swing with the load, the CPU per item much less.
+double thread_cpu() {
+  rusage ru;
+  getrusage(RUSAGE_THREAD, &ru);
+  return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         1e-6 * double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+double g_bare_cpu = 0;  // the last bare_sendto_rate's sender CPU per datagram
 
 // --- the ceiling: bare sendto --------------------------------------------------------
 
@@ -52,6 +63,7 @@ double bare_sendto_rate(long total) {
   std::atomic<bool> done{false};
   std::thread reader([&] { read_until_quiet(rfd, done); });
   auto t0 = Clock::now();
+  double c0 = thread_cpu();
   for (long i = 0; i < total; ++i) {
     char buf[32];
     int n = std::snprintf(buf, sizeof buf, " %ld", i % 64 + 1);
@@ -60,6 +72,7 @@ double bare_sendto_rate(long total) {
       std::abort();
   }
   double secs = secs_since(t0);
+  g_bare_cpu = (thread_cpu() - c0) / double(total);
   done.store(true);
   reader.join();
   close(rfd);
@@ -151,6 +164,7 @@ struct UdpStats {
   double reads = 0;      // datagrams the loop read
   double run = 0;        // items the loop ran
   double stranded = 0;   // items still queued when the socket went quiet
+  double cpu = 0;        // the Lua thread's CPU seconds per item run
   double dropped = 0;    // kernel RcvbufErrors delta during the run
 };
 
@@ -198,10 +212,13 @@ UdpStats ours_udp(long total, bool coalesced, int pace_us = 0) {
   double prod_secs = 0;
   std::thread prod([&] { prod_secs = udp_produce(utilid, total, pace_us, failed); });
   double quiet = opt.scale < 1 ? 0.1 : 0.3;
+  double c0 = thread_cpu();
   call(L, "drain_udp", {double(total), quiet, coalesced ? 1.0 : 0.0});
+  double cpu = thread_cpu() - c0;
   prod.join();
   UdpStats u;
   u.run = call(L, "count", {});
+  u.cpu = u.run > 0 ? cpu / u.run : 0;
   u.reads = global_number(L, "last_reads");
   u.stranded = global_number(L, "last_left");
   double secs = global_number(L, "last_secs");
@@ -230,10 +247,12 @@ double worst_stranded(const std::vector<UdpStats>& v) {
 void per_item_rows(Results& res, long n_udp) {
   header("### UDP notification, per-item mode (1 producer flooding; the dss helper drains)");
   std::vector<UdpStats> us;
-  std::vector<double> bare, sends;
+  std::vector<double> bare, sends, bare_cpu, cpu;
   for (int i = 0; i < 3; ++i) {  // interleaved with the bare sendto ceiling
     bare.push_back(bare_sendto_rate(n_udp));
+    bare_cpu.push_back(g_bare_cpu);
     us.push_back(ours_udp(n_udp, false));
+    cpu.push_back(us.back().cpu);
   }
   UdpStats u = med_udp(us);
   double bare_rate = median(bare);
@@ -243,7 +262,9 @@ void per_item_rows(Results& res, long n_udp) {
   row("U1", "items/s run by the dss helper loop", fmt_rate(u.rate), fmt_ratio(u.rate, bare_rate),
       "", "vs bare sendto (U0), target ≥ 0.8×; producer's deliver rate " +
               fmt_rate(median(sends)) + " (" + fmt_ratio(median(sends), bare_rate) +
-              "); vs notification off (F1): " + fmt_ratio(u.rate, res.at(kPoll, 1)));
+              "); vs notification off (F1): " + fmt_ratio(u.rate, res.at(kPoll, 1)) +
+              fmt("; Lua thread CPU %.2f µs per item", 1e6 * median(cpu)) +
+              fmt(" (sender's %.2f µs per datagram)", 1e6 * median(bare_cpu)));
   row("U2", "datagrams sent / items delivered", fmt("%.0f", u.sent) + " / " + fmt("%.0f", double(n_udp)),
       "", "", fmt("send failures %.0f", u.failed));
   row("U3", "datagrams read by the helper / items run", fmt("%.0f", u.reads) + " / " + fmt("%.0f", u.run),

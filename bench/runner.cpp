@@ -178,6 +178,13 @@ bool parse(int argc, char** argv) {
     else if (a == "--quick") opt.quick = true;
     else if (a == "--poll") opt.poll_probe = std::atoi(next().c_str());
     else if (a == "--loops") opt.loops = true;
+    else if (a == "--udp") opt.udp = true;
+    else if (a == "--rt") opt.rt = true;
+    else if (a == "--rt-ceil") opt.rt_ceil = true;
+    else if (a == "--rt-one") {
+      opt.rt_p = std::atoi(next().c_str());
+      opt.rt_style = next() == "wait" ? 1 : 0;
+    }
     else return false;
   }
   return true;
@@ -189,7 +196,7 @@ int main(int argc, char** argv) {
   using namespace bench;
   if (!parse(argc, argv)) {
     std::fprintf(stderr,
-                 "usage: dss_bench [--quick | --poll P | --loops] [--reps N] [--scale X] [--label L]\n"
+                 "usage: dss_bench [--quick | --poll P | --loops | --udp] [--reps N] [--scale X] [--label L]\n"
                  "                 [--module-dir D] [--lua-dir D] [--out-dir D] [--luv FILE]\n");
     return 2;
   }
@@ -198,6 +205,12 @@ int main(int argc, char** argv) {
   Results res;
   if (opt.poll_probe > 0) poll_probe(opt.poll_probe);
   else if (opt.loops) loop_rows(res);
+  else if (opt.udp) udp_rows(res);
+  else if (opt.rt_p > 0) rt_one();
+  else if (opt.rt) {
+    round_trips_np(res);
+    targets_17(res);
+  }
   else if (opt.quick) quick();
   else full();
   for (auto& v : violations) std::fprintf(stderr, "bench: FAILED: %s\n", v.c_str());

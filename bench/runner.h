@@ -58,6 +58,11 @@ struct Options {
   bool quick = false;  // only the per-version summary rows
   int poll_probe = 0;  // --poll P
   bool loops = false;  // --loops: only the event-loop latency rows
+  bool udp = false;     // --udp: only the U rows (profiling, issue 18 T8)
+  bool rt = false;     // --rt: only the B rows and their targets (TB)
+  int rt_p = 0;        // --rt-one P STYLE: one run of ours (or --rt-ceil) only
+  int rt_style = 0;    // 0 busy (dispatch), 1 wait
+  bool rt_ceil = false;
 };
 extern Options opt;
 
@@ -263,6 +268,11 @@ void ceiling_rows(const Results& res);  // bench-ceilings.cpp: C
 void drain_at_depth(Results& res);   // bench-depth.cpp: D
 void round_trips(Results& res);      // bench-roundtrip.cpp: R
 void round_trips_np(Results& res);   // bench-roundtrips-np.cpp: B
+void rt_one();
+struct ConsumerUsage {
+  double user_us = 0, sys_us = 0, vcs = 0, ivcs = 0;
+};
+extern ConsumerUsage g_consumer;                       // --rt-one P STYLE
 void loop_rows(Results& res);        // bench-loops.cpp: E (also --loops)
 void udp_rows(Results& res);         // bench-udp.cpp: U
 void api_rows(Results& res);         // bench-api.cpp: A

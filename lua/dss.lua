@@ -84,8 +84,42 @@ local function rawsocket(s)
   return s
 end
 
+-- A poller (darksidesync.poller) holding raw's fd, per socket: the
+-- per-item handler asks whether a datagram waits after every item it runs,
+-- and poller:wait(0) is one epoll_wait where socket.select also builds its
+-- argument and result tables (issue 18: 2.8 against 5.3 us a call on the
+-- bench machine; the Lua thread's CPU per item in per-item mode went from
+-- 4.6 to 3.8 us). Weak keys: a socket collected takes its poller with it.
+local pollers = setmetatable({}, { __mode = "k" })
+local POLLIN = darksidesync.POLL and darksidesync.POLL.IN
+local events = {}
+
+-- raw's poller, made on first use; nil where there is none to make (no
+-- poller in this build, no fd, or it failed): socket.select then.
+local function pollerof(raw)
+  local fd = raw.getfd and raw:getfd()
+  if not (POLLIN and darksidesync.poller and type(fd) == "number" and fd >= 0) then
+    return nil
+  end
+  local e = pollers[raw]
+  if e and e.fd == fd then return e.poller or nil end
+  if e and e.poller then e.poller:close() end  -- the socket's fd changed
+  local p = darksidesync.poller()
+  if p and not p:add(fd, POLLIN, false) then  -- level-triggered, not one-shot
+    p:close()
+    p = nil
+  end
+  pollers[raw] = { fd = fd, poller = p or false }  -- false: failed, not retried
+  return p
+end
+
 -- Whether a datagram is waiting on raw (a LuaSocket socket), without waiting.
 local function readable(raw)
+  local p = pollerof(raw)
+  if p then
+    local n = p:wait(0, events)
+    if n then return n > 0 end
+  end
   local r = socket.select({ raw }, nil, 0)
   return r[1] ~= nil
 end

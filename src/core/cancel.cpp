@@ -116,19 +116,23 @@ void Hub::end_by_cancel(const Taken& t, bool timed_out, Ending* e) {
   else ids::invoke_ret(t.id, t.blk->ret, nullptr, t.data, 0);
   // A blocking record lives on its producer's stack: ending it is the last
   // thing done to it.
-  std::lock_guard<std::mutex> lock(q_.mu);
-  if (e && ++e->next == e->n) {
-    Ending** p = &endings_;
-    while (*p != e) p = &(*p)->link;
-    *p = e->link;
-    lua_.changed_locked();
+  Signal::Wake wake;
+  {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    if (e && ++e->next == e->n) {
+      Ending** p = &endings_;
+      while (*p != e) p = &(*p)->link;
+      *p = e->link;
+      lua_.changed_locked();
+    }
+    ++(timed_out ? timedout_ : cancelled_);
+    if (Blocking* b = t.blk) {
+      b->cancelled = !timed_out;
+      move(*b, St::cancelling, St::done);
+      wake = b->sig.end();
+    }
   }
-  ++(timed_out ? timedout_ : cancelled_);
-  if (Blocking* b = t.blk) {
-    b->cancelled = !timed_out;
-    move(*b, St::cancelling, St::done);
-    b->sig.end();
-  }
+  wake.send();
 }
 
 void Hub::close(CancelCall call, void* ctx) {

@@ -7,24 +7,27 @@
 
 namespace dss {
 
-// Room made: one producer waiting for it is woken, and passes the turn on
-// while room is left (wait_room): a herd of producers woken at once would
-// take the consumer's CPU and lock from it.
-void Hub::settle_locked() {
+// Room made: one producer waiting for it is to be woken, and passes the
+// turn on while room is left (wait_room): a herd of producers woken at once
+// would take the consumer's CPU and lock from it. Returns whether one
+// waits: the caller wakes it once the lock is let go (woken under it, the
+// producer would only go to sleep again, on the lock).
+bool Hub::settle_locked() {
   q_.settle_locked();
-  if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_one();
+  return room_waiters_.load(std::memory_order_relaxed) != 0;
 }
 
-bool Hub::extend(Blocking* took) {
+bool Hub::extend() {
   Queue::Block* freed = nullptr;
-  bool more;
+  bool more, room;
   {
     std::lock_guard<std::mutex> lock(q_.mu);
-    if (took) took_locked(*took);  // before its block can be let go
-    settle_locked();
+    took_untaken_locked();  // before their blocks can be let go
+    room = settle_locked();
     more = q_.reserve_locked(&freed);
     if (!more) notify_.reset_locked();
   }
+  if (room) room_cv_.notify_one();
   Queue::free_blocks(freed);
   return more;
 }
@@ -35,16 +38,24 @@ void Hub::flush_room() {
   // producer's increment, so one of the two sees the other. (Not a fence:
   // GCC's ThreadSanitizer refuses those.)
   if (room_waiters_.fetch_add(0, std::memory_order_seq_cst)) {
-    std::lock_guard<std::mutex> lock(q_.mu);
-    settle_locked();
+    bool room;
+    {
+      std::lock_guard<std::mutex> lock(q_.mu);
+      room = settle_locked();
+    }
+    if (room) room_cv_.notify_one();
   }
 }
 
 Taken Hub::take() {
   if (room_waiters_.load(std::memory_order_relaxed) &&
       q_.unsettled() >= room_batch_.load(std::memory_order_relaxed)) {
-    std::lock_guard<std::mutex> lock(q_.mu);
-    settle_locked();
+    bool room;
+    {
+      std::lock_guard<std::mutex> lock(q_.mu);
+      room = settle_locked();
+    }
+    if (room) room_cv_.notify_one();
   }
   int level = lua_.push();
   // Published before the claim: whoever then fails to kill the entry
@@ -56,12 +67,8 @@ Taken Hub::take() {
     Taken t = q_.claim(mark, &ended);
     if (t) {
       t.level = level;
-      if (ended) {
-        extend(t.blk);  // one lock for both
-      } else if (t.blk) {
-        std::lock_guard<std::mutex> lock(q_.mu);
-        took_locked(*t.blk);
-      }
+      if (t.blk) untaken_push(t.blk);
+      if (ended) extend();
       return t;
     }
     if (!extend()) {
@@ -78,6 +85,29 @@ void Hub::took_locked(Blocking& b) {
   b.entry = nullptr;
 }
 
+void Hub::untaken_push(Blocking* b) {
+  if (lua_.n_untaken == LuaThread::kUntaken) {  // nested that deep: at once
+    std::lock_guard<std::mutex> lock(q_.mu);
+    took_untaken_locked();
+  }
+  lua_.untaken[lua_.n_untaken++] = b;
+}
+
+void Hub::took_untaken_locked() {
+  for (int k = 0; k < lua_.n_untaken; ++k) took_locked(*lua_.untaken[k]);
+  lua_.n_untaken = 0;
+}
+
+// Under the lock that ends or parks b: marks it taken first if it is still
+// marked queued (then it is the innermost untaken item: items claimed after
+// it ended before it, or were marked with it by an extend).
+void Hub::settle_took_locked(Blocking& b) {
+  if (b.st != St::queued) return;
+  if (lua_.n_untaken == 0 || lua_.untaken[lua_.n_untaken - 1] != &b) std::abort();  // a bug in the core
+  --lua_.n_untaken;
+  took_locked(b);
+}
+
 int Hub::call_decoder(const Taken& item, lua_State* L) {
   ++decoded_;
   return ids::invoke_decode(item.id, item.decode, L, item.data);
@@ -90,16 +120,19 @@ TicketId Hub::settle(const Taken& item, int n) {
     return 0;
   }
   TicketId t = 0;
+  Signal::Wake wake;
   {
     std::lock_guard<std::mutex> lock(q_.mu);
+    settle_took_locked(*b);
     if (state() == State::running && ids::live_locked(item.id, this)) t = tickets_.put(b);
     if (t) {
       move(*b, St::taken, St::parked);
-      if (b->expired) b->sig.bump();  // its producer may end it now
+      if (b->expired) wake = b->sig.bump();  // its producer may end it now
     } else {
       move(*b, St::taken, St::cancelling);
     }
   }
+  wake.send();
   // Unregistered (or closing, or no memory for a ticket) while it was
   // being decoded: it ends by cancellation, here.
   if (!t) end_by_cancel(Taken{item.id, nullptr, b->data, b, 0}, false, nullptr);
@@ -111,9 +144,14 @@ void Hub::finish(const Taken& item) {
   if (Blocking* b = item.blk) {
     // The record lives on the waiting producer's stack: ending it is the
     // last thing done to it.
-    std::lock_guard<std::mutex> lock(q_.mu);
-    move(*b, St::taken, St::done);
-    b->sig.end();
+    Signal::Wake wake;
+    {
+      std::lock_guard<std::mutex> lock(q_.mu);
+      settle_took_locked(*b);
+      move(*b, St::taken, St::done);
+      wake = b->sig.end();
+    }
+    wake.send();
   }
   lua_.pop(item.level);
 }
@@ -142,12 +180,14 @@ int Hub::call_return(Blocking* b, lua_State* L, int garbage) {
 
 void Hub::finish_returned(Blocking* b) {
   int level;
+  Signal::Wake wake;
   {
     std::lock_guard<std::mutex> lock(q_.mu);
     level = b->level;  // b may be gone once the lock is let go
     move(*b, St::returning, St::done);
-    b->sig.end();
+    wake = b->sig.end();
   }
+  wake.send();
   lua_.pop(level);
 }
 

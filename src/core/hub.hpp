@@ -266,10 +266,18 @@ class Hub {
   // --- the consumer (consume.cpp) ---
   // Moves the consumer's reservation forward under the lock; false when
   // the queue is empty (and then resets the wake-ups).
-  // took: a blocking item just claimed, marked taken under the same lock.
-  bool extend(Blocking* took = nullptr);
+  bool extend();
   void took_locked(Blocking& b);
-  void settle_locked();
+  // Blocking items claimed but still marked queued: each is marked taken
+  // under the next lock the consumer takes anyway (its settle or finish),
+  // or under extend's, before their entries' blocks can be let go (a
+  // nested drain, from a decoder, may extend). Until then a timed-out
+  // producer's kill fails on the claimed entry (its id is 0) and it waits
+  // for the item's next change, as it does for a taken one.
+  void untaken_push(Blocking* b);
+  void took_untaken_locked();
+  void settle_took_locked(Blocking& b);
+  bool settle_locked();
 
   // --- the waits (wait.cpp) ---
   std::size_t wait_fd(bool timed, Clock::time_point deadline, int intr_fd);

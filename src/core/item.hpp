@@ -21,20 +21,45 @@ namespace dss {
 // item is the last thing the hub does to the record, which may be gone
 // right after (a wake-up sent to its address then wakes nobody, or some
 // later waiter there spuriously: every wait re-checks its word).
+//
+// The producer sets kSleeping before its first sleep, so that a change
+// made before that costs no futex call. The wake-up for a change is sent
+// after the hub's lock is let go (end() and bump() return whether one is
+// due, Wake sends it): a futex call under the lock made every producer
+// waiting for it wait that much longer.
 class Signal {
  public:
   static constexpr std::uint32_t kEnded = 0x80000000u;
-  std::uint32_t load() const { return w_.load(std::memory_order_acquire); }
-  // A change: wakes the producer.
-  void bump();
-  // The item ended: wakes the producer. The record's last touch.
-  void end();
-  // Sleeps while the word is still v, until the deadline when timed;
-  // false when the deadline passed.
-  bool wait(std::uint32_t v, bool timed, Clock::time_point deadline) const;
+  static constexpr std::uint32_t kSleeping = 0x40000000u;
+  // The word without kSleeping: what a change changes.
+  std::uint32_t load() const { return w_.load(std::memory_order_acquire) & ~kSleeping; }
+  // The futex word's address: sends the wake-up a change made due, once
+  // the lock is let go; nullptr when none is due.
+  class Wake {
+   public:
+    Wake() = default;
+    explicit Wake(const void* addr) : addr_(addr) {}
+    void send() const;
+    explicit operator bool() const { return addr_ != nullptr; }
+   private:
+    const void* addr_ = nullptr;
+  };
+  // A change (under the hub's lock): the producer looks again.
+  Wake bump() {
+    return wake_due(w_.fetch_add(1, std::memory_order_release));
+  }
+  // The item ended (under the hub's lock): the record's last touch.
+  Wake end() {
+    return wake_due(w_.fetch_or(kEnded, std::memory_order_release));
+  }
+  // Sleeps while the word is still v (as load() read it), until the
+  // deadline when timed; false when the deadline passed.
+  bool wait(std::uint32_t v, bool timed, Clock::time_point deadline);
 
  private:
-  void wake();
+  Wake wake_due(std::uint32_t old) const {
+    return old & kSleeping ? Wake(&w_) : Wake();
+  }
   std::atomic<std::uint32_t> w_{0};
 };
 

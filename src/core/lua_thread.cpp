@@ -9,6 +9,7 @@ void LuaThread::reset() {
   for (auto& l : inflight_) l.store(0, std::memory_order_relaxed);
   over_.store(0, std::memory_order_relaxed);
   depth_ = drain_depth_ = 0;
+  n_untaken = 0;
   inflight_thread_.store(0, std::memory_order_relaxed);
   drainer_.store(0, std::memory_order_relaxed);
   lua_thread_.store(0, std::memory_order_relaxed);

@@ -13,6 +13,8 @@
 
 namespace dss {
 
+struct Blocking;
+
 class LuaThread {
  public:
   // mu: the hub's lock (quiesce sleeps under it).
@@ -53,6 +55,12 @@ class LuaThread {
   void changed_locked() {
     if (quiet_waiters_.load(std::memory_order_relaxed)) quiet_cv_.notify_all();
   }
+
+  // --- blocking items claimed, not yet marked taken (Hub::untaken_push) ------
+  // The Lua thread's own: innermost last.
+  static constexpr int kUntaken = 8;
+  Blocking* untaken[kUntaken] = {};
+  int n_untaken = 0;
 
  private:
   bool has(std::uint64_t id) const;

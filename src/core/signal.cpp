@@ -14,24 +14,15 @@
 
 namespace dss {
 
-void Signal::bump() {
-  w_.fetch_add(1, std::memory_order_release);
-  wake();
-}
-
-void Signal::end() {
-  w_.fetch_or(kEnded, std::memory_order_release);
-  wake();  // the record may be gone already: only its address is used
-}
-
 #ifdef __linux__
 
-void Signal::wake() {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&w_), FUTEX_WAKE_PRIVATE, 1,
-            nullptr, nullptr, 0);
+// The record may be gone already: only its address is used.
+void Signal::Wake::send() const {
+  if (!addr_) return;
+  ::syscall(SYS_futex, const_cast<void*>(addr_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
 
-bool Signal::wait(std::uint32_t v, bool timed, Clock::time_point deadline) const {
+bool Signal::wait(std::uint32_t v, bool timed, Clock::time_point deadline) {
   // An absolute deadline on CLOCK_MONOTONIC, steady_clock's clock.
   timespec ts{};
   if (timed) {
@@ -41,12 +32,20 @@ bool Signal::wait(std::uint32_t v, bool timed, Clock::time_point deadline) const
     ts.tv_sec = time_t(ns / 1000000000);
     ts.tv_nsec = long(ns % 1000000000);
   }
-  auto* addr = const_cast<std::uint32_t*>(reinterpret_cast<const std::uint32_t*>(&w_));
-  while (w_.load(std::memory_order_acquire) == v) {
-    long r = ::syscall(SYS_futex, addr, FUTEX_WAIT_BITSET_PRIVATE, v,
+  auto* addr = reinterpret_cast<std::uint32_t*>(&w_);
+  for (;;) {
+    std::uint32_t cur = w_.load(std::memory_order_acquire);
+    if ((cur & ~kSleeping) != v) break;
+    // Announced before the sleep: a change made after this sends a
+    // wake-up, one made before it fails the exchange or the futex call.
+    if (!(cur & kSleeping) &&
+        !w_.compare_exchange_weak(cur, cur | kSleeping, std::memory_order_acquire))
+      continue;
+    cur |= kSleeping;
+    long r = ::syscall(SYS_futex, addr, FUTEX_WAIT_BITSET_PRIVATE, cur,
                        timed ? &ts : nullptr, nullptr, FUTEX_BITSET_MATCH_ANY);
     if (r == 0 || errno == EINTR || errno == EAGAIN) continue;
-    if (errno == ETIMEDOUT) return w_.load(std::memory_order_acquire) != v;
+    if (errno == ETIMEDOUT) return load() != v;
     // No futex here (a sandbox): poll, a short sleep at a time.
     if (timed && Clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -56,10 +55,10 @@ bool Signal::wait(std::uint32_t v, bool timed, Clock::time_point deadline) const
 
 #else
 
-void Signal::wake() {}
+void Signal::Wake::send() const {}
 
-bool Signal::wait(std::uint32_t v, bool timed, Clock::time_point deadline) const {
-  while (w_.load(std::memory_order_acquire) == v) {
+bool Signal::wait(std::uint32_t v, bool timed, Clock::time_point deadline) {
+  while (load() == v) {
     if (timed && Clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }

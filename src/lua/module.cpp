@@ -33,6 +33,7 @@ const char closer_key = 0;  // the current closer userdata (see below)
 const char stopped_mark = 0;
 const char errh_key = 0;     // dispatch's error handler (seterrorhandler)
 const char box_key = 0;      // the HubBox (below)
+const char wts_key = 0;      // waiting-thread callbacks made ahead (push_wt)
 const char closers_key = 0;  // weak-valued table of every closer (below)
 
 const char* const WT_MT = "darksidesync.waitingthread";
@@ -75,6 +76,7 @@ struct DispatchCtx;
 struct HubBox {
   Hub* hub;
   DispatchCtx* dispatching;  // the innermost dispatch running, if any
+  int wts;                   // ready waiting-thread callbacks (push_wt)
 };
 
 // The running hub in the HubBox upvalue `up`, or raises.
@@ -312,17 +314,44 @@ struct PollCtx {
   int n;      // the callback and its arguments decode_item left
 };
 
-// Makes an empty waiting-thread callback and leaves it on the stack; also
-// renews the closer (see above). May raise (allocation).
-Wt* push_wt(lua_State* L, HubBox* box) {
-  Wt* w = static_cast<Wt*>(lua_newuserdata(L, sizeof(Wt)));
-  w->box = box;
-  w->ticket = 0;
+// Waiting-thread callbacks are made kWtBatch at a time, ahead, into
+// registry[&wts_key] (slots 1..box->wts), and then one closer: each one
+// handed out is older than the current closer, as lua_close needs (see
+// above), for one closer per batch instead of one per callback. A batch cut
+// short by an allocation error leaves box->wts at 0 (its callbacks, newer
+// than the closer, are never handed out, and are overwritten).
+constexpr int kWtBatch = 32;
+
+void make_wts(lua_State* L, HubBox* box) {
+  luaL_checkstack(L, 4, "darksidesync: waiting-thread callback");
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &wts_key);
   luaL_getmetatable(L, WT_MT);
-  lua_setmetatable(L, -2);
+  for (int i = 1; i <= kWtBatch; ++i) {
+    Wt* w = static_cast<Wt*>(lua_newuserdata(L, sizeof(Wt)));
+    w->box = box;
+    w->ticket = 0;
+    lua_pushvalue(L, -2);
+    lua_setmetatable(L, -2);
+    lua_rawseti(L, -3, i);
+  }
+  lua_pop(L, 2);
   push_closer(L, box);
   lua_pop(L, 1);
-  return w;
+  box->wts = kWtBatch;
+}
+
+// Leaves an empty waiting-thread callback on the stack: the next ready one
+// (made by make_wts). May raise (allocation).
+Wt* push_wt(lua_State* L, HubBox* box) {
+  if (box->wts <= 0) make_wts(L, box);
+  luaL_checkstack(L, 3, "darksidesync: waiting-thread callback");
+  dss_rawgetp(L, LUA_REGISTRYINDEX, &wts_key);
+  int i = box->wts--;
+  lua_rawgeti(L, -1, i);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, i);  // the pool lets it go: collectable once Lua does
+  lua_remove(L, -2);
+  return static_cast<Wt*>(lua_touserdata(L, -1));
 }
 
 // Pushes how error messages name a client: 'name' for a regc one with a
@@ -675,7 +704,13 @@ int protected_return(lua_State* L, Hub* hub, Blocking* b, int garbage, int nargs
 // wt(...) -> what the client's return callback pushed; only the first call
 // counts, later ones return nothing.
 int wt_call(lua_State* L) {
-  Wt* w = static_cast<Wt*>(luaL_checkudata(L, 1, WT_MT));
+  Wt* w = nullptr;
+  // The metatable is upvalue 2: cheaper than luaL_checkudata's lookup by name.
+  if (lua_type(L, 1) == LUA_TUSERDATA && lua_getmetatable(L, 1)) {
+    if (lua_rawequal(L, -1, lua_upvalueindex(2))) w = static_cast<Wt*>(lua_touserdata(L, 1));
+    lua_pop(L, 1);
+  }
+  if (!w) w = static_cast<Wt*>(luaL_checkudata(L, 1, WT_MT));  // raises
   luaL_checkstack(L, 3, "darksidesync: waiting-thread callback");
   Hub* hub = w->box->hub;
   TicketId t = w->ticket;
@@ -868,7 +903,8 @@ void pin_module() {
 void start(lua_State* L) {
   if (luaL_newmetatable(L, WT_MT)) {
     lua_pushcfunction(L, ret_tramp);
-    lua_pushcclosure(L, wt_call, 1);
+    lua_pushvalue(L, -2);  // the metatable (wt_call's type check)
+    lua_pushcclosure(L, wt_call, 2);
     lua_setfield(L, -2, "__call");
     lua_pushcfunction(L, ret_tramp);
     lua_pushcclosure(L, wt_gc, 1);
@@ -894,6 +930,8 @@ void start(lua_State* L) {
   dss_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
   lua_pushboolean(L, 1);
   dss_rawsetp(L, LUA_REGISTRYINDEX, &closer_key);
+  lua_createtable(L, kWtBatch, 0);  // the waiting-thread callbacks made ahead
+  dss_rawsetp(L, LUA_REGISTRYINDEX, &wts_key);
   lua_newtable(L);  // closers, weak-valued (see closer_gc)
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "v");
@@ -903,6 +941,7 @@ void start(lua_State* L) {
   HubBox* box = static_cast<HubBox*>(lua_newuserdata(L, sizeof(HubBox)));
   box->hub = nullptr;
   box->dispatching = nullptr;
+  box->wts = 0;
   dss_rawsetp(L, LUA_REGISTRYINDEX, &box_key);
 
   // The box takes the creation reference. The first closer is made under

@@ -292,6 +292,68 @@ TEST_CASE("deliver2: a blocking item whose timeout passes while it is parked is 
   CHECK(parked);
 }
 
+TEST_CASE("deliver2: a blocking item whose timeout passes while it is being "
+          "decoded is ended by its producer once parked, also when a nested "
+          "drain let its entry's block go meanwhile", "[api2][timeout]") {
+  for (bool nested : {false, true}) {
+    HubHandle hub;
+    void* u = must_reg(hub.get(), libid(0));
+    Rec r, ff;
+    r.decode_result = 1;
+    auto deliver_ff = [&](int n) {
+      for (int i = 0; i < n; ++i)
+        REQUIRE(Hub::deliver(u, rec_decode, nullptr, &ff) == DSS_SUCCESS);
+    };
+    auto drain_ff = [&](int n) {
+      for (int i = 0; i < n; ++i) hub->finish(must_take(hub.get()));
+    };
+    // Nested: the drain below must be done before the deadline, so that
+    // the timed-out producer looks at its item after its block went.
+    long timeout = nested ? 400 : 30;
+    int before = 0;
+    if (nested) {
+      // Passing three blocks leaves the queue a spare (the first block
+      // passed) and one block started over; a full block before the
+      // blocking item's makes that one the first passed below, so that
+      // the item's own block is freed, not kept as the spare.
+      deliver_ff(1000);
+      drain_ff(1000);
+      CHECK_FALSE(hub->take());
+      before = 340;
+      deliver_ff(before);
+    }
+    Producer p(u, rec_decode, rec_ret, &r, V2{0, timeout});
+    REQUIRE(wait_until([&] { return hub->size() == std::size_t(before) + 1 || p.done(); }));
+    REQUIRE_FALSE(p.done());  // (a loaded machine would fail here, not hang)
+    // More items in the same reservation: the take below does not end it,
+    // so the claimed item is not marked taken yet (see untaken_push).
+    int after = nested ? 2000 : 1;
+    deliver_ff(after);
+    drain_ff(before);
+    Taken it = must_take(hub.get());
+    REQUIRE(it.blk);
+    if (nested) {
+      // A nested drain (as a decoder calling poll) to the end of the
+      // reservation: the blocks passed, the item's among them, are let go.
+      drain_ff(after);
+      CHECK_FALSE(hub->take());
+      CHECK_FALSE(p.done());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(timeout + 70));  // past it
+    CHECK_FALSE(p.done());  // waits for the decoder
+    REQUIRE(decode(hub.get(), it) == 1);
+    Wt w(hub.get(), hub->settle(it, 1));
+    REQUIRE(p.done_within(kHang));
+    CHECK(p.rc() == DSS_ERR_TIMEOUT);
+    CHECK(r.decoded == 1);
+    CHECK(r.ret_cancelled == 1);
+    CHECK(r.calls() == 2);
+    CHECK_FALSE(answer(w));
+    CHECK(hub->stats().timedout == 1);
+    if (!nested) drain_ff(after);
+  }
+}
+
 TEST_CASE("deliver2: answered before its timeout, a blocking item succeeds",
           "[api2][timeout]") {
   Rec r;
