@@ -34,16 +34,6 @@ Queue::Block* Queue::new_block_locked() {
   return nb;
 }
 
-std::size_t Queue::depth_after_push_locked(bool need) {
-  // The exact depth needs the consumer's count of items taken, on its own
-  // cache line: read it only when the depth can be a new maximum (the
-  // queue count bounds it from above) or the caller needs it.
-  if (!need && count_.load(std::memory_order_relaxed) <= maxqueued_) return 0;
-  std::size_t depth = size();
-  if (depth > maxqueued_) maxqueued_ = depth;
-  return depth;
-}
-
 void Queue::settle_locked() {
   std::size_t u = unsettled_.load(std::memory_order_relaxed);
   if (!u) return;

@@ -46,10 +46,10 @@ class Queue {
   bool push_locked(std::uint64_t id, DSS_decoder_1v0_t decode, void* data);
   // Appends a blocking item's record (its entry is set).
   bool push_locked(Blocking* rec);
-  // The depth after a push, for the statistics and a datagram's count:
-  // exact only when need is set (it reads the consumer's cache line) or
-  // the depth may be a new maximum; returns 0 otherwise.
-  std::size_t depth_after_push_locked(bool need);
+  // The depth after a push, for a datagram's count: read only when need
+  // is set (it reads the consumer's cache line); returns 0 otherwise.
+  // (maxqueued is kept by the push itself: see appended_locked.)
+  std::size_t depth_after_push_locked(bool need) { return need ? size() : 0; }
   std::uint64_t delivered_locked() const { return delivered_; }
   std::uint64_t maxqueued_locked() const { return maxqueued_; }
 
@@ -164,7 +164,22 @@ inline Entry* Queue::append_locked() {
 
 inline void Queue::appended_locked() {
   ++qtail_->end;
-  add_count_locked(1);
+  // The new maximum, if any, is the depth the moment the item becomes
+  // visible (the count's store: size() may return it from then on). The
+  // consumer takes items without the lock, so its count of items taken
+  // is read before that store: read after it, a take in between would
+  // hide a depth queuesize() could have returned. (Until the next settle,
+  // which needs the lock, that count only grows: the depth read here is
+  // never below one anyone can see, and never above the bound the
+  // producer was admitted under.) Read only when the depth can be a new
+  // maximum: the queue count bounds it from above.
+  std::size_t c = count_.load(std::memory_order_relaxed) + 1;
+  if (c > maxqueued_) {
+    std::size_t u = unsettled_.load(std::memory_order_relaxed);
+    std::size_t depth = c > u ? c - u : 0;
+    if (depth > maxqueued_) maxqueued_ = depth;
+  }
+  count_.store(c, std::memory_order_relaxed);
   ++delivered_;
 }
 

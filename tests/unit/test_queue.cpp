@@ -189,3 +189,33 @@ TEST_CASE("queue: a blocking item keeps its place in the FIFO", "[queue]") {
   CHECK(blocking.decoded == 1);
   CHECK(blocking.calls() == 1);
 }
+
+TEST_CASE("queue: maxqueued is the depth the moment an item became visible, "
+          "even when the consumer takes one before the producer lets go of the lock",
+          "[queue]") {
+  // The consumer claims items of its reservation without the lock, so it
+  // can take one while a producer still holds the lock after its push.
+  // Deterministic here: the test plays both, in that interleaving.
+  // (fuzz_dss /tmp/crash1: queuesize() 5, then stats().maxqueued 4.)
+  dss::Queue q;
+  int a = 0, b = 0;
+  auto no_mark = [](std::uint64_t) {};
+  {
+    std::lock_guard<std::mutex> lock(q.mu);
+    REQUIRE(q.push_locked(1, rec_decode, &a));
+    q.depth_after_push_locked(false);
+    dss::Queue::Block* freed = nullptr;
+    REQUIRE(q.reserve_locked(&freed));  // the consumer's reservation: a
+    dss::Queue::free_blocks(freed);
+  }
+  std::lock_guard<std::mutex> lock(q.mu);  // a producer's critical section
+  REQUIRE(q.push_locked(1, rec_decode, &b));
+  CHECK(q.size() == 2);  // queuesize() can return 2 from here on
+  bool ended = false;
+  dss::Taken t = q.claim(no_mark, &ended);  // the consumer, meanwhile: a
+  REQUIRE(t);
+  CHECK(t.data == &a);
+  q.depth_after_push_locked(false);  // the producer, still under the lock
+  CHECK(q.size() == 1);
+  CHECK(q.maxqueued_locked() == 2);
+}
