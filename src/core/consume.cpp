@@ -17,6 +17,16 @@ bool Hub::settle_locked() {
   return room_waiters_.load(std::memory_order_relaxed) != 0;
 }
 
+// settle_locked() under a lock of its own, and its wake-up after it.
+void Hub::settle_now() {
+  bool room;
+  {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    room = settle_locked();
+  }
+  if (room) room_cv_.notify_one();
+}
+
 bool Hub::extend() {
   Queue::Block* freed = nullptr;
   bool more, room;
@@ -37,26 +47,13 @@ void Hub::flush_room() {
   // A read-modify-write, not a load (see wait_room): ordered with the
   // producer's increment, so one of the two sees the other. (Not a fence:
   // GCC's ThreadSanitizer refuses those.)
-  if (room_waiters_.fetch_add(0, std::memory_order_seq_cst)) {
-    bool room;
-    {
-      std::lock_guard<std::mutex> lock(q_.mu);
-      room = settle_locked();
-    }
-    if (room) room_cv_.notify_one();
-  }
+  if (room_waiters_.fetch_add(0, std::memory_order_seq_cst)) settle_now();
 }
 
 Taken Hub::take() {
   if (room_waiters_.load(std::memory_order_relaxed) &&
-      q_.unsettled() >= room_batch_.load(std::memory_order_relaxed)) {
-    bool room;
-    {
-      std::lock_guard<std::mutex> lock(q_.mu);
-      room = settle_locked();
-    }
-    if (room) room_cv_.notify_one();
-  }
+      q_.unsettled() >= room_batch_.load(std::memory_order_relaxed))
+    settle_now();
   int level = lua_.push();
   // Published before the claim: whoever then fails to kill the entry
   // (unreg) reads it after (the claim releases it, the failed kill

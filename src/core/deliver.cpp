@@ -90,6 +90,7 @@ int Hub::wait_room(std::unique_lock<std::mutex>& lock, const Request& rq) {
 // Under the lock: appends the item (rec: a blocking one's record) and
 // says what to publish once the lock is let go.
 int Hub::enqueue_locked(const Request& rq, Blocking* rec, Notifier::Post* post) {
+  Notifier::Udp udp = notify_.udp_locked();  // before the item is visible
   bool ok;
   if (rec) {
     rec->id = rq.id;
@@ -105,7 +106,7 @@ int Hub::enqueue_locked(const Request& rq, Blocking* rec, Notifier::Post* post) 
     if (room_waiters_.load(std::memory_order_relaxed)) room_cv_.notify_one();
     return DSS_ERR_OUT_OF_MEMORY;
   }
-  *post = notify_.queued_locked();
+  *post = notify_.queued_locked(udp);
   post->depth = q_.depth_after_push_locked(post->send);
   return DSS_SUCCESS;
 }

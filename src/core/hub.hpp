@@ -278,6 +278,7 @@ class Hub {
   void took_untaken_locked();
   void settle_took_locked(Blocking& b);
   bool settle_locked();
+  void settle_now();
 
   // --- the waits (wait.cpp) ---
   std::size_t wait_fd(bool timed, Clock::time_point deadline, int intr_fd);

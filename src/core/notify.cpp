@@ -30,7 +30,7 @@ void Notifier::reset_locked_all() {
   notifyfailed_.store(0, std::memory_order_relaxed);
 }
 
-Notifier::Post Notifier::queued_locked() {
+Notifier::Post Notifier::queued_locked(Udp u) {
   Post p;
   bool transition = !signalled_;
   if (transition) {
@@ -43,15 +43,15 @@ Notifier::Post Notifier::queued_locked() {
   // that it does not wake up only to wait for the lock).
   p.wake = lua_waiting_;
   lua_waiting_ = false;
-  p.send = port_.load(std::memory_order_relaxed) != 0 &&
-           (transition || !coalesce_.load(std::memory_order_relaxed));
+  p.send = u.port != 0 && (transition || !u.coalesce);
+  p.port = u.port;
   return p;
 }
 
 int Notifier::post(const Post& p) {
   if (p.wake) cv.notify_one();
   if (p.hook) p.hook(p.hook_ctx);
-  return p.send ? send_udp(p.depth) : DSS_SUCCESS;
+  return p.send ? send_udp(p.port, p.depth) : DSS_SUCCESS;
 }
 
 // Makes the fd readable (once: it stays so until reset).
@@ -121,9 +121,10 @@ void Notifier::close_fd_locked() {
   efd_ = efd_w_ = -1;
 }
 
-int Notifier::send_udp(std::size_t count) {
-  int port = port_.load(std::memory_order_acquire);
-  if (port == 0) return DSS_SUCCESS;
+// The socket outlives every delivery that decided to send (only a
+// recycled hub's reset closes it), so a port set to 0 meanwhile does not
+// stop this datagram: it was decided for an item queued before.
+int Notifier::send_udp(int port, std::size_t count) {
   int fd = sock_.load(std::memory_order_acquire);
   int rc = DSS_ERR_UDP_SEND_FAILED;
   if (fd >= 0) {

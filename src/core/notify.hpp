@@ -30,13 +30,25 @@ class Notifier {
   // What a delivery leaves to do once it let the lock go.
   struct Post {
     bool wake = false, send = false;
-    std::size_t depth = 0;  // the datagram's count
+    int port = 0;           // the datagram's port (send)
+    std::size_t depth = 0;  // its count
     void (*hook)(void*) = nullptr;  // the wake hook to call, and its ctx
     void* hook_ctx = nullptr;
   };
-  // A delivery queued an item (locked): what to send once the lock is let
-  // go. With a datagram to send, the caller fills in the depth.
-  Post queued_locked();
+  // The UDP settings, read by a delivery (locked) before its item becomes
+  // visible: setport() takes no lock, so a change made after anyone could
+  // see the item (queued(), stats(), poll) applies to later items only.
+  struct Udp {
+    int port;
+    bool coalesce;
+  };
+  Udp udp_locked() const {
+    return {port_.load(std::memory_order_acquire), coalesce_.load(std::memory_order_acquire)};
+  }
+  // A delivery queued an item (locked; u: read before it was visible):
+  // what to send once the lock is let go. With a datagram to send, the
+  // caller fills in the depth.
+  Post queued_locked(Udp u);
   // Sends it (no lock): wakes the Lua thread in wait(), sends the datagram.
   int post(const Post& p);
 
@@ -79,7 +91,7 @@ class Notifier {
 
  private:
   void arm_fd_locked();
-  int send_udp(std::size_t count);
+  int send_udp(int port, std::size_t count);
 
   // --- read by every delivery, written on transitions (locked) ----------------
   bool signalled_ = false;      // a wake-up is out for the current non-empty run

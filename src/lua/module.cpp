@@ -898,9 +898,8 @@ void pin_module() {
   });
 }
 
-// Creates this state's hub, metatables and registry entries. May raise
-// before the hub exists, never after.
-void start(lua_State* L) {
+// The metatables of the waiting-thread callbacks and of the closers.
+void make_metatables(lua_State* L) {
   if (luaL_newmetatable(L, WT_MT)) {
     lua_pushcfunction(L, ret_tramp);
     lua_pushvalue(L, -2);  // the metatable (wt_call's type check)
@@ -924,6 +923,12 @@ void start(lua_State* L) {
     lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
+}
+
+// Creates this state's hub, metatables and registry entries. May raise
+// before the hub exists, never after.
+void start(lua_State* L) {
+  make_metatables(L);
   // Make room for both registry entries now, so that later writes to them
   // never allocate.
   lua_pushboolean(L, 1);
