@@ -205,8 +205,11 @@ class Hub {
   // fn(ctx) is called (no lock held) whenever the queue goes from empty to
   // non-empty: a session parked on the thread pool is woken so. ctx must
   // stay valid until the hub is recycled: a delivery under way may still
-  // call it after close. nullptr removes it.
-  void set_wake_hook(void (*fn)(void*), void* ctx);
+  // call it after close. release(ctx), when given, is called once then
+  // (on the thread that let the hub go, no lock held): from there on
+  // nothing calls fn. nullptr removes it (set a release once, with the
+  // last hook).
+  void set_wake_hook(void (*fn)(void*), void* ctx, void (*release)(void*) = nullptr);
 
   // 0 = unbounded.
   void set_max(std::size_t max);

@@ -22,6 +22,7 @@ void Notifier::reset_locked_all() {
   fd_handed_out_ = lua_waiting_ = false;
   hook_ = nullptr;
   hook_ctx_ = nullptr;
+  hook_release_ = nullptr;
   port_.store(0, std::memory_order_release);
   coalesce_.store(false, std::memory_order_relaxed);
   int fd = sock_.exchange(-1);

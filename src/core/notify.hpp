@@ -70,10 +70,21 @@ class Notifier {
   // --- the wake hook ----------------------------------------------------------
   // fn(ctx), called (no lock) on each empty -> non-empty transition, as the
   // fd is made readable: how a session parked on the thread pool learns
-  // that items arrived for it. nullptr removes it (locked).
-  void set_hook_locked(void (*fn)(void*), void* ctx) {
+  // that items arrived for it. nullptr removes it (locked). release(ctx),
+  // if given, is the owner's: called once the hub is recycled (see
+  // Hub::set_wake_hook).
+  void set_hook_locked(void (*fn)(void*), void* ctx, void (*release)(void*)) {
     hook_ = fn;
     hook_ctx_ = ctx;
+    hook_release_ = release;
+  }
+  // The release to call for the hook's context (locked; once: it is
+  // forgotten here), or nullptr.
+  void (*take_hook_release_locked(void** ctx))(void*) {
+    void (*r)(void*) = hook_release_;
+    *ctx = hook_ctx_;
+    hook_release_ = nullptr;
+    return r;
   }
 
   // --- UDP -----------------------------------------------------------------------
@@ -100,6 +111,7 @@ class Notifier {
   bool lua_waiting_ = false;    // the Lua thread sleeps on cv
   void (*hook_)(void*) = nullptr;
   void* hook_ctx_ = nullptr;
+  void (*hook_release_)(void*) = nullptr;
   int efd_ = -1;                // read end
   int efd_w_ = -1;              // write end (the same for an eventfd)
   std::atomic<int> port_{0};

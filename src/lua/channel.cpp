@@ -11,6 +11,7 @@
 #include <mutex>
 #include <new>
 
+#include "binding.hpp"
 #include "channel.hpp"
 #include "compat.h"
 #include "copy.hpp"
@@ -235,6 +236,8 @@ int l_eq(lua_State* L) {
 }
 
 }  // namespace
+
+void dss_push_channel(lua_State* L, Channel* ch) { push_handle(L, ch); }
 
 // Leaves the table of channel functions on the stack (darksidesync's
 // "_channel" field; channel.lua builds the module on it). May raise.

@@ -227,4 +227,24 @@ static inline int dss_pcallv(lua_State *L, lua_CFunction f, void *ud, int first,
   return lua_pcall(L, n + 1, nresults, 0);
 }
 
+/* Resumes coroutine co (from: the state resuming it) with the nargs values
+ * on its stack; *nres: the values it yielded or returned, on top of its
+ * stack (its whole stack: start it with only the function and arguments).
+ * Returns LUA_OK (returned), LUA_YIELD or an error status (message on top
+ * of co). Before the next resume, pop the yielded values. */
+static inline int dss_resume(lua_State *co, lua_State *from, int nargs, int *nres) {
+#if LUA_VERSION_NUM >= 504
+  return lua_resume(co, from, nargs, nres);
+#elif LUA_VERSION_NUM >= 502
+  int status = lua_resume(co, from, nargs);
+  *nres = lua_gettop(co);
+  return status;
+#else
+  (void)from;
+  int status = lua_resume(co, nargs);
+  *nres = lua_gettop(co);
+  return status;
+#endif
+}
+
 #endif /* DSS_LUA_COMPAT_H */

@@ -5,8 +5,10 @@
 // destructors out of any frame that can raise; where a client callback runs
 // (it may raise, despite the 1.0 rule) it runs under lua_pcall, the item is
 // ended, and only then is the error re-raised.
+#include "binding.hpp"
 #include "compat.h"
 #include "interrupt.hpp"
+#include "session.hpp"
 
 #include <dlfcn.h>
 
@@ -977,6 +979,8 @@ void start(lua_State* L) {
 DSS_CODE_LIST(DSS_CHECK_CODE)
 #undef DSS_CHECK_CODE
 
+dss::Hub* dss_hub_of(lua_State* L) { return hub_of(L); }
+
 void dss_open_poller(lua_State* L);  // poller.cpp
 void dss_open_channel(lua_State* L);  // channel.cpp
 
@@ -1040,6 +1044,8 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
   dss_open_poller(L);
   dss_open_channel(L);  // darksidesync.channel builds on it
   lua_setfield(L, -2, "_channel");
+  dss_open_session(L);  // darksidesync.session builds on it
+  lua_setfield(L, -2, "_session");
   lua_pushliteral(L, DSS_VERSION);
   lua_setfield(L, -2, "_VERSION");
 #if DSS_SET_GLOBAL
