@@ -183,3 +183,41 @@ test("tostring names the session", function()
   ok(tostring(s):find("^darksidesync.session: "), tostring(s))
   s:join()
 end)
+
+test("closing a main state with sessions asleep ends them all and exits", function()
+  local script = os.tmpname()
+  writefile(script, [[
+    local session = require "darksidesync.session"
+    local list = {}
+    for i = 1, 50 do
+      list[i] = session.spawn(function() require("darksidesync.fibers.sleep").sleep(1000) end)
+    end
+    print("live", session.pool().sessions >= 1)
+  ]])
+  local out, status = sh(shq(INTERP) .. " " .. shq(script))
+  os.remove(script)
+  eq(out, "live\ttrue\n")
+  eq(status, 0)
+end)
+
+test("close() from a session raises", function()
+  local s = session.spawn(function()
+    return pcall(require("darksidesync.session").close)
+  end)
+  local okay, err = s:join()
+  eq(okay, false)
+  ok(tostring(err):find("cannot close the pool from one of its sessions", 1, true), tostring(err))
+end)
+
+-- Last: the pool stays closed for the rest of this state.
+test("close(): cancels the sessions, joins the threads; spawn raises after", function()
+  local s = session.spawn(function()
+    require("darksidesync.fibers.sleep").sleep(1000)
+  end)
+  session.close()
+  local r, e = s:join()
+  eq(r, nil)
+  eq(e, "cancelled")
+  eq(session.pool().threads, 0)
+  raises(function() session.spawn(function() end) end, "darksidesync.session: the pool is closed")
+end)
