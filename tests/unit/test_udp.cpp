@@ -175,3 +175,20 @@ TEST_CASE("wake hook: once per empty -> non-empty transition", "[hook]") {
   CHECK(calls.load() == 3);
   hub->finish(must_take(hub.get()));
 }
+
+// The hook's context is released once, when the hub is recycled: not at
+// close() while a delivery still holds the hub (it may call the hook).
+TEST_CASE("wake hook: its release runs once, when the hub is recycled", "[hook]") {
+  Hub* hub = Hub::create();
+  REQUIRE(hub);
+  std::atomic<int> released{0};
+  auto hook = [](void*) {};
+  auto release = [](void* ctx) { static_cast<std::atomic<int>*>(ctx)->fetch_add(1); };
+  hub->set_wake_hook(hook, &released, release);
+  hub->ref();  // as a delivery under way holds it
+  hub->close();
+  hub->unref();  // the creation reference
+  CHECK(released.load() == 0);
+  hub->unref();  // the delivery's: recycled now
+  CHECK(released.load() == 1);
+}
