@@ -34,9 +34,9 @@ bool time_left(Clock::time_point deadline, std::chrono::nanoseconds* left) {
     *left = std::chrono::nanoseconds(0);
     return true;
   }
-  auto d = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
+  auto d = std::chrono::ceil<std::chrono::nanoseconds>(deadline - now);
   if (d > std::chrono::hours(24 * 365)) return false;
-  *left = d + std::chrono::nanoseconds(1);  // the cast rounded down
+  *left = d;
   return true;
 }
 
@@ -167,6 +167,7 @@ int ReadySet::wait_events(Clock::time_point deadline, std::uint64_t* keys) {
   for (int i = 0; i < n; ++i) keys[i] = evs[i].data.u64;
   return n < 0 ? 0 : n;
 #else
+  (void)pwait2_;
   pollfd p{};
   p.fd = efd_r_;
   p.events = POLLIN;
