@@ -228,3 +228,66 @@ TEST_CASE("reactor: a wake may arm again and disarm, its own entry included",
     CHECK(freed.load());
   }
 }
+
+TEST_CASE("reactor: a fire queued behind a wake call is dropped by re-arm or disarm; "
+          "disarm waits out a call under way", "[reactor]") {
+  Fires f;
+  Reactor re(on_wake, &f);
+  Rec a, b;
+  // The first wake call blocks until released; it says whose it is.
+  std::mutex mu;
+  std::condition_variable cv;
+  Rec* first = nullptr;
+  bool open = false;
+  auto gate = [&](Rec* self) {
+    std::unique_lock<std::mutex> lock(mu);
+    if (first) return;
+    first = self;
+    cv.notify_all();
+    cv.wait(lock, [&] { return open; });
+  };
+  a.on_fire = [&] { gate(&a); };
+  b.on_fire = [&] { gate(&b); };
+  // One deadline, well ahead: both are due in the same turn.
+  auto when = Clock::now() + 50ms;
+  a.deadline = b.deadline = when;
+  REQUIRE(re.arm(&a.entry, when, -1) == 0);
+  REQUIRE(re.arm(&b.entry, when, -1) == 0);
+  Rec* calling;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, kHang, [&] { return first != nullptr; }));
+    calling = first;
+  }
+  Rec* queued = calling == &a ? &b : &a;
+  bool rearmed = false;
+  SECTION("re-armed: the queued fire is the old arm's") {
+    REQUIRE(arm_in(re, *queued, 150ms) == 0);
+    rearmed = true;
+  }
+  SECTION("disarmed: never fires") {
+    re.disarm(&queued->entry);
+  }
+  // A disarm of the one calling waits for the call to end.
+  std::atomic<bool> returned{false};
+  std::thread t([&] {
+    re.disarm(&calling->entry);
+    returned = true;
+  });
+  std::this_thread::sleep_for(kQuiet);  // a negative check: not yet
+  CHECK_FALSE(returned.load());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+  t.join();
+  CHECK(calling->fires.load() == 1);
+  if (rearmed) {
+    REQUIRE(f.wait_total(2));
+    CHECK_FALSE(queued->early.load());  // not at the old deadline
+  }
+  CHECK_FALSE(f.wait_total(3, kQuiet));
+  CHECK(queued->fires.load() == (rearmed ? 1 : 0));
+  re.disarm(&queued->entry);
+}
