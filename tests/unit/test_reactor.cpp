@@ -9,6 +9,10 @@
 
 #include <random>
 
+#ifdef __linux__
+#include <sys/epoll.h>
+#endif
+
 using namespace std::chrono_literals;
 using namespace rt;
 using ut::kHang;
@@ -291,3 +295,30 @@ TEST_CASE("reactor: a fire queued behind a wake call is dropped by re-arm or dis
   CHECK(queued->fires.load() == (rearmed ? 1 : 0));
   re.disarm(&queued->entry);
 }
+
+#ifdef __linux__
+TEST_CASE("reactor: a session's own epoll fd, readable when one of its fds is",
+          "[reactor]") {
+  Fires f;
+  Reactor re(on_wake, &f);
+  Rec rec;
+  Pipe p;
+  int inner = ::epoll_create1(EPOLL_CLOEXEC);
+  REQUIRE(inner >= 0);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  REQUIRE(::epoll_ctl(inner, EPOLL_CTL_ADD, p.r, &ev) == 0);
+  REQUIRE(re.arm(&rec.entry, kNever, inner) == 0);
+  CHECK_FALSE(f.wait_total(1, kQuiet));
+  p.put();
+  REQUIRE(f.wait_total(1));
+  // The session drains what its poller reported, then parks again: quiet.
+  p.drain();
+  REQUIRE(re.arm(&rec.entry, kNever, inner) == 0);
+  CHECK_FALSE(f.wait_total(2, kQuiet));
+  p.put();
+  REQUIRE(f.wait_total(2));
+  re.disarm(&rec.entry);  // before closing the fd
+  ::close(inner);
+}
+#endif
