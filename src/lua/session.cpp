@@ -356,7 +356,10 @@ void Session::park(int nres) {
   if (t >= 0 && t < 1e9)
     deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                   std::chrono::duration<double>(t));
-  if (deadline != Clock::time_point::max() || fd >= 0) owner_->reactor.arm(&rentry_, deadline, fd);
+  if (deadline == Clock::time_point::max() && fd < 0) return;  // the hub's hook wakes it
+  // The reactor could not take it (out of memory, no thread, a bad fd):
+  // run again at once rather than sleep forever; its fibers poll.
+  if (owner_->reactor.arm(&rentry_, deadline, fd) != 0) owner_->pool.wake(this);
 }
 
 // The boot returned (true, results...), (false, message) or (nil,

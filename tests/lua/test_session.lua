@@ -153,6 +153,31 @@ test("a sleeping session parks and wakes at its timer", function()
   ok(dt >= 0.02, "slept " .. dt)
 end)
 
+test("a session waiting on an fd parks and wakes when it is readable", function()
+  local oks, socket = pcall(require, "socket")
+  if not oks then return end
+  local ch = channel.new(1)
+  local s = session.spawn(function(c)
+    local socket = require "socket"
+    local pollio = require "darksidesync.fibers.pollio"
+    local u = assert(socket.udp())
+    assert(u:setsockname("127.0.0.1", 0))
+    local _, port = u:getsockname()
+    c:put(port)
+    pollio.fd_readable(u:getfd())
+    local data = u:receive()
+    u:close()
+    return data
+  end, ch)
+  local port = ch:get()
+  -- Parked: no thread runs it while it waits for the datagram.
+  waitfor(function() return session.pool().busy == 0 end, "the session parks")
+  local u = socket.udp()
+  u:sendto("ping", "127.0.0.1", port)
+  u:close()
+  eq(s:join(), "ping")
+end)
+
 test("cancel: a session asleep ends 'cancelled'", function()
   local s = session.spawn(function()
     require("darksidesync.fibers.sleep").sleep(1000)
