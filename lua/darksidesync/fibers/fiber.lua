@@ -232,7 +232,8 @@ if ok_dss and type(dss) == "table" and dss.poll then
         return
       elseif cb ~= nil then
         if direct[cb] then
-          cb(unpack(args))
+          local okd, err = pcall(cb, unpack(args))
+          if not okd then error_handler(err, debug.traceback(tostring(err), 1), nil) end
         else
           M.spawn(cb, unpack(args))
         end
