@@ -18,4 +18,8 @@ dss::Hub* dss_hub_of(lua_State* L);
 // raise (before the reference is taken). (channel.cpp)
 void dss_push_channel(lua_State* L, dss::Channel* ch);
 
+// The core channel of the handle at idx, or nullptr when it is not one.
+// The handle keeps its reference. Never raises. (channel.cpp)
+dss::Channel* dss_channel_of(lua_State* L, int idx);
+
 #endif  // DSS_LUA_BINDING_HPP

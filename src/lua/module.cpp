@@ -973,6 +973,16 @@ void start(lua_State* L) {
 
 }  // namespace
 
+// The utilid of the binding's own registration `libid` in L's state
+// (channel.cpp delivers its fibers' completions through it), registered on
+// first use; nullptr when the hub does not run or memory ran out. Never
+// raises.
+void* dss_own_utilid(lua_State* L, void* libid, DSS_cancel_1v0_t cancel) {
+  int err = DSS_SUCCESS;
+  void* utilid = api_reg(L, libid, cancel, &err);
+  return err == DSS_SUCCESS || err == DSS_ERR_ALREADY_REGISTERED ? utilid : nullptr;
+}
+
 // The code list (darksidesync_api.h) agrees with the #defines.
 #define DSS_CHECK_CODE(name, value, text) \
   static_assert(name == (value), "DSS_CODE_LIST: " #name " differs from its #define");
