@@ -6,7 +6,9 @@
 -- spawn(fn_or_source, ...) -> session   fn: a function without upvalues
 --                                        (but _ENV); source: Lua text
 -- s:join([timeout]) -> results... | nil, error (with traceback)
---                      | nil, "cancelled" | nil, "timeout"
+--                      | nil, "cancelled" | nil, "timeout"; in a fiber
+--                      only the fiber waits
+-- s:join_op()        the same as a darksidesync.fibers op
 -- s:cancel()         its scheduler stops at its next switch
 -- s:status()         "running" | "done" | "error" | "cancelled"
 -- pool([{min=, max=, idle=}]) -> {min, max, threads, busy, peak, queued,
@@ -24,6 +26,36 @@ M.spawn = C.spawn
 M.pool = C.pool
 M.close = C.close
 M.insession = C._insession
+
+-- Joining from a fiber waits on the session's end without blocking the
+-- thread: its `_done` channel is closed when it ends.
+local methods = C.methods
+local c_join = methods.join
+
+local function ended_results(s)
+  return c_join(s, 0)
+end
+
+-- s:join_op(): an op (darksidesync.fibers) that completes when the
+-- session ends, with join's results.
+function methods.join_op(s)
+  return s:_done():get_op():wrap(function() return ended_results(s) end)
+end
+
+function methods.join(s, timeout)
+  local fiber = package.loaded["darksidesync.fibers.fiber"]
+  if fiber == nil or fiber.current_fiber() == nil then return c_join(s, timeout) end
+  if timeout ~= nil and type(timeout) ~= "number" then
+    error("bad argument #1 to 'join' (number expected, got " .. type(timeout) .. ")", 2)
+  end
+  local op = s:join_op()
+  if timeout ~= nil then
+    local sleep = require "darksidesync.fibers.sleep"
+    op = require("darksidesync.fibers.op").choice(op,
+      sleep.sleep_op(timeout):wrap(function() return nil, "timeout" end))
+  end
+  return op:perform()
+end
 
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 local unpack = unpack or table.unpack
@@ -45,6 +77,9 @@ function M._boot(body, ...)
     fn = chunk
   end
   local fiber = require "darksidesync.fibers.fiber"
+  -- Channel handles arriving here block fibers, not the thread, once the
+  -- module has put its methods in place (it loads the ops on first use).
+  require "darksidesync.channel"
   local sched = fiber.current_scheduler
   local source = fiber.dss_source
   local queuesize, cancelled = dss.queuesize, C._cancelled

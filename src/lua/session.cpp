@@ -667,8 +667,11 @@ void dss_open_session(lua_State* L) {
     dss_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
   }
-  lua_pop(L, 1);
+  lua_getfield(L, -1, "__index");  // the methods: session.lua adds to them
+  lua_remove(L, -2);
   lua_newtable(L);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "methods");
   const luaL_Reg funcs[] = {{"spawn", l_spawn},         {"pool", l_pool},
                             {"close", l_close},         {"_cancelled", l_cancelled},
                             {"_insession", l_insession}, {nullptr, nullptr}};

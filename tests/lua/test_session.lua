@@ -134,6 +134,11 @@ test("idle sessions hold no thread: 200 parked on a channel, 2 threads", functio
   local ch = channel.new(0)
   local list = {}
   for i = 1, 200 do list[i] = session.spawn(function(c) return c:get() end, ch) end
+  -- Every one parks: no thread runs, none waits for one.
+  waitfor(function()
+    local p = session.pool()
+    return p.busy == 0 and p.queued == 0 and p.sessions == 200
+  end, "200 sessions parked")
   for i = 1, 200 do ch:put(i) end
   local sum = 0
   for i = 1, 200 do sum = sum + list[i]:join() end
@@ -191,6 +196,37 @@ test("cancel: a session asleep ends 'cancelled'", function()
   eq(s:status(), "cancelled")
 end)
 
+test("cancel: a session whose fiber waits on a channel ends 'cancelled'", function()
+  local ch = channel.new(0)
+  local s = session.spawn(function(c) return c:get() end, ch)
+  eq(s:join(0.01), nil)
+  s:cancel()
+  local r, e = s:join()
+  eq(r, nil)
+  eq(e, "cancelled")
+  -- Its get was dropped with its state: a put finds only the new taker.
+  local t = session.spawn(function(c) return c:get() end, ch)
+  eq(ch:put("for t"), true)
+  eq(t:join(), "for t")
+end)
+
+test("a session's fibers: tasks talk over a channel, the function joins them", function()
+  local s = session.spawn(function(n)
+    local fibers = require "darksidesync.fibers"
+    local channel = require "darksidesync.channel"
+    local ch = channel.new(0)
+    local done = channel.new(1)
+    fibers.spawn(function()
+      local sum = 0
+      for _ = 1, n do sum = sum + ch:get() end
+      done:put(sum)
+    end)
+    for i = 1, n do ch:put(i) end
+    return done:get()
+  end, 100)
+  eq(s:join(), 5050)
+end)
+
 test("sessions spawn sessions", function()
   local s = session.spawn(function()
     local session = require "darksidesync.session"
@@ -201,6 +237,38 @@ test("sessions spawn sessions", function()
   eq(v, 42)
   eq(inside, true)
   eq(session.insession(), false)
+end)
+
+test("join in a fiber waits without the thread: nested sessions on one thread", function()
+  session.pool { min = 1, max = 1 }
+  local s = session.spawn(function()
+    local session = require "darksidesync.session"
+    local inner = session.spawn(function(x) return x * 2 end, 21)
+    local r1, e1 = inner:join(0)  -- not run yet: its thread is ours
+    return inner:join(), r1, e1
+  end)
+  local v, r1, e1 = s:join()
+  eq(v, 42)
+  eq(r1, nil)
+  eq(e1, "timeout")
+  session.pool { min = 1, max = 2 }
+end)
+
+test("join_op composes with choice", function()
+  local s = session.spawn(function()
+    local session = require "darksidesync.session"
+    local op = require "darksidesync.fibers.op"
+    local sleep = require "darksidesync.fibers.sleep"
+    local slow = session.spawn(function() require("darksidesync.fibers.sleep").sleep(10) end)
+    local which = op.choice(slow:join_op():wrap(function() return "joined" end),
+      sleep.sleep_op(0.01):wrap(function() return "slept" end)):perform()
+    slow:cancel()
+    return which, slow:join()
+  end)
+  local which, r, e = s:join()
+  eq(which, "slept")
+  eq(r, nil)
+  eq(e, "cancelled")
 end)
 
 test("tostring names the session", function()
