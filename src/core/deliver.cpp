@@ -100,7 +100,7 @@ int Hub::wait_room(std::unique_lock<std::mutex>& lock, const Request& rq) {
 // Under the lock: appends the item (rec: a blocking one's record) and
 // says what to publish once the lock is let go.
 int Hub::enqueue_locked(const Request& rq, Blocking* rec, Notifier::Post* post) {
-  Notifier::Udp udp = notify_.udp_locked();  // before the item is visible
+  Notifier::Udp udp = notify_.udp_locked();  // (set_port takes the lock too)
   bool ok;
   if (rec) {
     rec->id = rq.id;

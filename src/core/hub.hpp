@@ -200,7 +200,14 @@ class Hub {
 
   // --- wake-ups -------------------------------------------------------------
   // UDP datagrams: see Notifier::set_port.
-  bool set_port(int port, bool coalesce) { return notify_.set_port(port, coalesce); }
+  // Under the hub's lock, so that a delivery reads the settings either all
+  // before or all after a change: an item anyone could see before the
+  // change keeps the old settings' datagram (or none); one queued after
+  // the queue was seen empty, after the change, gets the new one.
+  bool set_port(int port, bool coalesce) {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    return notify_.set_port(port, coalesce);
+  }
   int port() const { return notify_.port(); }
   bool coalesce() const { return notify_.coalesce(); }
 

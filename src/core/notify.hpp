@@ -35,9 +35,9 @@ class Notifier {
     void (*hook)(void*) = nullptr;  // the wake hook to call, and its ctx
     void* hook_ctx = nullptr;
   };
-  // The UDP settings, read by a delivery (locked) before its item becomes
-  // visible: setport() takes no lock, so a change made after anyone could
-  // see the item (queued(), stats(), poll) applies to later items only.
+  // The UDP settings, read by a delivery (locked). Changed only under the
+  // same lock (Hub::set_port): a delivery's item and its datagram decision
+  // are on one side of a change.
   struct Udp {
     int port;
     bool coalesce;
@@ -91,7 +91,7 @@ class Notifier {
   // 0 disables; 1..65535 sends " <count>" to 127.0.0.1:port per item
   // (coalesce: only when the queue goes from empty to non-empty). False
   // when a socket could not be created, or port is out of range.
-  bool set_port(int port, bool coalesce);
+  bool set_port(int port, bool coalesce);  // locked (Hub::set_port)
   int port() const { return port_.load(std::memory_order_acquire); }
   bool coalesce() const { return coalesce_.load(std::memory_order_acquire); }
 
