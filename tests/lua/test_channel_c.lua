@@ -231,3 +231,25 @@ test("bad arguments: exact codes, nothing sent", function()
          { pattern = "^bad argument #1 to '%a+' %(darksidesync%.channel expected, got table%)$" })
   cc.release(ref)
 end)
+
+test("the C++ helper's channel_ref: put, try_put, put_for from a std::thread", function()
+  local pp = require "chanclientpp"
+  local ch = channel.new(4)
+  pp.feed(ch, 100)
+  for i = 1, 96 do
+    local n, s, x, b = ch:get()
+    eq(n, i); eq(s, "v" .. i); eq(x, i + 0.25); eq(b, i % 2 == 0)
+    if has_int then eq(math.type(n), "integer") end
+  end
+  ok(len_reaches(ch, 4), "the last four buffered")
+  local okn, try, timed = pp.join()
+  eq(okn, 100)
+  eq(try, QUEUE_FULL)
+  eq(timed, TIMEOUT)
+  for i = 97, 100 do eq((ch:get()), i) end
+  eq(ch:len(), 0)
+  local r, err = pp.retain({})
+  eq(r, false); eq(err, INVALID_ARGUMENT)
+  r, err = pp.retain(ch)
+  eq(r, true); eq(err, SUCCESS)
+end)

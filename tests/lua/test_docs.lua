@@ -38,7 +38,7 @@ local EXPECTED = {
   ["docs/lua-api.md"] = { lua = 6, c = 1 },
   ["docs/c-api.md"] = { c = 3, text = 1 },
   ["docs/client-guide.md"] = { c = 1, cpp = 1, lua = 3, sh = 4 },
-  ["docs/cpp-api.md"] = { cpp = 1 },
+  ["docs/cpp-api.md"] = { cpp = 2 },
   ["docs/design.md"] = { text = 1 },
   ["docs/fibers.md"] = { lua = 4 },
   ["docs/install.md"] = { sh = 5, cmake = 1, text = 1 },
@@ -249,6 +249,7 @@ local CPREAMBLE = {
   ["docs/client-guide.md c 1"] = "",
   ["docs/client-guide.md cpp 1"] = "",
   ["docs/cpp-api.md cpp 1"] = "#include \"darksidesync.hpp\"\nstruct my_lib;\nmy_lib* new_my_lib(lua_State* L);  // the reader's own\n",
+  ["docs/cpp-api.md cpp 2"] = "double read_sensor();  // the reader's own\n",
 }
 
 local function lua_cflags()
