@@ -143,8 +143,9 @@ int l_put(lua_State* L) {
   return 1;
 }
 
-// The body of get, as put_body: pushes the value (or the copy error).
-int get_body(lua_State* L, Channel* ch, Out* out) {
+// The body of get, as put_body: pushes the message's values (*n of them;
+// one from a Lua put, 1 to 64 from a C thread's) or the copy error.
+int get_body(lua_State* L, Channel* ch, Out* out, int* n) {
   Message m;
   Channel::Res r = ch->get_now(&m);
   if (r == Channel::Res::done) *out = Out::done;
@@ -155,20 +156,21 @@ int get_body(lua_State* L, Channel* ch, Out* out) {
     *out = wait_here(ch, &w, false, &m);
   }
   if (*out != Out::done) return LUA_OK;
-  int n = 0;
-  return dss::copy_in(L, m, &n);
+  return dss::copy_in(L, m, n);
 }
 
-// ch:get() -> v | nil, "closed" (closed and empty). Blocks while empty.
+// ch:get() -> v | nil, "closed" (closed and empty). Blocks while empty. A
+// message a C thread put with several values returns them all.
 int l_get(lua_State* L) {
   Channel* ch = check_chan(L, 1);
   lua_settop(L, 1);
   luaL_checkstack(L, 4, "darksidesync.channel: get");
   Out out = Out::done;
-  if (get_body(L, ch, &out) != LUA_OK) return lua_error(L);
+  int n = 0;
+  if (get_body(L, ch, &out, &n) != LUA_OK) return lua_error(L);
   if (out == Out::nomem) return luaL_error(L, "darksidesync.channel: not enough memory");
   if (out == Out::closed) return push_closed(L);
-  return 1;
+  return n;
 }
 
 // new([capacity]) -> channel. 0 or nil: a rendezvous; math.huge: unbounded.
@@ -431,29 +433,30 @@ int l_put_now(lua_State* L) {
 
 // The body of get_now: the message lives and dies here, and nothing here
 // raises. Pushes the value when one was taken (or the copy error).
-int get_now_body(lua_State* L, Channel* ch, Channel::Res* r) {
+int get_now_body(lua_State* L, Channel* ch, Channel::Res* r, int* n) {
   Message m;
   *r = ch->get_now(&m);
   if (*r != Channel::Res::done) return LUA_OK;
-  int n = 0;
-  return dss::copy_in(L, m, &n);
+  return dss::copy_in(L, m, n);
 }
 
-// get_now(ch) -> false (it would wait) | true, v | true, nil, "closed"
+// get_now(ch) -> false (it would wait) | true, values... | true, nil,
+// "closed" (a message a C thread put holds several values)
 int l_get_now(lua_State* L) {
   Channel* ch = check_chan(L, 1);
   lua_settop(L, 1);
   luaL_checkstack(L, 4, "darksidesync.channel: get");
   lua_pushboolean(L, 1);
   Channel::Res r = Channel::Res::blocked;
-  if (get_now_body(L, ch, &r) != LUA_OK) return lua_error(L);
+  int n = 0;
+  if (get_now_body(L, ch, &r, &n) != LUA_OK) return lua_error(L);
   if (r == Channel::Res::nomem) return luaL_error(L, "darksidesync.channel: not enough memory");
   if (r == Channel::Res::blocked) {
     lua_pushboolean(L, 0);
     return 1;
   }
   if (r == Channel::Res::closed) return push_closed(L) + 1;
-  return 2;
+  return n + 1;
 }
 
 // waits(s) -> a Waits for the Lua suspension s, anchoring s until it ends.
@@ -677,6 +680,15 @@ void open_fiber_ops(lua_State* L) {
 }
 
 }  // namespace
+
+// The core channel of the handle at idx, or nullptr when it is not one
+// (for embedders and tests: the C++ side of a channel made in Lua). The
+// handle's reference stays the handle's. Never raises (idx must be valid).
+Channel* dss_channel_of(lua_State* L, int idx) {
+  if (!lua_checkstack(L, 2)) return nullptr;
+  ChanUd* u = test_chan(L, idx);
+  return u ? u->ch : nullptr;
+}
 
 void dss_push_channel(lua_State* L, Channel* ch) { push_handle(L, ch); }
 

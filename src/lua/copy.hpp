@@ -1,7 +1,8 @@
 // copy.hpp -- the one routine that copies Lua values from one state to
 // another: into a Message (copy_out), out of it into the target state
 // (copy_in). Used by channels, session spawn/join and the C-thread channel
-// API. What copies and what is an error: docs/sessions.md.
+// API (whose values, plain C ones, are encoded by copy_c). What copies and
+// what is an error: docs/sessions.md.
 //
 // Neither function raises: each returns LUA_OK, or an error status with
 // the error message on top of the stack, for the caller to raise once it
@@ -13,6 +14,7 @@
 #define DSS_LUA_COPY_HPP
 
 #include "compat.h"
+#include "darksidesync_api.h"
 #include "message.hpp"
 
 namespace dss {
@@ -28,6 +30,15 @@ int copy_out(lua_State* L, int first, int n, Message* out);
 // changed: its references stay owned by it (a handle pushed takes a
 // reference of its own).
 int copy_in(lua_State* L, const Message& m, int* nvalues);
+
+// Encodes n values a C thread handed in (the 2v2 channel API; no Lua
+// state, any thread) at the end of *out, as copy_out would have encoded
+// the same Lua values: copy_in decodes them. INTEGER is an integer on 5.3+
+// (a float on 5.1, 5.2 and LuaJIT), NUMBER a float, STRING the bytes.
+// Returns DSS_SUCCESS; DSS_ERR_INVALID_ARGUMENT (n < 0, values NULL with
+// n > 0, an unknown type, a NULL string with a length: nothing written);
+// or DSS_ERR_OUT_OF_MEMORY (*out as it was). Never raises. (copy_c.cpp)
+int copy_c(const DSS_value_t* values, int n, Message* out);
 
 // Registers the metatable at mt_idx under the name at name_idx (a string)
 // in L's copy registry: a table whose metatable is registered in the

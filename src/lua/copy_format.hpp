@@ -1,5 +1,6 @@
 // copy_format.hpp -- the bytes of a Message as the copy routine writes
-// them (copy_out.cpp) and reads them (copy_in.cpp). Internal to src/lua/.
+// them (copy_out.cpp; copy_c.cpp for the scalars a C thread puts) and
+// reads them (copy_in.cpp). Internal to src/lua/.
 //
 // A message is the values one after the other, each an op byte and its
 // operand. Messages never leave the process, so numbers are in the

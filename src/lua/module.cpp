@@ -1,5 +1,5 @@
-// module.cpp -- luaopen_darksidesync: the Lua face of the hub, and the 1v0
-// C ABI published in the registry.
+// module.cpp -- luaopen_darksidesync: the Lua face of the hub, and the C
+// ABI (1v0, 2v0, 2v1, 2v2) published in the registry.
 //
 // Lua errors are longjmps. Every function here keeps C++ objects with
 // destructors out of any frame that can raise; where a client callback runs
@@ -184,6 +184,13 @@ DSS_api_2v0_t api_2v0 = {DSS_API_2v0_KEY, api_reg,      api_getutilid,
 DSS_api_2v1_t api_2v1 = {DSS_API_2v1_KEY, api_reg,      api_getutilid,
                          api_deliver,     api_unreg,    api_deliver2,
                          api_queued,      api_regc,     api_deliverc};
+DSS_api_2v2_t api_2v2 = {DSS_API_2v2_KEY,         api_reg,
+                         api_getutilid,           api_deliver,
+                         api_unreg,               api_deliver2,
+                         api_queued,              api_regc,
+                         api_deliverc,            dss_api_channel_retain,
+                         dss_api_channel_release, dss_api_channel_put,
+                         dss_api_channel_close};
 
 // --- closers: close the hub when the Lua state closes -----------------------
 //
@@ -995,7 +1002,7 @@ void dss_open_poller(lua_State* L);  // poller.cpp
 void dss_open_channel(lua_State* L);  // channel.cpp
 
 // registry["DSS.DarkSideSync"] = { Version = ..., ["DSS API 1v0"] = api,
-// ["DSS API 2v0"] = ..., ["DSS API 2v1"] = ... }
+// ["DSS API 2v0"] = ..., ["DSS API 2v1"] = ..., ["DSS API 2v2"] = ... }
 static void publish_api(lua_State* L) {
   lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME);
   if (!lua_istable(L, -1)) {
@@ -1012,6 +1019,8 @@ static void publish_api(lua_State* L) {
   lua_setfield(L, -2, DSS_API_2v0_KEY);
   lua_pushlightuserdata(L, &api_2v1);
   lua_setfield(L, -2, DSS_API_2v1_KEY);
+  lua_pushlightuserdata(L, &api_2v2);
+  lua_setfield(L, -2, DSS_API_2v2_KEY);
   lua_pop(L, 1);
 }
 
