@@ -692,15 +692,6 @@ Channel* dss_channel_of(lua_State* L, int idx) {
 
 void dss_push_channel(lua_State* L, Channel* ch) { push_handle(L, ch); }
 
-// The core channel of the handle at idx, or nullptr when it is not one
-// (for embedders and tests: the C++ side of a channel made in Lua). The
-// handle's reference stays the handle's. Never raises (idx must be valid).
-Channel* dss_channel_of(lua_State* L, int idx) {
-  if (!lua_checkstack(L, 2)) return nullptr;
-  ChanUd* u = test_chan(L, idx);
-  return u ? u->ch : nullptr;
-}
-
 // Leaves the table of channel functions on the stack (darksidesync's
 // "_channel" field; channel.lua builds the module on it). May raise.
 void dss_open_channel(lua_State* L) {
