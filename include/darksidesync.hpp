@@ -61,6 +61,8 @@ extern "C" {
 #include <functional>
 #include <mutex>
 #include <new>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -571,6 +573,144 @@ class client {
   bool linked_ = false;
   bool *cancel_gone_ = nullptr; /* set while cancel_cb runs the hook */
   std::thread::id cancel_thread_;
+};
+
+/* ------------------------------------------------------------------------
+ * Channels fed from your threads (API 2v2, darksidesync 2.2; see
+ * docs/c-api.md "API 2v2"): a reference to a Lua channel that any thread
+ * puts values into, as one message per put.
+ *
+ *   dss::channel_ref ch = dss::channel_ref::retain(L, 1);   // Lua thread
+ *   if (!ch) return luaL_argerror(L, 1, "darksidesync.channel expected");
+ *   std::thread([ch = std::move(ch)] {
+ *     ch.put("temp", 21.5);          // any thread; blocks while full
+ *   }).detach();
+ * --------------------------------------------------------------------- */
+
+/* The 2v2 API struct of L's state, or nullptr (darksidesync not required
+ * there, or older than 2.2). Call on L's thread. */
+DSS_HPP_LOCAL inline const DSS_api_2v2_t *find_api_2v2(lua_State *L) {
+  const DSS_api_2v2_t *api = nullptr;
+  lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME); /* dss table */
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, DSS_API_2v2_KEY); /* dss table, api */
+    if (lua_islightuserdata(L, -1)) {
+      api = static_cast<const DSS_api_2v2_t *>(lua_touserdata(L, -1));
+      if (api->version == nullptr ||
+          std::strcmp(api->version, DSS_API_2v2_KEY) != 0)
+        api = nullptr;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return api;
+}
+
+namespace detail DSS_HPP_LOCAL {
+/* A C++ value as a DSS_value_t: nullptr (nil), bool, any other integral
+ * type (an integer), a floating type (a number), and strings (const char*,
+ * std::string, std::string_view: the bytes, not copied here -- channel_put
+ * copies them). */
+inline DSS_value_t to_value(std::nullptr_t) noexcept { return DSS_vnil(); }
+inline DSS_value_t to_value(bool b) noexcept { return DSS_vboolean(b ? 1 : 0); }
+inline DSS_value_t to_value(const char *s) noexcept { return DSS_vstring(s); }
+inline DSS_value_t to_value(std::string_view s) noexcept {
+  return DSS_vlstring(s.data(), s.size());
+}
+inline DSS_value_t to_value(const std::string &s) noexcept {
+  return DSS_vlstring(s.data(), s.size());
+}
+template <class T, typename std::enable_if<std::is_integral<T>::value &&
+                                               !std::is_same<T, bool>::value,
+                                           int>::type = 0>
+inline DSS_value_t to_value(T i) noexcept {
+  return DSS_vinteger(static_cast<long long>(i));
+}
+template <class T, typename std::enable_if<std::is_floating_point<T>::value,
+                                           int>::type = 0>
+inline DSS_value_t to_value(T x) noexcept {
+  return DSS_vnumber(static_cast<double>(x));
+}
+}  // namespace detail
+
+class channel_ref {
+ public:
+  channel_ref() noexcept = default;
+  /* The channel handle at stack index idx, on L's thread; never raises.
+   * Empty (false) when the value is not a channel handle or darksidesync
+   * offers no 2v2; *err (if given) says which: DSS_ERR_INVALID_ARGUMENT or
+   * DSS_ERR_NOT_STARTED. */
+  DSS_HPP_LOCAL static channel_ref retain(lua_State *L, int idx,
+                                          int *err = nullptr) {
+    channel_ref r;
+    int e = DSS_ERR_NOT_STARTED;
+    if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
+    const DSS_api_2v2_t *api = find_api_2v2(L);
+    if (api) {
+      r.ch_ = api->channel_retain(L, idx, &e);
+      if (r.ch_) r.api_ = api;
+    }
+    if (err) *err = e;
+    return r;
+  }
+  channel_ref(channel_ref &&o) noexcept : api_(o.api_), ch_(o.ch_) {
+    o.api_ = nullptr;
+    o.ch_ = nullptr;
+  }
+  channel_ref &operator=(channel_ref &&o) noexcept {
+    if (this != &o) {
+      reset();
+      std::swap(api_, o.api_);
+      std::swap(ch_, o.ch_);
+    }
+    return *this;
+  }
+  channel_ref(const channel_ref &) = delete;
+  channel_ref &operator=(const channel_ref &) = delete;
+  ~channel_ref() { reset(); }
+
+  explicit operator bool() const noexcept { return ch_ != nullptr; }
+
+  /* Any thread: the values as one message (a get returns them all),
+   * waiting while the channel is full. The codes of channel_put;
+   * DSS_ERR_INVALID_ARGUMENT on an empty reference. */
+  template <class... T>
+  int put(const T &...v) const noexcept {
+    return put_with(0u, DSS_TIMEOUT_INFINITE, v...);
+  }
+  /* As put, waiting at most timeout_ms (DSS_ERR_TIMEOUT). */
+  template <class... T>
+  int put_for(long timeout_ms, const T &...v) const noexcept {
+    return put_with(0u, timeout_ms, v...);
+  }
+  /* As put, never waiting (DSS_ERR_QUEUE_FULL). */
+  template <class... T>
+  int try_put(const T &...v) const noexcept {
+    return put_with(DSS_DELIVER_NOWAIT, 0, v...);
+  }
+  /* Any thread: closes the channel (the reference stays). */
+  int close() const noexcept {
+    return api_ ? api_->channel_close(ch_) : DSS_ERR_INVALID_ARGUMENT;
+  }
+  /* Drops the reference (the channel is not closed). */
+  void reset() noexcept {
+    if (api_) api_->channel_release(ch_);
+    api_ = nullptr;
+    ch_ = nullptr;
+  }
+
+ private:
+  template <class... T>
+  int put_with(unsigned flags, long timeout_ms, const T &...v) const noexcept {
+    static_assert(sizeof...(T) >= 1 && sizeof...(T) <= DSS_CHANNEL_MAX_VALUES,
+                  "a message has 1 to DSS_CHANNEL_MAX_VALUES values");
+    if (!api_) return DSS_ERR_INVALID_ARGUMENT;
+    const DSS_value_t values[] = {detail::to_value(v)...};
+    return api_->channel_put(ch_, values, int(sizeof...(T)), flags, timeout_ms);
+  }
+
+  const DSS_api_2v2_t *api_ = nullptr;
+  void *ch_ = nullptr;
 };
 
 }  // namespace dss

@@ -1,5 +1,6 @@
 /*
- * darksidesync_api.h -- the DarkSideSync C ABI, "DSS API 1v0".
+ * darksidesync_api.h -- the DarkSideSync C ABI: "DSS API 1v0", and the
+ * later tables beside it ("2v0", "2v1", "2v2").
  *
  * Client libraries (bindings to libraries that call back from their own
  * threads) compile against this header and never link against darksidesync.
@@ -16,6 +17,8 @@
  */
 #ifndef darksidesync_api_h
 #define darksidesync_api_h
+
+#include <stddef.h> /* size_t */
 
 #ifndef DSS_NO_LUA_H
 #ifdef __cplusplus
@@ -34,7 +37,7 @@ extern "C" {
 struct lua_State;
 
 /* Version string of the module, stored in registry table under "Version". */
-#define DSS_VERSION "2.1.0"
+#define DSS_VERSION "2.2.0"
 /* Registry key of the table that holds the API structs. */
 #define DSS_REGISTRY_NAME "DSS.DarkSideSync"
 /* Key, within that table, of the version string. */
@@ -45,6 +48,8 @@ struct lua_State;
 #define DSS_API_2v0_KEY "DSS API 2v0"
 /* Key of the 2v1 API struct: 2v0 plus client context (regc, deliverc). */
 #define DSS_API_2v1_KEY "DSS API 2v1"
+/* Key of the 2v2 API struct: 2v1 plus channels fed from C threads. */
+#define DSS_API_2v2_KEY "DSS API 2v2"
 
 /* ------------------------------------------------------------------------
  * Callbacks implemented by the client library.
@@ -262,6 +267,114 @@ typedef struct DSS_api_2v1_s {
 } DSS_api_2v1_t;
 
 /* ------------------------------------------------------------------------
+ * API 2v2 (darksidesync 2.2): 2v1's members, then channels fed from C
+ * threads. A Lua channel (require "darksidesync.channel") handed to a C
+ * library becomes a reference the library keeps and puts values into from
+ * any thread of its own, with no Lua state: nil, booleans, integers,
+ * numbers and strings (byte buffers). A get in any Lua state receives them
+ * as if a Lua put had sent them. See docs/c-api.md, "API 2v2".
+ * --------------------------------------------------------------------- */
+
+/* The type of a DSS_value_t. */
+#define DSS_VALUE_NIL 0     /* nil; a zeroed DSS_value_t is nil */
+#define DSS_VALUE_BOOLEAN 1 /* u.boolean: 0 is false, anything else true */
+#define DSS_VALUE_INTEGER 2 /* u.integer: an integer on Lua 5.3 and 5.4;
+                               a number (a double) on 5.1, 5.2, LuaJIT */
+#define DSS_VALUE_NUMBER 3  /* u.number: a float (math.type "float") */
+#define DSS_VALUE_STRING 4  /* u.string: len bytes at ptr, zeros included;
+                               ptr may be NULL when len is 0 */
+
+/* One value of a message put from C: a tag and its payload. Strings are
+ * copied before channel_put returns: the caller keeps its buffer. */
+typedef struct DSS_value_s {
+  int type; /* DSS_VALUE_... */
+  union {
+    int boolean;
+    long long integer;
+    double number;
+    struct {
+      const char *ptr;
+      size_t len;
+    } string;
+  } u;
+} DSS_value_t;
+
+/* The most values one channel_put may send as one message. */
+#define DSS_CHANNEL_MAX_VALUES 64
+
+/*
+ * Lua thread (L's), never raises: the channel handle at stack index idx
+ * (a darksidesync.channel value; negative indexes count from the top)
+ * becomes a reference for the C library: an opaque pointer it may keep
+ * and use from any thread, after the handle is collected and after L is
+ * closed, until it hands it to channel_release, once. Returns NULL with
+ * *errcode = DSS_ERR_INVALID_ARGUMENT when the value at idx is not a
+ * channel handle (or L is NULL); else *errcode = DSS_SUCCESS. errcode may
+ * be NULL. Each call is one more reference (release each).
+ */
+typedef void *(*DSS_channel_retain_2v2_t)(struct lua_State *L, int idx,
+                                          int *errcode);
+
+/*
+ * Any thread: drops a reference from channel_retain (NULL: nothing). The
+ * channel itself lives on while Lua or another reference holds it; it is
+ * not closed. A put blocked on this reference must have returned first.
+ */
+typedef void (*DSS_channel_release_2v2_t)(void *ch);
+
+/*
+ * Any thread, no Lua (not the Lua thread for a blocking put whose only
+ * getter is that thread: it would wait forever). Puts values[0 .. n-1]
+ * into the channel as ONE message: a get receives them as n values, in
+ * order (ch:get() returns them all). 1 <= n <= DSS_CHANNEL_MAX_VALUES.
+ * The values are copied (strings too) before anything else happens.
+ * - flags: 0 or DSS_DELIVER_NOWAIT (never wait, as timeout_ms == 0).
+ * - timeout_ms: how long to wait while the channel is full (a rendezvous:
+ *   until a get takes the message), as deliver2's: DSS_TIMEOUT_INFINITE
+ *   (< 0) or > DSS_TIMEOUT_MAX_MS: no limit; 0: never wait.
+ * Returns DSS_SUCCESS (buffered, or taken by a get), or, nothing sent:
+ * - DSS_ERR_QUEUE_FULL: full, and no wait was allowed;
+ * - DSS_ERR_TIMEOUT: still full when timeout_ms passed;
+ * - DSS_ERR_CLOSED: the channel is closed, or was closed while waiting;
+ * - DSS_ERR_INVALID_ARGUMENT: ch or values NULL, n out of range, unknown
+ *   flag bits, an unknown type, a NULL string with len > 0;
+ * - DSS_ERR_OUT_OF_MEMORY.
+ * ch must be a reference the caller holds (not released): it cannot be
+ * checked beyond NULL.
+ */
+typedef int (*DSS_channel_put_2v2_t)(void *ch, const DSS_value_t *values,
+                                     int n, unsigned int flags,
+                                     long timeout_ms);
+
+/*
+ * Any thread: closes the channel (as ch:close() in Lua): no more puts;
+ * gets take what is buffered, then "closed"; every put or get waiting on
+ * it returns (a C put: DSS_ERR_CLOSED). The reference stays the caller's
+ * to release. Returns DSS_SUCCESS, or DSS_ERR_INVALID_ARGUMENT for NULL.
+ */
+typedef int (*DSS_channel_close_2v2_t)(void *ch);
+
+/* The 2v2 API (darksidesync 2.2): 2v1's members in the same order, then
+ * the channel calls. Found under registry["DSS.DarkSideSync"]["DSS API
+ * 2v2"]; an older darksidesync has no such key. */
+typedef struct DSS_api_2v2_s *pDSS_api_2v2_t;
+typedef struct DSS_api_2v2_s {
+  const char *version; /* "DSS API 2v2" */
+  DSS_register_1v0_t reg;
+  DSS_getutilid_1v0_t getutilid;
+  DSS_deliver_1v0_t deliver;
+  DSS_unregister_1v0_t unreg;
+  DSS_deliver_2v0_t deliver2;
+  DSS_queued_2v0_t queued;
+  DSS_regc_2v0_t regc;
+  DSS_deliverc_2v0_t deliverc;
+  DSS_channel_retain_2v2_t channel_retain;
+  DSS_channel_release_2v2_t channel_release;
+  DSS_channel_put_2v2_t channel_put;
+  DSS_channel_close_2v2_t channel_close;
+} DSS_api_2v2_t;
+
+/* ------------------------------------------------------------------------
  * Codes. Warnings are greater than DSS_SUCCESS, errors smaller.
  * --------------------------------------------------------------------- */
 #define DSS_SUCCESS -100
@@ -290,8 +403,10 @@ typedef struct DSS_api_2v1_s {
  * right now, or, with no time limit, on the thread that last ran them (the
  * Lua thread, between two drains: nothing could answer while it waits). */
 #define DSS_ERR_WOULD_DEADLOCK -112
-/* deliver2: unknown flag bits. */
+/* deliver2: unknown flag bits; 2v2 channel calls: see each. */
 #define DSS_ERR_INVALID_ARGUMENT -113
+/* 2v2 channel_put: the channel is closed; nothing sent. */
+#define DSS_ERR_CLOSED -114
 
 /*
  * Every code once: its name, its value and a short English description.
@@ -319,7 +434,8 @@ typedef struct DSS_api_2v1_s {
   X(DSS_ERR_CANCELLED, -111, "cancelled (unregistered, or the Lua state closed)") \
   X(DSS_ERR_WOULD_DEADLOCK, -112,                                             \
     "would deadlock: the call would wait on the thread that runs the Lua state") \
-  X(DSS_ERR_INVALID_ARGUMENT, -113, "invalid argument")
+  X(DSS_ERR_INVALID_ARGUMENT, -113, "invalid argument")                     \
+  X(DSS_ERR_CLOSED, -114, "channel closed")
 
 /*
  * A short English description of a code above, for logs and error
@@ -344,6 +460,51 @@ DSS_INLINE const char *DSS_strerror(int code) {
     default:
       return "unknown darksidesync code";
   }
+}
+
+/*
+ * DSS_value_t makers, for an array of values in one expression:
+ *   DSS_value_t v[3] = {DSS_vinteger(id), DSS_vlstring(buf, n), DSS_vnil()};
+ * Header only.
+ */
+DSS_INLINE DSS_value_t DSS_vnil(void) {
+  DSS_value_t v;
+  v.type = DSS_VALUE_NIL;
+  v.u.integer = 0;
+  return v;
+}
+DSS_INLINE DSS_value_t DSS_vboolean(int b) {
+  DSS_value_t v = DSS_vnil();
+  v.type = DSS_VALUE_BOOLEAN;
+  v.u.boolean = b;
+  return v;
+}
+DSS_INLINE DSS_value_t DSS_vinteger(long long i) {
+  DSS_value_t v = DSS_vnil();
+  v.type = DSS_VALUE_INTEGER;
+  v.u.integer = i;
+  return v;
+}
+DSS_INLINE DSS_value_t DSS_vnumber(double x) {
+  DSS_value_t v = DSS_vnil();
+  v.type = DSS_VALUE_NUMBER;
+  v.u.number = x;
+  return v;
+}
+/* len bytes at p (zeros included). */
+DSS_INLINE DSS_value_t DSS_vlstring(const char *p, size_t len) {
+  DSS_value_t v;
+  v.type = DSS_VALUE_STRING;
+  v.u.string.ptr = p;
+  v.u.string.len = len;
+  return v;
+}
+/* A zero-terminated string (without its terminator). */
+DSS_INLINE DSS_value_t DSS_vstring(const char *s) {
+  size_t len = 0;
+  if (s != NULL)
+    while (s[len] != '\0') len++;
+  return DSS_vlstring(s, len);
 }
 
 #ifdef __cplusplus

@@ -27,12 +27,19 @@ static pDSS_api_1v0_t dss_aux_api = NULL;
  * loaded darksidesync offers it; its first members are 1v0's. */
 static pDSS_api_2v1_t dss_aux_api2 = NULL;
 
+/* The 2v2 struct (channels), once a lookup found it. */
+static pDSS_api_2v2_t dss_aux_api22 = NULL;
+
 #if defined(__GNUC__)
+#define DSS_AUX_LOAD22() __atomic_load_n(&dss_aux_api22, __ATOMIC_ACQUIRE)
+#define DSS_AUX_STORE22(p) __atomic_store_n(&dss_aux_api22, (p), __ATOMIC_RELEASE)
 #define DSS_AUX_LOAD() __atomic_load_n(&dss_aux_api, __ATOMIC_ACQUIRE)
 #define DSS_AUX_STORE(p) __atomic_store_n(&dss_aux_api, (p), __ATOMIC_RELEASE)
 #define DSS_AUX_LOAD2() __atomic_load_n(&dss_aux_api2, __ATOMIC_ACQUIRE)
 #define DSS_AUX_STORE2(p) __atomic_store_n(&dss_aux_api2, (p), __ATOMIC_RELEASE)
 #else
+#define DSS_AUX_LOAD22() (dss_aux_api22)
+#define DSS_AUX_STORE22(p) (dss_aux_api22 = (p))
 #define DSS_AUX_LOAD() (dss_aux_api)
 #define DSS_AUX_STORE(p) (dss_aux_api = (p))
 #define DSS_AUX_LOAD2() (dss_aux_api2)
@@ -181,4 +188,53 @@ long DSS_queued(void *utilid) {
   pDSS_api_2v1_t api = DSS_AUX_LOAD2();
   if (api == NULL) return DSS_ERR_NOT_STARTED;
   return api->queued(utilid);
+}
+
+pDSS_api_2v2_t DSS_getapi2v2(lua_State *L) {
+  pDSS_api_2v2_t api = NULL;
+  lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME);
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, DSS_API_2v2_KEY);
+    if (lua_islightuserdata(L, -1)) api = (pDSS_api_2v2_t)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (api != NULL) DSS_AUX_STORE22(api);
+  return api;
+}
+
+void *DSS_channel_retain(lua_State *L, int idx) {
+  void *ch;
+  pDSS_api_2v2_t api = DSS_getapi2v2(L);
+  if (api == NULL) {
+    luaL_error(L, "the loaded darksidesync does not offer '%s' (channels "
+                  "from C need darksidesync 2.2 or later; require "
+                  "'darksidesync' first)", DSS_API_2v2_KEY);
+    return NULL;
+  }
+  ch = api->channel_retain(L, idx, NULL);
+  if (ch == NULL) {
+    luaL_argerror(L, idx,
+                  lua_pushfstring(L, "darksidesync.channel expected, got %s",
+                                  luaL_typename(L, idx)));
+  }
+  return ch;
+}
+
+int DSS_channel_put(void *ch, const DSS_value_t *values, int n,
+                    unsigned int flags, long timeout_ms) {
+  pDSS_api_2v2_t api = DSS_AUX_LOAD22();
+  if (api == NULL) return DSS_ERR_NOT_STARTED;
+  return api->channel_put(ch, values, n, flags, timeout_ms);
+}
+
+int DSS_channel_close(void *ch) {
+  pDSS_api_2v2_t api = DSS_AUX_LOAD22();
+  if (api == NULL) return DSS_ERR_NOT_STARTED;
+  return api->channel_close(ch);
+}
+
+void DSS_channel_release(void *ch) {
+  pDSS_api_2v2_t api = DSS_AUX_LOAD22();
+  if (api != NULL) api->channel_release(ch);
 }

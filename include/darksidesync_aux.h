@@ -81,6 +81,38 @@ DSS_AUX_API int DSS_deliverc(void *utilid, DSS_decoder_2v0_t pDecode,
                              unsigned int flags, long timeout_ms);
 DSS_AUX_API long DSS_queued(void *utilid);
 
+/*
+ * Channels fed from C threads (API 2v2, darksidesync 2.2; see
+ * darksidesync_api.h). A channel is not tied to a registration: these need
+ * no DSS_initialize.
+ *
+ * DSS_channel_retain: on the Lua thread, the channel handle at stack index
+ * idx as a reference any thread may keep (until DSS_channel_release).
+ * Raises a Lua error -- "bad argument #idx (darksidesync.channel expected,
+ * got <type>)" -- when the value is not a channel handle, and when the
+ * loaded darksidesync is older than 2.2.
+ *
+ *   void *ch = DSS_channel_retain(L, 1);
+ *   -- any thread:
+ *   DSS_value_t v[2] = {DSS_vstring("temp"), DSS_vnumber(21.5)};
+ *   rc = DSS_channel_put(ch, v, 2, 0, DSS_TIMEOUT_INFINITE);
+ *   DSS_channel_release(ch);
+ *
+ * DSS_channel_put, DSS_channel_close and DSS_channel_release are 2v2's
+ * channel_put, channel_close and channel_release (any thread); put and
+ * close return DSS_ERR_NOT_STARTED when no DSS_channel_retain or
+ * DSS_getapi2v2 ever found API 2v2 (then there is no channel to use).
+ */
+DSS_AUX_API void *DSS_channel_retain(struct lua_State *L, int idx);
+DSS_AUX_API int DSS_channel_put(void *ch, const DSS_value_t *values, int n,
+                                unsigned int flags, long timeout_ms);
+DSS_AUX_API int DSS_channel_close(void *ch);
+DSS_AUX_API void DSS_channel_release(void *ch);
+
+/* The 2v2 API struct of L's darksidesync, or NULL when there is none
+ * (darksidesync not required, or older than 2.2). Lua thread. */
+DSS_AUX_API pDSS_api_2v2_t DSS_getapi2v2(struct lua_State *L);
+
 /* The API struct found by DSS_initialize, or NULL before it. */
 DSS_AUX_API pDSS_api_1v0_t DSS_getapi(void);
 

@@ -16,6 +16,16 @@ int Hub::deliver2(void* utilid, DSS_decoder_1v0_t decode, DSS_return_1v0_t ret,
   return deliver2_(utilid, decode, ret, data, flags, timeout_ms, true);
 }
 
+int Hub::deliver_internal(void* utilid, DSS_decoder_1v0_t decode, void* data) {
+  Request rq{id_of(utilid), decode, nullptr, data, 0, -1, false, false, {}};
+  rq.unbounded = true;
+  Hub* hub = ids::find(rq.id);
+  if (!hub) return DSS_ERR_INVALID_UTILID;
+  if (!decode) return DSS_ERR_NO_DECODE_PROVIDED;
+  if (rq.id & kCtxIdBit) return DSS_ERR_INVALID_ARGUMENT;
+  return hub->deliver_ff(rq);
+}
+
 int Hub::deliverc(void* utilid, DSS_decoder_2v0_t decode, DSS_return_2v0_t ret,
                   void* data, unsigned flags, long timeout_ms) {
   return deliver2_(utilid, ids::fn_cast<DSS_decoder_1v0_t>(decode),
@@ -50,7 +60,7 @@ int Hub::admit_locked(const Request& rq) {
 // Under the lock: whether there is room; kMustWait when it is full and the
 // item may wait for room (1v0 always; 2v0 unless told not to).
 int Hub::room_locked(const Request& rq) {
-  if (!max_ || q_.size() < max_) return DSS_SUCCESS;
+  if (!max_ || q_.size() < max_ || rq.unbounded) return DSS_SUCCESS;
   if ((rq.flags & DSS_DELIVER_NOWAIT) || rq.timeout_ms == 0) {
     ++rejected_;
     return DSS_ERR_QUEUE_FULL;
@@ -129,7 +139,9 @@ int Hub::deliver_ff(const Request& rq) {
       rc = wait_room(lock, rq);
     }
     if (rc == DSS_SUCCESS) rc = enqueue_locked(rq, nullptr, &post);
-    if (rc == DSS_SUCCESS && post.send && !held) {
+    // A datagram to send or a wake hook to call: the hub (and so the
+    // hook's context, which lives until the hub is recycled) stays.
+    if (rc == DSS_SUCCESS && (post.send || post.hook) && !held) {
       ref();
       held = true;
     }

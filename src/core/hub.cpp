@@ -85,6 +85,8 @@ void Hub::start() {
 // the pool. A hub the binding used is closed by now; one that never was
 // (tests) loses its queued items without their endings, as it always did.
 void Hub::recycle() {
+  void (*release)(void*) = nullptr;
+  void* release_ctx = nullptr;
   {
     ids::Writer table;  // the table's lock first
     std::lock_guard<std::mutex> lock(q_.mu);
@@ -96,6 +98,7 @@ void Hub::recycle() {
     for (const Registration& r : regs_) table.undo(r.id);
     std::vector<Registration>().swap(regs_);
     q_.reset_locked();
+    release = notify_.take_hook_release_locked(&release_ctx);
     notify_.reset_locked_all();
     tickets_.reset();
     lua_.reset();
@@ -104,6 +107,7 @@ void Hub::recycle() {
     max_ = 0;
     room_batch_.store(1, std::memory_order_relaxed);
   }
+  if (release) release(release_ctx);
   Pool& p = pool();
   std::lock_guard<std::mutex> lock(p.mu);
   pool_next_ = p.head;
@@ -207,6 +211,16 @@ void Hub::drain_leave() {
 int Hub::fd_(bool handed_out) {
   std::lock_guard<std::mutex> lock(q_.mu);
   return notify_.fd_locked(handed_out, state() == State::running, q_.size() > 0);
+}
+
+void Hub::set_wake_hook(void (*fn)(void*), void* ctx, void (*release)(void*)) {
+  bool now;
+  {
+    std::lock_guard<std::mutex> lock(q_.mu);
+    notify_.set_hook_locked(fn, ctx, release);
+    now = fn && q_.size() > 0;  // the transition happened already
+  }
+  if (now) fn(ctx);
 }
 
 void Hub::set_max(std::size_t max) {

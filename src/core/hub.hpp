@@ -94,6 +94,13 @@ class Hub {
   static int deliver2(void* utilid, DSS_decoder_1v0_t decode,
                       DSS_return_1v0_t ret, void* data, unsigned flags,
                       long timeout_ms);
+  // An item of the binding's own (a channel operation completed for a
+  // fiber of this state, src/lua/channel.cpp): fire and forget, and never
+  // held back by the queue's bound (set_max): it neither waits for room
+  // nor is rejected for the lack of it -- the party completing it may be
+  // this Lua thread itself, and what it reports has already happened.
+  // Counted as any delivered item.
+  static int deliver_internal(void* utilid, DSS_decoder_1v0_t decode, void* data);
   // 2v1's deliverc: deliver2 for a regc registration.
   static int deliverc(void* utilid, DSS_decoder_2v0_t decode,
                       DSS_return_2v0_t ret, void* data, unsigned flags,
@@ -209,6 +216,14 @@ class Hub {
   // was handed out (this call), stats() counts its wake-ups as notified;
   // wait()'s own use of it (to be interruptible) is not counted.
   int fd() { return fd_(true); }
+  // fn(ctx) is called (no lock held) whenever the queue goes from empty to
+  // non-empty: a session parked on the thread pool is woken so. ctx must
+  // stay valid until the hub is recycled: a delivery under way may still
+  // call it after close. release(ctx), when given, is called once then
+  // (on the thread that let the hub go, no lock held): from there on
+  // nothing calls fn. nullptr removes it (set a release once, with the
+  // last hook).
+  void set_wake_hook(void (*fn)(void*), void* ctx, void (*release)(void*) = nullptr);
 
   // 0 = unbounded.
   void set_max(std::size_t max);
@@ -241,6 +256,7 @@ class Hub {
     bool v2;  // 2v0 codes, checked flags
     bool timed;
     Clock::time_point deadline;
+    bool unbounded = false;  // deliver_internal: the bound does not apply
   };
   using St = Blocking::St;
 

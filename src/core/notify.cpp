@@ -20,6 +20,9 @@ Notifier::~Notifier() { reset_locked_all(); }
 void Notifier::reset_locked_all() {
   close_fd_locked();
   fd_handed_out_ = lua_waiting_ = false;
+  hook_ = nullptr;
+  hook_ctx_ = nullptr;
+  hook_release_ = nullptr;
   port_.store(0, std::memory_order_release);
   coalesce_.store(false, std::memory_order_relaxed);
   int fd = sock_.exchange(-1);
@@ -34,6 +37,8 @@ Notifier::Post Notifier::queued_locked(Udp u) {
   if (transition) {
     signalled_ = true;
     arm_fd_locked();
+    p.hook = hook_;
+    p.hook_ctx = hook_ctx_;
   }
   // The Lua thread asleep in wait() is woken once, after the unlock (so
   // that it does not wake up only to wait for the lock).
@@ -46,6 +51,7 @@ Notifier::Post Notifier::queued_locked(Udp u) {
 
 int Notifier::post(const Post& p) {
   if (p.wake) cv.notify_one();
+  if (p.hook) p.hook(p.hook_ctx);
   return p.send ? send_udp(p.port, p.depth) : DSS_SUCCESS;
 }
 

@@ -32,6 +32,8 @@ class Notifier {
     bool wake = false, send = false;
     int port = 0;           // the datagram's port (send)
     std::size_t depth = 0;  // its count
+    void (*hook)(void*) = nullptr;  // the wake hook to call, and its ctx
+    void* hook_ctx = nullptr;
   };
   // The UDP settings, read by a delivery (locked). Changed only under the
   // same lock (Hub::set_port): a delivery's item and its datagram decision
@@ -65,6 +67,26 @@ class Notifier {
   int fd_now_locked() const { return efd_; }
   void close_fd_locked();
 
+  // --- the wake hook ----------------------------------------------------------
+  // fn(ctx), called (no lock) on each empty -> non-empty transition, as the
+  // fd is made readable: how a session parked on the thread pool learns
+  // that items arrived for it. nullptr removes it (locked). release(ctx),
+  // if given, is the owner's: called once the hub is recycled (see
+  // Hub::set_wake_hook).
+  void set_hook_locked(void (*fn)(void*), void* ctx, void (*release)(void*)) {
+    hook_ = fn;
+    hook_ctx_ = ctx;
+    hook_release_ = release;
+  }
+  // The release to call for the hook's context (locked; once: it is
+  // forgotten here), or nullptr.
+  void (*take_hook_release_locked(void** ctx))(void*) {
+    void (*r)(void*) = hook_release_;
+    *ctx = hook_ctx_;
+    hook_release_ = nullptr;
+    return r;
+  }
+
   // --- UDP -----------------------------------------------------------------------
   // 0 disables; 1..65535 sends " <count>" to 127.0.0.1:port per item
   // (coalesce: only when the queue goes from empty to non-empty). False
@@ -87,6 +109,9 @@ class Notifier {
   bool fd_armed_ = false;       // the fd was made readable and not reset since
   bool fd_handed_out_ = false;  // fd_locked(handed_out) gave it out
   bool lua_waiting_ = false;    // the Lua thread sleeps on cv
+  void (*hook_)(void*) = nullptr;
+  void* hook_ctx_ = nullptr;
+  void (*hook_release_)(void*) = nullptr;
   int efd_ = -1;                // read end
   int efd_w_ = -1;              // write end (the same for an eventfd)
   std::atomic<int> port_{0};

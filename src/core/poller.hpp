@@ -43,6 +43,9 @@ class Poller {
 
   int error() const { return error_; }
   const char* backend() const { return epfd_ >= 0 ? "epoll" : "poll"; }
+  // The epoll set's own fd (readable while an armed fd is ready: a
+  // session parks on it), or -1 for the poll backend.
+  int epoll_fd() const { return epfd_; }
 
   // add(fd, events, oneshot): ORs events (kIn, kOut, kPri, kRdHup) into fd's
   // interest. A one-shot interest is reported once and then dropped (the fd

@@ -1,12 +1,14 @@
-// module.cpp -- luaopen_darksidesync: the Lua face of the hub, and the 1v0
-// C ABI published in the registry.
+// module.cpp -- luaopen_darksidesync: the Lua face of the hub, and the C
+// ABI (1v0, 2v0, 2v1, 2v2) published in the registry.
 //
 // Lua errors are longjmps. Every function here keeps C++ objects with
 // destructors out of any frame that can raise; where a client callback runs
 // (it may raise, despite the 1.0 rule) it runs under lua_pcall, the item is
 // ended, and only then is the error re-raised.
+#include "binding.hpp"
 #include "compat.h"
 #include "interrupt.hpp"
+#include "session.hpp"
 
 #include <dlfcn.h>
 
@@ -182,6 +184,13 @@ DSS_api_2v0_t api_2v0 = {DSS_API_2v0_KEY, api_reg,      api_getutilid,
 DSS_api_2v1_t api_2v1 = {DSS_API_2v1_KEY, api_reg,      api_getutilid,
                          api_deliver,     api_unreg,    api_deliver2,
                          api_queued,      api_regc,     api_deliverc};
+DSS_api_2v2_t api_2v2 = {DSS_API_2v2_KEY,         api_reg,
+                         api_getutilid,           api_deliver,
+                         api_unreg,               api_deliver2,
+                         api_queued,              api_regc,
+                         api_deliverc,            dss_api_channel_retain,
+                         dss_api_channel_release, dss_api_channel_put,
+                         dss_api_channel_close};
 
 // --- closers: close the hub when the Lua state closes -----------------------
 //
@@ -971,16 +980,29 @@ void start(lua_State* L) {
 
 }  // namespace
 
+// The utilid of the binding's own registration `libid` in L's state
+// (channel.cpp delivers its fibers' completions through it), registered on
+// first use; nullptr when the hub does not run or memory ran out. Never
+// raises.
+void* dss_own_utilid(lua_State* L, void* libid, DSS_cancel_1v0_t cancel) {
+  int err = DSS_SUCCESS;
+  void* utilid = api_reg(L, libid, cancel, &err);
+  return err == DSS_SUCCESS || err == DSS_ERR_ALREADY_REGISTERED ? utilid : nullptr;
+}
+
 // The code list (darksidesync_api.h) agrees with the #defines.
 #define DSS_CHECK_CODE(name, value, text) \
   static_assert(name == (value), "DSS_CODE_LIST: " #name " differs from its #define");
 DSS_CODE_LIST(DSS_CHECK_CODE)
 #undef DSS_CHECK_CODE
 
+dss::Hub* dss_hub_of(lua_State* L) { return hub_of(L); }
+
 void dss_open_poller(lua_State* L);  // poller.cpp
+void dss_open_channel(lua_State* L);  // channel.cpp
 
 // registry["DSS.DarkSideSync"] = { Version = ..., ["DSS API 1v0"] = api,
-// ["DSS API 2v0"] = ..., ["DSS API 2v1"] = ... }
+// ["DSS API 2v0"] = ..., ["DSS API 2v1"] = ..., ["DSS API 2v2"] = ... }
 static void publish_api(lua_State* L) {
   lua_getfield(L, LUA_REGISTRYINDEX, DSS_REGISTRY_NAME);
   if (!lua_istable(L, -1)) {
@@ -997,6 +1019,8 @@ static void publish_api(lua_State* L) {
   lua_setfield(L, -2, DSS_API_2v0_KEY);
   lua_pushlightuserdata(L, &api_2v1);
   lua_setfield(L, -2, DSS_API_2v1_KEY);
+  lua_pushlightuserdata(L, &api_2v2);
+  lua_setfield(L, -2, DSS_API_2v2_KEY);
   lua_pop(L, 1);
 }
 
@@ -1037,6 +1061,10 @@ extern "C" int luaopen_darksidesync(lua_State* L) {
                             {nullptr, nullptr}};
   dss_setfuncs(L, funcs, 0);
   dss_open_poller(L);
+  dss_open_channel(L);  // darksidesync.channel builds on it
+  lua_setfield(L, -2, "_channel");
+  dss_open_session(L);  // darksidesync.session builds on it
+  lua_setfield(L, -2, "_session");
   lua_pushliteral(L, DSS_VERSION);
   lua_setfield(L, -2, "_VERSION");
 #if DSS_SET_GLOBAL

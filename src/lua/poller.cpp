@@ -165,6 +165,16 @@ int l_backend(lua_State* L) {
   return 1;
 }
 
+// p:getfd() -> the epoll set's fd (readable while an armed fd is ready;
+// for a loop that watches fds, or a session that parks), or nil for the
+// poll backend.
+int l_getfd(lua_State* L) {
+  int fd = check_open(L)->epoll_fd();
+  if (fd < 0) lua_pushnil(L);
+  else lua_pushinteger(L, fd);
+  return 1;
+}
+
 // p:close(): releases the poller (idempotent); __gc does the same.
 int l_close(lua_State* L) {
   PollerUd* ud = check_ud(L);
@@ -195,7 +205,7 @@ void dss_open_poller(lua_State* L) {
                                 {"del", l_del},
                                 {"wait", l_wait},       {"armed", l_armed},
                                 {"backend", l_backend}, {"close", l_close},
-                                {nullptr, nullptr}};
+                                {"getfd", l_getfd},     {nullptr, nullptr}};
     lua_newtable(L);
     dss_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");

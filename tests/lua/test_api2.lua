@@ -166,8 +166,9 @@ test("DSS_strerror: a description for every code; unknown codes say so", functio
     [-111] = "cancelled (unregistered, or the Lua state closed)",
     [-112] = "would deadlock: the call would wait on the thread that runs the Lua state",
     [-113] = "invalid argument",
+    [-114] = "channel closed",
   }
-  for code = -114, -98 do
+  for code = -115, -98 do
     eq(tc.strerror(code), want[code] or "unknown darksidesync code", "code " .. code)
   end
   eq(tc.strerror(0), "unknown darksidesync code")

@@ -12,11 +12,12 @@ local SUCCESS, INVALID_ARGUMENT, CANCELLED = -100, -113, -111
 
 local reg = debug.getregistry()["DSS.DarkSideSync"]
 
-test("the registry offers 2v1 beside 1v0 and 2v0; Version is 2.1.0", function()
+test("the registry offers 2v1 and 2v2 beside 1v0 and 2v0; Version is 2.2.0", function()
   eq(type(reg["DSS API 1v0"]), "userdata")
   eq(type(reg["DSS API 2v0"]), "userdata")
   eq(type(reg["DSS API 2v1"]), "userdata")
-  eq(dss._VERSION, "2.1.0")
+  eq(type(reg["DSS API 2v2"]), "userdata")
+  eq(dss._VERSION, "2.2.0")
 end)
 
 test("fire-and-forget items through deliverc: each decoder gets the context", function()

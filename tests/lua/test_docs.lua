@@ -36,9 +36,9 @@ local interp = INTERP
 local EXPECTED = {
   ["README.md"] = { lua = 4, c = 1, sh = 1 },
   ["docs/lua-api.md"] = { lua = 6, c = 1 },
-  ["docs/c-api.md"] = { c = 2, text = 1 },
+  ["docs/c-api.md"] = { c = 3, text = 1 },
   ["docs/client-guide.md"] = { c = 1, cpp = 1, lua = 3, sh = 4 },
-  ["docs/cpp-api.md"] = { cpp = 1 },
+  ["docs/cpp-api.md"] = { cpp = 2 },
   ["docs/design.md"] = { text = 1 },
   ["docs/fibers.md"] = { lua = 4 },
   ["docs/install.md"] = { sh = 5, cmake = 1, text = 1 },
@@ -46,6 +46,7 @@ local EXPECTED = {
   ["docs/migration.md"] = {},
   ["docs/performance.md"] = { sh = 1 },
   ["docs/robustness.md"] = {},
+  ["docs/sessions.md"] = { lua = 3, text = 2 },
   ["examples/fibers/README.md"] = { sh = 1 },
   ["examples/resolver/README.md"] = { lua = 3 },
   ["examples/resolver_cpp/README.md"] = { lua = 1 },
@@ -150,6 +151,9 @@ local FIXTURES = {
   ["docs/lua-api.md lua 5"] = { out = "0\n" },              -- stopping: resolver.shutdown()
   ["docs/lua-api.md lua 6"] = { needs = { "socket" }, out = "" },
   ["docs/fibers.md lua 1"] = { out = "got\t1\ngot\t2\ngot\t3\n" },
+  ["docs/sessions.md lua 1"] = { out = "" },  -- asserts only
+  ["docs/sessions.md lua 2"] = { out = "12\tclosed\n" },
+  ["docs/sessions.md lua 3"] = { out = "" },  -- asserts only
   ["docs/fibers.md lua 2"] = { needs = { "socket" }, out = "nothing within 50 ms\n" },
   ["docs/fibers.md lua 3"] = { -- the draining fiber: main() runs it, items stop it
     pre = "FX.items(2)\nFX.after = function() if FX.ran == 2 then require('darksidesync.fibers').stop() end end\n",
@@ -240,10 +244,13 @@ local CPREAMBLE = {
     "static atomic_int stopping;\nstatic pthread_t threads[4];\nstatic int nthreads;\n",
   ["docs/c-api.md c 1"] = "#include \"darksidesync_api.h\"\n",
   ["docs/c-api.md c 2"] = "#include \"darksidesync_api.h\"\n", -- the 2v1 callbacks' prototypes
+  ["docs/c-api.md c 3"] = "#include <pthread.h>\n#include <lauxlib.h>\n#include \"darksidesync_api.h\"\n" ..
+    "int read_line(char *buf, int size);  /* the reader's own */\n",
   -- Complete programs (test_guide.lua builds and runs them).
   ["docs/client-guide.md c 1"] = "",
   ["docs/client-guide.md cpp 1"] = "",
   ["docs/cpp-api.md cpp 1"] = "#include \"darksidesync.hpp\"\nstruct my_lib;\nmy_lib* new_my_lib(lua_State* L);  // the reader's own\n",
+  ["docs/cpp-api.md cpp 2"] = "double read_sensor();  // the reader's own\n",
 }
 
 local function lua_cflags()

@@ -148,3 +148,47 @@ TEST_CASE("udp: coalesce sends one datagram when the queue goes from empty to "
   CHECK(l.recv(kHang) == " 2");
   CHECK(r.decode_cancelled == 1);  // v's item
 }
+
+// The wake hook (a session parked on the thread pool): called once per
+// empty -> non-empty transition, like the fd; at once when set on a
+// non-empty queue; never once removed.
+TEST_CASE("wake hook: once per empty -> non-empty transition", "[hook]") {
+  Rec r;
+  HubHandle hub;
+  void* u = must_reg(hub.get(), libid(0));
+  std::atomic<int> calls{0};
+  auto hook = [](void* ctx) { static_cast<std::atomic<int>*>(ctx)->fetch_add(1); };
+  hub->set_wake_hook(hook, &calls);
+  CHECK(calls.load() == 0);
+  for (int i = 0; i < 3; ++i) REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(calls.load() == 1);
+  for (int i = 0; i < 3; ++i) hub->finish(must_take(hub.get()));
+  CHECK_FALSE(hub->take());  // empty: the next delivery is a transition
+  REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(calls.load() == 2);
+  hub->set_wake_hook(hook, &calls);  // set again on a non-empty queue
+  CHECK(calls.load() == 3);
+  hub->set_wake_hook(nullptr, nullptr);
+  hub->finish(must_take(hub.get()));
+  CHECK_FALSE(hub->take());
+  REQUIRE(Hub::deliver(u, rec_decode, nullptr, &r) == DSS_SUCCESS);
+  CHECK(calls.load() == 3);
+  hub->finish(must_take(hub.get()));
+}
+
+// The hook's context is released once, when the hub is recycled: not at
+// close() while a delivery still holds the hub (it may call the hook).
+TEST_CASE("wake hook: its release runs once, when the hub is recycled", "[hook]") {
+  Hub* hub = Hub::create();
+  REQUIRE(hub);
+  std::atomic<int> released{0};
+  auto hook = [](void*) {};
+  auto release = [](void* ctx) { static_cast<std::atomic<int>*>(ctx)->fetch_add(1); };
+  hub->set_wake_hook(hook, &released, release);
+  hub->ref();  // as a delivery under way holds it
+  hub->close();
+  hub->unref();  // the creation reference
+  CHECK(released.load() == 0);
+  hub->unref();  // the delivery's: recycled now
+  CHECK(released.load() == 1);
+}

@@ -41,7 +41,10 @@ end
 local function pop_live(q)
   while q.h <= q.t do
     local e = pop(q)
-    if e[1].state == "waiting" then return e end
+    local s = e[1]
+    -- claim(): a suspension blocked on darksidesync.channel ops too may
+    -- have lost to one of them (op.lua).
+    if s.state == "waiting" and (s.core == nil or s:claim()) then return e end
   end
   return nil
 end
@@ -144,7 +147,9 @@ local function complete_first(q, nv, v)
   local s = e[1]
   -- A stale entry (its suspension completed by another arm): the next one.
   -- (A tail call, not a loop: LuaJIT traces this better.)
-  if s.state ~= "waiting" then return complete_first(q, nv, v) end
+  if s.state ~= "waiting" or (s.core ~= nil and not s:claim()) then
+    return complete_first(q, nv, v)
+  end
   if s.nacks == nil then
     s.state = "synchronized"
     s.wrap = e[2]

@@ -198,7 +198,11 @@ end
 -- does that, and never polls.
 local ok_dss, dss = pcall(require, "darksidesync")
 if ok_dss and type(dss) == "table" and dss.poll then
-  local source = { max = 1000, auto = true }
+  -- direct[cb]: callbacks run at once, not in a fiber of their own: they
+  -- never block (darksidesync.channel's completer only completes a
+  -- suspension).
+  local direct = setmetatable({}, { __mode = "k" })
+  local source = { max = 1000, auto = true, direct = direct }
   local queuesize = dss.queuesize
   -- Waiters of ready_op: {suspension, wrap}; stale ones (another arm of a
   -- choice won) are skipped, and pruned when the list doubles.
@@ -227,7 +231,12 @@ if ok_dss and type(dss) == "table" and dss.poll then
       elseif left == -1 then
         return
       elseif cb ~= nil then
-        M.spawn(cb, unpack(args))
+        if direct[cb] then
+          local okd, err = pcall(cb, unpack(args))
+          if not okd then error_handler(err, debug.traceback(tostring(err), 1), nil) end
+        else
+          M.spawn(cb, unpack(args))
+        end
         if left == 0 then return end
       elseif left == 0 then
         return

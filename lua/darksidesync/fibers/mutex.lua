@@ -41,7 +41,7 @@ function Mutex:unlock()
     local e = q[q.h]
     q[q.h] = nil
     q.h = q.h + 1
-    if e[1]:waiting() then
+    if e[1]:claim() then
       e[1]:complete(e[2]) -- stays locked: it is the waiter's now
       return
     end

@@ -32,6 +32,24 @@ function Suspension:waiting()
   return self.state == "waiting"
 end
 
+-- claim(): whether the caller may complete it now. A suspension blocked
+-- on darksidesync.channel ops too has a `core` (darksidesync.channel):
+-- another thread or state may complete one of those at any moment, so a
+-- local completion (a timer, a fibers channel, a cond) first takes it away
+-- from them, and loses -- false -- when a channel op completed first (its
+-- completion is on its way through the hub). A completer that hands over
+-- something with the completion (a value, a lock) calls claim() first and
+-- keeps what it had when it is false; complete() claims by itself and does
+-- nothing when it loses.
+function Suspension:claim()
+  if self.state ~= "waiting" then return false end
+  local core = self.core
+  if core == nil then return true end
+  if not core:claim() then return false end
+  self.core, self.corewraps = nil, nil
+  return true
+end
+
 -- Marks it synchronized and signals the nacks of the arms that lost.
 local function synchronize(self, wrap)
   if self.state ~= "waiting" then error("darksidesync.fibers: suspension already completed", 3) end
@@ -50,6 +68,7 @@ end
 -- complete(wrap, ...): the fiber resumes next turn with wrap(...). No
 -- value or one value (the common case) is kept in fields, not a table.
 function Suspension:complete(wrap, ...)
+  if self.core ~= nil and not self:claim() then return end
   if self.state ~= "waiting" or self.nacks then
     synchronize(self, wrap)
   else
@@ -69,6 +88,7 @@ end
 
 -- complete_and_run(wrap, ...): resumes the fiber now.
 function Suspension:complete_and_run(wrap, ...)
+  if self.core ~= nil and not self:claim() then return end
   synchronize(self, wrap)
   -- A fiber that died meanwhile (on 5.1 a yield inside pcall fails and the
   -- fiber may go on and end) is not resumed.

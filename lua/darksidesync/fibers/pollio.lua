@@ -187,6 +187,15 @@ function Handler:wait_for_events(_, _, timeout)
   self.polled = true
 end
 
+-- park_fd(): in a session (darksidesync.session), the fd its runner
+-- watches while the session is parked: the poller's own, readable when an
+-- armed fd is ready; nil when no fd is armed (or the poll backend has no
+-- such fd).
+function Handler:park_fd()
+  if self.poller:armed() == 0 then return nil end
+  return self.poller:getfd()
+end
+
 function Handler:cancel_all_tasks()
   -- Fibers waiting for fds stay blocked (as lua-fibers' do); nothing queued.
 end

@@ -218,6 +218,13 @@ function Scheduler:wait_for_events()
   local timeout = self:next_wake_time() - now
   if timeout > self.maxsleep then timeout = self.maxsleep end
   if not (timeout > 0) then timeout = 0 end
+  local park = self.park
+  if park then
+    -- In a session (darksidesync.session): its runner parks it instead,
+    -- and holds no thread until something wakes it.
+    if timeout > 0 then park(self, timeout) end
+    return
+  end
   if self.event_waiter then
     self.event_waiter:wait_for_events(self, now, timeout)
   elseif timeout > 0 then

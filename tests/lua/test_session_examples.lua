@@ -1,0 +1,25 @@
+-- test_session_examples.lua -- the examples of examples/sessions/, each
+-- run as a child process with this interpreter (LUA_PATH and LUA_CPATH
+-- inherited), their exact output checked.
+
+local dir = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/../../examples/sessions/"
+
+local function run(script, ...)
+  local cmd = { shq(INTERP), shq(dir .. script) }
+  for _, a in ipairs({ ... }) do cmd[#cmd + 1] = tostring(a) end
+  return sh(table.concat(cmd, " "))
+end
+
+test("parallel_map.lua: the sum of the squares, on at most 4 threads", function()
+  local out, status = run("parallel_map.lua", 30)
+  eq(status, 0, out)
+  local sum, peak = out:match("^sum of the squares of 1%.%.30: (%d+)\nthreads used at most: (%d+)\n$")
+  eq(sum, "9455", out)
+  ok(tonumber(peak) >= 1 and tonumber(peak) <= 4, out)
+end)
+
+test("pipeline.lua: three sessions through two channels, on the default pool", function()
+  local out, status = run("pipeline.lua", 100)
+  eq(status, 0, out)
+  eq(out, "50 odd squares up to 100, their sum: 166650\n")
+end)
