@@ -23,3 +23,12 @@ test("pipeline.lua: three sessions through two channels, on the default pool", f
   eq(status, 0, out)
   eq(out, "50 odd squares up to 100, their sum: 166650\n")
 end)
+
+test("tcp_server.lua: connections spread over sessions, every echo matched", function()
+  local oks = pcall(require, "socket")
+  if not oks then return end
+  local out, status = run("tcp_server.lua", 2, 40, 5)
+  eq(status, 0, out)
+  local first = out:match("^[^\n]*")
+  eq(first, "40 clients, 200 lines echoed, 40 connections served by 2 sessions")
+end)
