@@ -23,3 +23,14 @@ test("pipeline.lua: three sessions through two channels, on the default pool", f
   eq(status, 0, out)
   eq(out, "50 odd squares up to 100, their sum: 166650\n")
 end)
+
+test("casting.lua: casting's API, two sessions of tasks over channels on 2 threads", function()
+  local out, status = run("casting.lua", 100)
+  eq(status, 0, out)
+  eq(out, "workers:wait() raised: no such job\n" ..
+          "300 jobs from 3 producers, the sum of 3 * i^2: 3045150\n")
+  out, status = run("casting.lua", 7)
+  eq(status, 0, out)
+  eq(out, "workers:wait() raised: no such job\n" ..
+          "21 jobs from 3 producers, the sum of 3 * i^2: 1260\n")
+end)
