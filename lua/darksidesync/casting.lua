@@ -188,7 +188,9 @@ local function check_task(self, fname)
   end
 end
 
--- Sets the task's state from its result r (nil: it never came).
+-- Sets the task's state from its result r (nil: it never came). Closing
+-- `done` resumes any other fiber of this state waiting on it, which then
+-- finds the state set.
 local function settle(t, r)
   if t.state ~= "running" then return end
   if r == nil then
@@ -198,6 +200,7 @@ local function settle(t, r)
   else
     t.state, t.err = "error", r.err
   end
+  t.done:close()
 end
 
 -- Takes the result if it came (never waits).
@@ -335,7 +338,6 @@ function sess.close(self)
   for _, t in ipairs(self.tasks) do
     refresh(t)
     settle(t, nil)
-    t.done:close()
   end
   prune(self)
   return true

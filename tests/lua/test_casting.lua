@@ -545,6 +545,35 @@ test("tasks create sessions of their own; waiting there suspends the task only",
   s:close()
 end)
 
+test("fibers of the main state: two wait on one task, both see its end", function()
+  local fiber = require "darksidesync.fibers.fiber"
+  local s = Session.new()
+  local gate = Channel.new(0)
+  local t = s:create(function(g) return g:read() end, gate)
+  local seen, ended = {}, 0
+  for i = 1, 2 do
+    fiber.spawn(function()
+      seen[i] = pack(t:wait()) -- suspends this fiber only
+      ended = ended + 1
+      if ended == 3 then fiber.stop() end
+    end)
+  end
+  fiber.spawn(function()
+    eq(gate:write("late"), true) -- suspends until the task reads
+    eq(t:result(), "late")
+    eq(s:wait(), true)
+    ended = ended + 1
+    if ended == 3 then fiber.stop() end
+  end)
+  fiber.main()
+  eq(ended, 3)
+  for i = 1, 2 do
+    eq(seen[i].n, 1)
+    eq(seen[i][1], "done")
+  end
+  s:close()
+end)
+
 test("many short tasks: every result, in order", function()
   local s = Session.new()
   local tasks = {}
