@@ -9,6 +9,9 @@
 -- ch:get()  -> v | nil, "closed"  (closed, and nothing buffered)
 -- ch:put_op(v), ch:get_op()      the same as darksidesync.fibers ops
 -- ch:close(), ch:closed(), ch:len() (#ch on 5.2+)
+-- register_metatable(name, mt)   in this state, tables with metatable mt
+--                                are copied with `name`, and tables copied
+--                                in under `name` get mt
 --
 -- Outside a fiber, put and get block the calling thread. Inside one
 -- (darksidesync.fibers), they perform put_op / get_op: the fiber waits,
@@ -30,6 +33,7 @@ local C = dss._channel
 local M = {}
 
 M.new = C.new
+M.register_metatable = C.register_metatable
 
 local methods = C.methods
 local put_now, get_now, new_message, new_waits = C.put_now, C.get_now, C.message, C.waits

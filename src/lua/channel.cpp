@@ -206,6 +206,18 @@ int l_len(lua_State* L) {
   return 1;
 }
 
+// register_metatable(name, mt): the copy routine's named metatables
+// (copy.hpp) in this state. A table whose metatable is mt is sent with the
+// name; a table arriving here under the name gets mt. Per state: each state
+// registers its own.
+int l_register_metatable(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TSTRING);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checkstack(L, 6, "darksidesync.channel: register_metatable");
+  dss::copy_register_metatable(L, 1, 2);
+  return 0;
+}
+
 // ch:closed() -> boolean
 int l_closed(lua_State* L) {
   lua_pushboolean(L, check_chan(L, 1)->closed());
@@ -713,6 +725,8 @@ void dss_open_channel(lua_State* L) {
   lua_newtable(L);
   lua_pushcfunction(L, l_new);
   lua_setfield(L, -2, "new");
+  lua_pushcfunction(L, l_register_metatable);
+  lua_setfield(L, -2, "register_metatable");
   lua_getfield(L, -2, "__index");
   lua_setfield(L, -2, "methods");  // channel.lua adds the Lua ones
   lua_remove(L, -2);

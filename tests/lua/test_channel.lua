@@ -90,3 +90,28 @@ test("bad capacities and bad handles", function()
   local ch = channel.new(1)
   raises(function() ch.put({}, 1) end, argerr("darksidesync.channel expected, got table"))
 end)
+
+test("register_metatable: a table with a registered metatable arrives with it", function()
+  local mt = { __index = { hello = function(self) return "hello " .. self.name end } }
+  channel.register_metatable("test_channel.Named", mt)
+  local ch = channel.new(3)
+  ch:put(setmetatable({ name = "a" }, mt))
+  ch:put(setmetatable({ name = "b" }, { __index = mt.__index })) -- not registered
+  ch:put({ inner = setmetatable({ name = "c" }, mt) })
+  local a = ch:get()
+  ok(rawequal(getmetatable(a), mt), "the registered metatable")
+  eq(a:hello(), "hello a")
+  local b = ch:get()
+  eq(getmetatable(b), nil)
+  eq(b.name, "b")
+  eq(ch:get().inner:hello(), "hello c")
+  -- Registered again under the name: later copies get the new one.
+  local mt2 = { __index = { hello = function() return "hi" end } }
+  channel.register_metatable("test_channel.Named", mt2)
+  ch:put(setmetatable({}, mt2))
+  eq(ch:get():hello(), "hi")
+  raises(function() channel.register_metatable(1, mt) end,
+    { pattern = "^bad argument #1 to '[%w%.%?_]*' %(string expected, got number%)$" })
+  raises(function() channel.register_metatable("x", "y") end,
+    { pattern = "^bad argument #2 to '[%w%.%?_]*' %(table expected, got string%)$" })
+end)

@@ -31,4 +31,14 @@ test("tcp_server.lua: connections spread over sessions, every echo matched", fun
   eq(status, 0, out)
   local first = out:match("^[^\n]*")
   eq(first, "40 clients, 200 lines echoed, 40 connections served by 2 sessions")
+
+test("casting.lua: casting's API, two sessions of tasks over channels on 2 threads", function()
+  local out, status = run("casting.lua", 100)
+  eq(status, 0, out)
+  eq(out, "workers:wait() raised: no such job\n" ..
+          "300 jobs from 3 producers, the sum of 3 * i^2: 3045150\n")
+  out, status = run("casting.lua", 7)
+  eq(status, 0, out)
+  eq(out, "workers:wait() raised: no such job\n" ..
+          "21 jobs from 3 producers, the sum of 3 * i^2: 1260\n")
 end)
