@@ -31,6 +31,7 @@ test("tcp_server.lua: connections spread over sessions, every echo matched", fun
   eq(status, 0, out)
   local first = out:match("^[^\n]*")
   eq(first, "40 clients, 200 lines echoed, 40 connections served by 2 sessions")
+end)
 
 test("casting.lua: casting's API, two sessions of tasks over channels on 2 threads", function()
   local out, status = run("casting.lua", 100)
