@@ -18,6 +18,7 @@
 // from the consumer's first get (pop) to its last (S1, S2), over K round
 // trips after 100 unmeasured ones (S3).
 #include <malloc.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -67,7 +68,7 @@ const char* const SESS_LUA = R"(
       else
         for i = 1, n do ch:put(i) end
       end
-      return true
+      return require("darksidesync").stats().delivered
     end, ch, n, tables)
     local cons = session.spawn(function(ch, n, tables)
       local now = require("darksidesync").monotime
@@ -76,11 +77,11 @@ const char* const SESS_LUA = R"(
       for _ = 2, n do v = ch:get() end
       local el = now() - t0
       if tables then assert(v.j == 10) else assert(v == n) end
-      return (n - 1) / el
+      return (n - 1) / el, require("darksidesync").stats().delivered
     end, ch, n, tables)
-    local rate = joined(cons)
-    joined(prod)
-    return rate, n / (monotime() - t0)
+    local rate, cwakes = joined(cons)
+    local pwakes = joined(prod)
+    return rate, n / (monotime() - t0), pwakes / n, cwakes / n
   end
 
   -- S3: a ping-pong between two sessions over two capacity-1 channels;
@@ -110,11 +111,12 @@ const char* const SESS_LUA = R"(
       out:close()
       table.sort(lat)
       local function at(p) return lat[math.floor(p * (k - 1)) + 1] * 1e6 end
-      return k / el, at(0.5), at(0.99), at(0.999)
+      local wakes = require("darksidesync").stats().delivered / (k + 100)
+      return k / el, at(0.5), at(0.99), at(0.999), wakes
     end, a2b, b2a, k)
-    local rate, p50, p99, p999 = joined(a)
+    local rate, p50, p99, p999, wakes = joined(a)
     joined(b)
-    return rate, p50, p99, p999
+    return rate, p50, p99, p999, wakes
   end
 
   -- S4: m sessions spawned, each returning its argument, then all joined.
@@ -225,6 +227,12 @@ long rss_bytes() {
 long heap_bytes() {  // every arena: the pool's threads malloc in their own
   struct mallinfo2 mi = mallinfo2();
   return long(mi.uordblks + mi.hblkhd);
+}
+
+long minor_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
 }
 
 long process_threads() {
@@ -352,6 +360,7 @@ struct Idle {
   double spawn_s = 0, close_s = 0;   // spawn -> all parked; close -> all joined
   double rss_total = 0;              // the process's, all parked
   double peak = 0, threads = 0;      // the pool's peak; the process's threads
+  double faults_per = 0;             // minor page faults per session, spawn -> parked
 };
 
 // m sessions parked on one channel: what they cost, then released.
@@ -362,7 +371,7 @@ Idle idle_sessions(long m, int min, int max) {
   calln(L, "s_spawn", {double(max)}, 2);
   lua_gc(L, LUA_GCCOLLECT, 0);
   malloc_trim(0);
-  long r0 = rss_bytes(), h0 = heap_bytes();
+  long r0 = rss_bytes(), h0 = heap_bytes(), f0 = minor_faults();
   auto t0 = Clock::now();
   calln(L, "s_park", {double(m)}, 0);
   if (!wait_parked(L, m)) {
@@ -370,6 +379,7 @@ Idle idle_sessions(long m, int min, int max) {
     std::exit(2);
   }
   r.spawn_s = secs_since(t0);
+  r.faults_per = double(minor_faults() - f0) / double(m);
   long r1 = rss_bytes(), h1 = heap_bytes();
   r.rss_per = double(r1 - r0) / double(m);
   r.heap_per = double(h1 - h0) / double(m);
@@ -399,16 +409,27 @@ void session_rows(Results& res) {
 
   // S1, S2: streams; interleaved with the ceiling.
   long n = scaled(100000), nt = scaled(50000);
-  std::vector<double> c1, o1, o1w, o2, o2w;
+  std::vector<double> c1, o1, o1w, o2, o2w, pw1, cw1, pw2, cw2;
   for (int r = 0; r < opt.reps; ++r) {
     c1.push_back(ceil_stream(n));
-    auto a = calln(L, "s_stream", {double(n), double(kCapacity), 0}, 2);
+    auto a = calln(L, "s_stream", {double(n), double(kCapacity), 0}, 4);
     o1.push_back(a[0]);
     o1w.push_back(a[1]);
-    auto b = calln(L, "s_stream", {double(nt), double(kCapacity), 1}, 2);
+    pw1.push_back(a[2]);
+    cw1.push_back(a[3]);
+    auto b = calln(L, "s_stream", {double(nt), double(kCapacity), 1}, 4);
     o2.push_back(b[0]);
     o2w.push_back(b[1]);
+    pw2.push_back(b[2]);
+    cw2.push_back(b[3]);
   }
+  // Completions that reached a session through its hub, per message: each
+  // is an op that had blocked (and, when the session had parked, a wake-up
+  // through the pool).
+  auto wakes = [](const std::vector<double>& p, const std::vector<double>& c) {
+    return "; blocked ops completed per message: putter " + fmt("%.3f", median(p)) +
+           ", getter " + fmt("%.3f", median(c));
+  };
   o.s1 = median(o1);
   o.s1_ceil = median(c1);
   o.s2 = median(o2);
@@ -418,18 +439,20 @@ void session_rows(Results& res) {
   row("S1", "numbers between two sessions, channel " + cap, fmt_rate(o.s1),
       fmt_ratio(o.s1, o.s1_ceil), "",
       std::to_string(n) + " items, timed in the getter from first get to last; spawn → "
-      "joined: " + fmt_rate(median(o1w)));
+      "joined: " + fmt_rate(median(o1w)) + wakes(pw1, cw1));
   row("S2", "10-field tables between two sessions (one table put again and again: each put "
       "copies it), " + cap, fmt_rate(o.s2), fmt_ratio(o.s2, o.s1_ceil), "",
       "vs numbers (S1) " + fmt_ratio(o.s2, o.s1) + "; " + std::to_string(nt) +
-          " items; spawn → joined: " + fmt_rate(median(o2w)));
+          " items; spawn → joined: " + fmt_rate(median(o2w)) + wakes(pw2, cw2));
 
   // S3: ping-pong.
   long k = sized(10000, 300);
   std::vector<RtStats> vc, vo;
+  std::vector<double> w3;
   for (int r = 0; r < opt.reps; ++r) {
     vc.push_back(ceil_pingpong(k));
-    auto a = calln(L, "s_pingpong", {double(k)}, 4);
+    auto a = calln(L, "s_pingpong", {double(k)}, 5);
+    w3.push_back(a[4]);
     RtStats s;
     s.rate = a[0];
     s.p50 = a[1];
@@ -442,7 +465,8 @@ void session_rows(Results& res) {
   row("S3a", "ping-pong between two sessions, two capacity-1 channels: round trips/s",
       fmt_rate(o.s3.rate), fmt_ratio(o.s3.rate, o.s3_ceil.rate), "",
       "ceiling (mutex + condition variable per direction) " + fmt_rate(o.s3_ceil.rate) + "; " +
-          std::to_string(k) + " round trips");
+          std::to_string(k) + " round trips; blocked ops completed per round trip in the "
+          "pinging session " + fmt("%.2f", median(w3)));
   row("S3b", "ping-pong: p50 / p99 / p99.9", p50_p99_p999(o.s3),
       fmt_ratio(o.s3.p50, o.s3_ceil.p50) + " (p50), " + fmt_ratio(o.s3.p99, o.s3_ceil.p99) +
           " (p99)", "", "ceiling " + p50_p99_p999(o.s3_ceil));
@@ -511,7 +535,7 @@ void session_rows(Results& res) {
   row("S6c", std::to_string(m6) + " idle sessions: spawn → all parked / release → all joined",
       fmt("%.2f s", i.spawn_s) + " / " + fmt("%.2f s", i.close_s), "", "",
       fmt_rate(double(m6) / i.spawn_s) + " spawned, " + fmt_rate(double(m6) / i.close_s) +
-          " released");
+          " released; " + fmt("%.0f", i.faults_per) + " minor page faults per session");
 }
 
 void targets_15(const Results& res) {
