@@ -403,7 +403,7 @@ std::string kib(double bytes) { return fmt("%.1f KiB", bytes / 1024.0); }
 void session_rows(Results& res) {
   SessRows& o = res.sess;
   header(("### Sessions and channels (issue 15; pool {min = 2, max = 2} but S6; ceilings: bare "
-          "C++ threads, mutex + condition variables; Lua " + opt.label + ")").c_str());
+          "C++ threads, mutex + condition variables; " + opt.label + ")").c_str());
   lua_State* L = sess_state(2, 2);
   calln(L, "s_spawn", {4}, 2);  // the pool's threads, modules in the OS cache
 
@@ -530,7 +530,7 @@ void session_rows(Results& res) {
   o.s6_peak = i.peak;
   row("S6a", std::to_string(m6) + " idle sessions, pool {min = 1, max = 2}: pool threads at "
       "most / process threads", fmt("%.0f", i.peak) + " / " + fmt("%.0f", i.threads), "", "",
-      "process: main + pool + the reactor; one repetition");
+      "process: main + pool (the reactor starts with the first timer or fd a session waits on); one repetition");
   row("S6b", std::to_string(m6) + " idle sessions: RSS of the process / per session",
       fmt("%.0f MiB", i.rss_total / 1048576.0) + " / " + kib(i.rss_per), "", "",
       "malloc'd per session " + kib(i.heap_per));

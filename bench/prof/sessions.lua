@@ -43,12 +43,21 @@ elseif mode == "pingpong" then
     return true
   end, a2b, b2a)
   local a = session.spawn(function(out, inc, k)
-    for i = 1, k do out:put(i); inc:get() end
+    local now = require("darksidesync").monotime
+    local lat = {}
+    for i = 1, k do
+      local t = now()
+      out:put(i)
+      inc:get()
+      lat[i] = now() - t
+    end
     out:close()
-    return true
+    table.sort(lat)
+    return lat[math.floor(0.5 * (k - 1)) + 1] * 1e6, lat[math.floor(0.99 * (k - 1)) + 1] * 1e6
   end, a2b, b2a, n)
-  joined(a)
+  local p50, p99 = a:join()
   joined(b)
+  io.stderr:write(string.format("pingpong p50 %.1f us, p99 %.1f us\n", p50, p99))
 elseif mode == "idle" then
   local ch, s = channel.new(0), {}
   for i = 1, n do s[i] = session.spawn(function(ch) ch:get() return true end, ch) end
