@@ -151,9 +151,11 @@ void full() {
   udp_rows(res);
   api_rows(res);
   memory_rows();
+  session_rows(res);
   if (have_luv()) luv_rows(res);
   target_rows(res);
   targets_17(res);
+  targets_15(res);
 }
 
 bool parse(int argc, char** argv) {
@@ -180,6 +182,7 @@ bool parse(int argc, char** argv) {
     else if (a == "--loops") opt.loops = true;
     else if (a == "--udp") opt.udp = true;
     else if (a == "--rt") opt.rt = true;
+    else if (a == "--sessions") opt.sessions = true;
     else if (a == "--rt-ceil") opt.rt_ceil = true;
     else if (a == "--rt-one") {
       opt.rt_p = std::atoi(next().c_str());
@@ -196,7 +199,7 @@ int main(int argc, char** argv) {
   using namespace bench;
   if (!parse(argc, argv)) {
     std::fprintf(stderr,
-                 "usage: dss_bench [--quick | --poll P | --loops | --udp] [--reps N] [--scale X] [--label L]\n"
+                 "usage: dss_bench [--quick | --poll P | --loops | --udp | --rt | --sessions] [--reps N] [--scale X] [--label L]\n"
                  "                 [--module-dir D] [--lua-dir D] [--out-dir D] [--luv FILE]\n");
     return 2;
   }
@@ -210,6 +213,10 @@ int main(int argc, char** argv) {
   else if (opt.rt) {
     round_trips_np(res);
     targets_17(res);
+  }
+  else if (opt.sessions) {
+    session_rows(res);
+    targets_15(res);
   }
   else if (opt.quick) quick();
   else full();

@@ -60,6 +60,7 @@ struct Options {
   bool loops = false;  // --loops: only the event-loop latency rows
   bool udp = false;     // --udp: only the U rows (profiling, issue 18 T8)
   bool rt = false;     // --rt: only the B rows and their targets (TB)
+  bool sessions = false;  // --sessions: only the S rows and their targets (TS)
   int rt_p = 0;        // --rt-one P STYLE: one run of ours (or --rt-ceil) only
   int rt_style = 0;    // 0 busy (dispatch), 1 wait
   bool rt_ceil = false;
@@ -232,6 +233,14 @@ struct Blocking {  // a blocking round-trip row with P producers (B rows)
   RtStats ours, ceiling;
 };
 
+struct SessRows {  // the S rows the TS targets judge (bench-sessions.cpp)
+  double s1 = -1, s1_ceil = -1, s2 = -1;  // messages/s
+  RtStats s3, s3_ceil;                    // ping-pong
+  double s4 = -1, s4_ceil1 = -1, s4_ceil2 = -1;  // spawned + joined/s, states/s
+  double s5_rss = -1;                     // bytes per idle session
+  double s6_peak = -1;                    // pool threads at most, 10 000 idle
+};
+
 struct Results {
   std::map<std::pair<int, int>, double> tp;  // {CeilStyle or Kind, producers} -> items/s
   std::map<int, double> ceil_writes, fd_notices, fd_polls;  // by producers
@@ -243,6 +252,7 @@ struct Results {
   double udp_bare = -1, udp_item = -1;    // U0, U1
   double bounded = -1, unbounded = -1;    // A4 and its unbounded twin
   std::vector<Blocking> blocking;         // B1-B8
+  SessRows sess;                          // S1-S6
 };
 
 extern const int PRODUCERS[4];  // 1, 2, 4, 8
@@ -277,9 +287,11 @@ void loop_rows(Results& res);        // bench-loops.cpp: E (also --loops)
 void udp_rows(Results& res);         // bench-udp.cpp: U
 void api_rows(Results& res);         // bench-api.cpp: A
 void memory_rows();                  // bench-memory.cpp: M
+void session_rows(Results& res);     // bench-sessions.cpp: S (also --sessions)
 void luv_rows(const Results& res);   // bench-luv.cpp: L
 void target_rows(const Results& res);  // bench-targets.cpp: T (issue 18)
 void targets_17(const Results& res);   // bench-roundtrips-np.cpp: TB (issue 17)
+void targets_15(const Results& res);   // bench-sessions.cpp: TS (issue 15)
 void quick();                        // bench-summary.cpp: --quick
 void poll_probe(int p);              // bench-summary.cpp: --poll P
 
