@@ -11,21 +11,6 @@ namespace bench {
 
 namespace {
 
-long rss_bytes() {
-  long pages = 0, resident = 0;
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f) {
-    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return resident * sysconf(_SC_PAGESIZE);
-}
-
-long heap_bytes() {
-  struct mallinfo2 mi = mallinfo2();
-  return long(mi.uordblks + mi.hblkhd);
-}
-
 double lua_heap(lua_State* L) {
   return lua_gc(L, LUA_GCCOUNT, 0) * 1024.0 + lua_gc(L, LUA_GCCOUNTB, 0);
 }

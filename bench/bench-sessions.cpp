@@ -214,21 +214,6 @@ lua_State* sess_state(int min, int max) {
 
 // --- memory -----------------------------------------------------------------------
 
-long rss_bytes() {
-  long pages = 0, resident = 0;
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f) {
-    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return resident * sysconf(_SC_PAGESIZE);
-}
-
-long heap_bytes() {  // every arena: the pool's threads malloc in their own
-  struct mallinfo2 mi = mallinfo2();
-  return long(mi.uordblks + mi.hblkhd);
-}
-
 long minor_faults() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);

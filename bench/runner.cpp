@@ -5,6 +5,9 @@
 
 #include "runner.h"
 
+#include <malloc.h>
+#include <unistd.h>
+
 #ifndef DSS_BENCH_MODULE_DIR
 #define DSS_BENCH_MODULE_DIR "."
 #endif
@@ -13,6 +16,21 @@
 #endif
 
 namespace bench {
+
+long rss_bytes() {
+  long pages = 0, resident = 0;
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+long heap_bytes() {
+  struct mallinfo2 mi = mallinfo2();
+  return long(mi.uordblks + mi.hblkhd);
+}
 
 Options opt;
 const int PRODUCERS[4] = {1, 2, 4, 8};

@@ -95,6 +95,11 @@ bool have_luv();
 // the whole table.
 void must(bool ok, const std::string& what);
 
+// --- memory (runner.cpp) -------------------------------------------------------------
+
+long rss_bytes();   // the process's resident set
+long heap_bytes();  // malloc'd bytes in use, every arena (pool threads malloc in their own)
+
 // --- Lua states (runner-lua.cpp) -------------------------------------------------------
 
 extern std::atomic<bool> g_stop;  // bench_stopped()
