@@ -47,27 +47,35 @@ bool Pool::wake(Runnable* r) {
 }
 
 bool Pool::push(Runnable* r) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (closing_) {
-    // Nobody would run it: it stays parked.
-    r->pstate_.store(Runnable::kParked, std::memory_order_release);
-    return false;
+  bool notify;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closing_) {
+      // Nobody would run it: it stays parked.
+      r->pstate_.store(Runnable::kParked, std::memory_order_release);
+      return false;
+    }
+    notify = push_locked(r);
   }
-  push_locked(r);
+  // After the unlock: a thread woken under the lock would only sleep again
+  // on it, and the waker pay a second futex call to let it in.
+  if (notify) cv_.notify_one();
   return true;
 }
 
 // A thread is started when the queue holds more tasks than there are idle
 // threads to take them: every thread is busy, maybe stuck in a blocking C
 // call, and the task would otherwise wait for one of them.
-void Pool::push_locked(Runnable* r) {
+// Queues r; true when an idle thread should be notified (the caller does,
+// after unlocking).
+bool Pool::push_locked(Runnable* r) {
   r->next_ = nullptr;
   if (tail_) tail_->next_ = r;
   else head_ = r;
   tail_ = r;
   ++queued_;
-  if (queued_ > idle_ && alive_ < max_ && start_locked()) return;
-  cv_.notify_one();
+  if (queued_ > idle_ && alive_ < max_ && start_locked()) return false;
+  return idle_ > 0;
 }
 
 Runnable* Pool::pop_locked() {
@@ -154,8 +162,12 @@ void Pool::ran(Runnable* r, Runnable::After after) {
   // Woken while it ran: run it again (after the tasks queued meanwhile).
   // Even when closing: this thread is alive to run it.
   r->pstate_.store(Runnable::kQueued, std::memory_order_release);
-  std::lock_guard<std::mutex> lock(mu_);
-  push_locked(r);
+  bool notify;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    notify = push_locked(r) && queued_ > 1;  // alone in the queue: this thread takes it next
+  }
+  if (notify) cv_.notify_one();
 }
 
 void Pool::set_limits(unsigned min, unsigned max) {

@@ -93,7 +93,7 @@ class Pool {
   };
 
   bool push(Runnable* r);
-  void push_locked(Runnable* r);
+  bool push_locked(Runnable* r);
   Runnable* pop_locked();
   bool start_locked();
   void reap_locked();

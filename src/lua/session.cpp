@@ -21,9 +21,13 @@
 
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <new>
+#include <string>
 #include <thread>
+#include <unordered_map>
 
 #include "../core/hub.hpp"
 #include "binding.hpp"
@@ -277,6 +281,129 @@ void Session::hook(void* ctx) {
 
 void Session::hook_release(void* ctx) { static_cast<Session*>(ctx)->unref(); }
 
+// --- our own Lua modules, compiled once per process ----------------------------
+//
+// A session's boot requires darksidesync.session, .channel and the fibers
+// modules, and its first channel op fibers/op.lua: parsing them was ~3/4 of
+// a spawn's instructions (docs/performance.md, "Sessions and channels"). The
+// first session that needs one of them parses it and keeps its dump (with
+// debug information: tracebacks are unchanged); every later session loads
+// the dump, several times cheaper than a parse. Only darksidesync.* modules
+// found on the session's package.path are cached, keyed by the file's path,
+// and never dropped: a file changed while the process runs is not re-read.
+
+struct ChunkCache {
+  std::mutex mu;
+  std::unordered_map<std::string, std::string> dumps;  // path -> lua_dump
+};
+
+ChunkCache& chunk_cache() {
+  static ChunkCache* c = new ChunkCache;  // never destroyed: pool threads may outlive exit
+  return *c;
+}
+
+int chunk_writer(lua_State*, const void* p, size_t sz, void* ud) {
+  try {
+    static_cast<std::string*>(ud)->append(static_cast<const char*>(p), sz);
+  } catch (...) {
+    return 1;  // no memory: the chunk is simply not cached
+  }
+  return 0;
+}
+
+// The first file of `name` on `path` (';'-separated templates, '?' the name
+// with '.' -> '/') that opens; empty when none does.
+std::string search_path(const char* name, const char* path) {
+  std::string mod(name);
+  for (char& c : mod)
+    if (c == '.') c = '/';
+  std::string p(path);
+  for (size_t i = 0; i <= p.size();) {
+    size_t j = p.find(';', i);
+    if (j == std::string::npos) j = p.size();
+    std::string f = p.substr(i, j - i);
+    i = j + 1;
+    if (f.empty()) continue;
+    for (size_t q; (q = f.find('?')) != std::string::npos;) f.replace(q, 1, mod);
+    if (std::FILE* fp = std::fopen(f.c_str(), "r")) {
+      std::fclose(fp);
+      return f;
+    }
+  }
+  return {};
+}
+
+// Pushes module `name`'s chunk and its file name (2), or a load error (1);
+// 0 when it is not on `path`. Raises no Lua error itself (the loads are
+// protected), so the strings here are not skipped by a longjmp; only
+// std::bad_alloc, which the caller turns into one.
+int load_cached(lua_State* L, const char* name, const char* path) {
+  std::string file = search_path(name, path);
+  if (file.empty()) return 0;
+  ChunkCache& c = chunk_cache();
+  const std::string* dump = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.dumps.find(file);
+    if (it != c.dumps.end()) dump = &it->second;  // never erased: stable
+  }
+  std::string chunkname = "@" + file;
+  if (dump) {
+    if (dss_loadbinary(L, dump->data(), dump->size(), chunkname.c_str()) != LUA_OK) return 1;
+  } else {
+    if (luaL_loadfile(L, file.c_str()) != LUA_OK) return 1;
+    std::string d;
+    if (dss_dump(L, chunk_writer, &d) == 0) {
+      std::lock_guard<std::mutex> lock(c.mu);
+      c.dumps.emplace(file, std::move(d));
+    }
+  }
+  lua_pushlstring(L, file.data(), file.size());
+  return 2;
+}
+
+// package.searchers[2] (5.1: loaders) in a session: darksidesync.* Lua
+// modules through the cache; anything else falls through to the standard
+// searchers.
+int cached_searcher(lua_State* L) {
+  const char* name = luaL_checkstring(L, 1);
+  if (std::strncmp(name, "darksidesync.", 13) != 0) return 0;
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  const char* path = lua_tostring(L, -1);
+  if (!path) return 0;
+  int n;
+  try {
+    n = load_cached(L, name, path);
+  } catch (const std::bad_alloc&) {  // the path strings: no exception may cross Lua
+    n = -1;
+  }
+  if (n < 0) return luaL_error(L, "darksidesync.session: not enough memory");
+  if (n == 1)
+    return luaL_error(L, "error loading module '%s':\n\t%s", name, lua_tostring(L, -1));
+  return n;
+}
+
+// Puts cached_searcher second in package.searchers (package on top).
+void add_searcher(lua_State* L) {
+#if LUA_VERSION_NUM >= 502
+  lua_getfield(L, -1, "searchers");
+#else
+  lua_getfield(L, -1, "loaders");
+#endif
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  for (int i = int(dss_rawlen(L, -1)); i >= 2; --i) {
+    lua_rawgeti(L, -1, i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushcfunction(L, cached_searcher);
+  lua_rawseti(L, -2, 2);
+  lua_pop(L, 1);
+}
+
 // Runs in the new state, protected: everything that may raise.
 int Session::setup_tramp(lua_State* L) {
   Session* s = static_cast<Session*>(lua_touserdata(L, 1));
@@ -293,6 +420,7 @@ int Session::setup_tramp(lua_State* L) {
   lua_setfield(L, -2, "path");
   lua_pushvalue(L, 3);
   lua_setfield(L, -2, "cpath");
+  add_searcher(L);
   lua_settop(L, 1);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "darksidesync");
