@@ -105,11 +105,18 @@ for v in ${ROCK_LUAS:-5.1 5.4}; do
                          "darksidesync.fibers.queue", "darksidesync.fibers.mutex",
                          "darksidesync.fibers.go", "darksidesync.fibers.items",
                          "darksidesync.fibers.pollio", "darksidesync.fibers.epoll",
-                         "darksidesync.fibers.socket" } do
+                         "darksidesync.fibers.socket", "darksidesync.session",
+                         "darksidesync.channel", "darksidesync.casting" } do
       assert(not package.searchpath or
              (package.searchpath(m, package.path) or ""):find(os.getenv("TREE"), 1, true),
              m .. " from the tree")
     end
+    -- A session boots from the tree too: its state inherits these paths.
+    local session, channel = require "darksidesync.session", require "darksidesync.channel"
+    local ch = channel.new(1)
+    local s = session.spawn(function(c, x) c:put(x * 2) return "done" end, ch, 21)
+    assert(s:join(10) == "done" and ch:get(0) == 42, "a session from the tree")
+    session.close()
     if package.searchpath then
       assert(package.searchpath("dss", package.path):find(os.getenv("TREE"), 1, true),
              "dss from the tree")
