@@ -269,13 +269,28 @@ end
 
 local SERVER = "return require('darksidesync.casting')._serve(...)"
 
+-- A Session nobody can reach any more (its tasks refer to it: none of them
+-- either) closes its inbox: the server runs the tasks it has to their end,
+-- then the session ends, without a join. Its own handle's results are lost
+-- with it, as a task's: nobody can ask for them.
+local function release(inbox)
+  pcall(inbox.close, inbox)
+end
+SessionMT.__gc = function(self) release(self.inbox) end
+
 -- Session.new(): a darksidesync session running the task server, which
 -- gets tasks from `inbox` (unbounded). `tasks`: the handles created here
 -- not yet ended, and those whose error wait has not raised yet.
 function Session.new()
   local inbox = channel.new(huge)
   local s = session.spawn(SERVER, inbox)
-  return setmetatable({ s = s, inbox = inbox, tasks = {}, sweep = 64, closed = false }, SessionMT)
+  local self = setmetatable({ s = s, inbox = inbox, tasks = {}, sweep = 64, closed = false }, SessionMT)
+  if newproxy then -- Lua 5.1 and LuaJIT: tables have no __gc; a proxy does
+    local guard = newproxy(true)
+    getmetatable(guard).__gc = function() release(inbox) end
+    self.guard = guard
+  end
+  return self
 end
 
 -- Drops the tasks that ended, but those with an error not raised yet.
@@ -374,6 +389,9 @@ end
 function M._serve(inbox)
   local fiber = require "darksidesync.fibers.fiber"
   local running = {} -- fiber -> its task
+  -- The tasks still running: once the inbox is closed (the Session was
+  -- collected) the server waits for them before it ends.
+  local wg = require("darksidesync.fibers.waitgroup").new()
 
   -- Capacity 1, empty, one put: never waits.
   local function finish(job, r)
@@ -389,7 +407,8 @@ function M._serve(inbox)
     local job = running[f]
     if job then
       running[f] = nil
-      return finish(job, { status = "error", err = tb })
+      finish(job, { status = "error", err = tb })
+      return wg:done()
     end
     if prev then return prev(err, tb, f) end
     io.stderr:write("darksidesync.casting: error in fiber: ", tb, "\n")
@@ -402,13 +421,16 @@ function M._serve(inbox)
     running[f] = nil
     r.status = "done"
     finish(job, r)
+    wg:done()
   end
 
   while true do
     local job = inbox:get()
-    if job == nil then return end
+    if job == nil then break end
+    wg:add(1)
     fiber.spawn(run, job)
   end
+  wg:wait()
 end
 
 return M

@@ -633,3 +633,28 @@ test("closing the state joins everything: sessions with waiting tasks, exit 0", 
   eq(out, "10 20 30 end\n")
   eq(status, 0)
 end)
+
+test("a Session nobody holds runs its tasks to their end, then ends", function()
+  local session = require "darksidesync.session"
+  local dss = require "darksidesync"
+  local before = session.pool().sessions
+  local gate, out = Channel.new(0), Channel.new(1)
+  do
+    local s = Session.new()
+    s:create(function(g, o) o:write(g:read() * 2) end, gate, out)
+    s:create(function(g, o) o:write(g:read() * 3) end, gate, out)
+  end
+  eq(session.pool().sessions, before + 1)
+  collectgarbage()
+  collectgarbage()
+  -- The inbox is closed now, but both tasks still wait for the gate.
+  eq(gate:write(7), true)
+  local first = out:read()
+  eq(gate:write(7), true)
+  local second = out:read()
+  eq(first + second, 35)
+  waitfor(function()
+    dss.wait(0.001)
+    return session.pool().sessions == before
+  end, "the session's end")
+end)
