@@ -1,14 +1,12 @@
 // notify.cpp -- see notify.hpp.
 #include "notify.hpp"
 
+#include "wake_fd.hpp"
+
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#ifdef __linux__
-#include <sys/eventfd.h>
-#endif
 
 #include <cerrno>
 #include <cstdio>
@@ -96,20 +94,7 @@ int Notifier::fd_locked(bool handed_out, bool running, bool nonempty) {
     errno = EBADF;
     return -1;
   }
-#ifdef __linux__
-  int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (fd < 0) return -1;
-  efd_ = efd_w_ = fd;
-#else
-  int p[2];
-  if (::pipe(p) != 0) return -1;
-  for (int f : p) {
-    ::fcntl(f, F_SETFL, ::fcntl(f, F_GETFL) | O_NONBLOCK);
-    ::fcntl(f, F_SETFD, FD_CLOEXEC);
-  }
-  efd_ = p[0];
-  efd_w_ = p[1];
-#endif
+  if (open_wake_fds(&efd_, &efd_w_) != 0) return -1;
   if (nonempty) arm_fd_locked();
   return efd_;
 }

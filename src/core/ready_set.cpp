@@ -1,6 +1,8 @@
 // ready_set.cpp -- see ready_set.hpp.
 #include "ready_set.hpp"
 
+#include "wake_fd.hpp"
+
 #include <cerrno>
 #include <climits>
 #include <ctime>
@@ -11,7 +13,6 @@
 
 #ifdef __linux__
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #define DSS_HAVE_EPOLL 1
 #else
@@ -69,21 +70,13 @@ int ReadySet::make() {
 #if DSS_HAVE_EPOLL
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) return errno;
-  efd_r_ = efd_w_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (efd_r_ < 0) return errno;
+  if (int err = open_wake_fds(&efd_r_, &efd_w_)) return err;
   epoll_event ev{};
   ev.events = EPOLLIN;  // level-triggered: reported until drained
   ev.data.u64 = kInterruptKey;
   if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, efd_r_, &ev) != 0) return errno;
 #else
-  int p[2];
-  if (::pipe(p) != 0) return errno;
-  for (int f : p) {
-    ::fcntl(f, F_SETFL, ::fcntl(f, F_GETFL) | O_NONBLOCK);
-    ::fcntl(f, F_SETFD, FD_CLOEXEC);
-  }
-  efd_r_ = p[0];
-  efd_w_ = p[1];
+  if (int err = open_wake_fds(&efd_r_, &efd_w_)) return err;
 #endif
   return 0;
 }

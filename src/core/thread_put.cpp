@@ -42,30 +42,27 @@ ThreadPut of(Channel::Res r) {
   }
 }
 
-// Waits for w (its message in w->msg) on this thread, at most until the
-// deadline when timed.
-ThreadPut wait_put(Channel* ch, Waiter* w, bool timed, Clock::time_point deadline) {
+}  // namespace
+
+Suspension::End wait_on_thread(Channel* ch, Waiter* w, bool timed,
+                               Clock::time_point deadline, Message* got) {
   Sleeper sl;
   w->susp = Suspension::create(&Sleeper::wake, &sl);
-  if (!w->susp) return ThreadPut::nomem;
-  Channel::Res r = ch->put_wait(w);
-  // A timeout that loses the race against a get (cancel() false) is no
-  // timeout: the get took the message, and the end says so.
+  if (!w->susp) return Suspension::End::none;
+  Channel::Res r = w->put ? ch->put_wait(w) : ch->get_wait(w);
+  // A deadline that loses the race against a completion (cancel() false)
+  // is no timeout: the end says what completed it.
   if (r == Channel::Res::blocked && w->susp->end() == Suspension::End::none &&
       !sl.sleep(timed, deadline))
     w->susp->cancel();
   ch->unwait(w);
   w->susp->quiesce();  // sl lives on this frame
   Suspension::End e = w->susp->end();
+  if (got && !w->put && e == Suspension::End::done) *got = std::move(w->susp->message());
   w->susp->unref();
   w->susp = nullptr;
-  if (r == Channel::Res::nomem) return ThreadPut::nomem;
-  if (e == Suspension::End::done) return ThreadPut::done;
-  if (e == Suspension::End::closed) return ThreadPut::closed;
-  return ThreadPut::timeout;  // cancelled: by us, at the deadline
+  return r == Channel::Res::nomem ? Suspension::End::none : e;
 }
-
-}  // namespace
 
 ThreadPut put_from_thread(Channel* ch, Message& m, long long timeout_ms) {
   Channel::Res r = ch->put_now(m);
@@ -76,7 +73,12 @@ ThreadPut put_from_thread(Channel* ch, Message& m, long long timeout_ms) {
   Waiter w;
   w.put = true;
   w.msg = std::move(m);
-  return wait_put(ch, &w, timed, deadline);
+  switch (wait_on_thread(ch, &w, timed, deadline)) {
+    case Suspension::End::done: return ThreadPut::done;
+    case Suspension::End::closed: return ThreadPut::closed;
+    case Suspension::End::cancelled: return ThreadPut::timeout;  // by us, at the deadline
+    default: return ThreadPut::nomem;
+  }
 }
 
 }  // namespace dss

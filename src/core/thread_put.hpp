@@ -8,6 +8,7 @@
 #define DSS_CORE_THREAD_PUT_HPP
 
 #include "channel.hpp"
+#include "clock.hpp"
 
 namespace dss {
 
@@ -18,6 +19,17 @@ enum class ThreadPut {
   timeout,  // still not taken when timeout_ms passed; withdrawn
   nomem,
 };
+
+// Waits on the calling thread for w's operation on ch (w->put: a put, its
+// message in w->msg; else a get), sleeping until another party completes
+// it, the channel closes, or the deadline passes (timed): then the
+// operation is withdrawn, unless it completed first. Returns how it ended:
+// done (a get's message moved into *got, when given), closed, cancelled
+// (the deadline), or none when registering ran out of memory. Every
+// thread that waits for a channel outside a fiber (a C library's thread, a
+// main state's plain put or get) sleeps here. No Lua; never throws.
+Suspension::End wait_on_thread(Channel* ch, Waiter* w, bool timed,
+                               Clock::time_point deadline, Message* got = nullptr);
 
 // Puts m into ch. timeout_ms: 0 never waits; < 0 or > kTimeoutMaxMs
 // (clock.hpp) waits without limit. Unless done, m may have been consumed

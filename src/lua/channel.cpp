@@ -11,8 +11,6 @@
 // channels and suspends the fiber, not the thread (see "Fibers" below).
 #include <atomic>
 #include <cmath>
-#include <condition_variable>
-#include <mutex>
 #include <new>
 
 #include "binding.hpp"
@@ -20,6 +18,7 @@
 #include "compat.h"
 #include "copy.hpp"
 #include "hub.hpp"
+#include "thread_put.hpp"
 
 // module.cpp: the binding's own registration in L's hub.
 void* dss_own_utilid(lua_State* L, void* libid, DSS_cancel_1v0_t cancel);
@@ -27,6 +26,7 @@ void* dss_own_utilid(lua_State* L, void* libid, DSS_cancel_1v0_t cancel);
 namespace {
 
 using dss::Channel;
+using dss::Clock;
 using dss::Message;
 using dss::Suspension;
 using dss::Waiter;
@@ -69,41 +69,18 @@ void handle_release(void* obj) { static_cast<Channel*>(obj)->unref(); }
 
 // --- waiting on this thread ---------------------------------------------------
 
-// The calling thread, asleep until its suspension's wake().
-struct ThreadWake {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool woken = false;
-  static void fn(Suspension*, void* ctx) {
-    ThreadWake* t = static_cast<ThreadWake*>(ctx);
-    std::lock_guard<std::mutex> lock(t->mu);
-    t->woken = true;
-    t->cv.notify_one();
-  }
-  void sleep() {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [this] { return woken; });
-  }
-};
-
 // How an operation ended, for the Lua side.
 enum class Out { done, closed, nomem };
 
 // Waits on this thread for w's operation (w->msg holds a put's message):
 // no Lua, nothing that raises. A get's message is left in *got.
 Out wait_here(Channel* ch, Waiter* w, bool put, Message* got) {
-  ThreadWake tw;
-  w->susp = Suspension::create(&ThreadWake::fn, &tw);
-  if (!w->susp) return Out::nomem;
-  Channel::Res r = put ? ch->put_wait(w) : ch->get_wait(w);
-  if (r == Channel::Res::blocked && w->susp->end() == Suspension::End::none) tw.sleep();
-  ch->unwait(w);
-  w->susp->quiesce();  // tw lives on this frame
-  Suspension::End e = w->susp->end();
-  if (!put && e == Suspension::End::done) *got = std::move(w->susp->message());
-  w->susp->unref();
-  if (r == Channel::Res::nomem) return Out::nomem;
-  return e == Suspension::End::done ? Out::done : Out::closed;
+  w->put = put;
+  switch (dss::wait_on_thread(ch, w, false, Clock::time_point{}, got)) {
+    case Suspension::End::done: return Out::done;
+    case Suspension::End::none: return Out::nomem;
+    default: return Out::closed;
+  }
 }
 
 // Pushes what a failed put or get returns: nil, "closed".

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include "channel.hpp"
+#include "thread_put.hpp"
 #include "copy.hpp"
 
 #include <atomic>
@@ -91,39 +92,14 @@ struct Lua {
   }
 };
 
-// A C thread's blocking put, as a plain ch:put does in channel.cpp: a
-// suspension whose wake() signals the thread. No assertions (threads).
-struct Sleeper {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool woken = false;
-  static void wake(Suspension*, void* ctx) {
-    Sleeper* s = static_cast<Sleeper*>(ctx);
-    std::lock_guard<std::mutex> lock(s->mu);
-    s->woken = true;
-    s->cv.notify_one();
-  }
-};
-
+// A C thread's blocking put (the core's put_from_thread, as the 2v2 API
+// makes it). No assertions (threads).
 Res thread_put(Channel* ch, Message m) {
-  Res r = ch->put_now(m);
-  if (r != Res::blocked) return r;
-  Sleeper sl;
-  Waiter w;
-  w.susp = Suspension::create(&Sleeper::wake, &sl);
-  if (!w.susp) return Res::nomem;
-  w.msg = std::move(m);
-  r = ch->put_wait(&w);
-  if (r == Res::blocked && w.susp->end() == Suspension::End::none) {
-    std::unique_lock<std::mutex> lock(sl.mu);
-    sl.cv.wait(lock, [&] { return sl.woken; });
+  switch (dss::put_from_thread(ch, m, -1)) {
+    case dss::ThreadPut::done: return Res::done;
+    case dss::ThreadPut::closed: return Res::closed;
+    default: return Res::nomem;
   }
-  ch->unwait(&w);
-  w.susp->quiesce();
-  Suspension::End e = w.susp->end();
-  w.susp->unref();
-  if (r == Res::done || r == Res::closed) return r;
-  return e == Suspension::End::done ? Res::done : Res::closed;
 }
 
 // Runs the fibers' scheduler until fiber.stop(), for at most 30 s.
