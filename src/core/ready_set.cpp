@@ -7,7 +7,6 @@
 #include <climits>
 #include <ctime>
 
-#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
