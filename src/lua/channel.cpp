@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cmath>
 #include <new>
+#include <thread>
 
 #include "binding.hpp"
 #include "channel.hpp"
@@ -279,6 +280,7 @@ struct Waits {
   // The Lua thread's (the userdata's methods, the item's decoder):
   int anchor = LUA_NOREF;  // registry reference of the Lua suspension
   bool released = false;   // arms and suspension let go
+  bool held = false;       // hold(): busy, ours until claim() or unhold()
 };
 
 struct WaitsUd {
@@ -577,7 +579,10 @@ int l_waits_claim(lua_State* L) {
   WaitsUd* u = static_cast<WaitsUd*>(luaL_checkudata(L, 1, kWaitsMeta));
   Waits* w = u->w;
   if (w && !w->released) {
-    if (!w->susp->cancel()) {
+    if (w->held) {
+      w->held = false;
+      w->susp->finish(Suspension::End::cancelled, -1);
+    } else if (!w->susp->cancel()) {
       lua_pushboolean(L, 0);
       return 1;
     }
@@ -586,6 +591,43 @@ int l_waits_claim(lua_State* L) {
   }
   lua_pushboolean(L, 1);
   return 1;
+}
+
+// w:hold() -> true | false: the first step of a two-step claim, for a
+// completer that must do something it cannot undo before it knows whether
+// it completes (a socket's read). True: no channel arm can complete until
+// claim() (which then succeeds) or unhold(); false: a channel arm
+// completed first. A completer on another thread meanwhile waits (briefly:
+// the hold lasts one attempt, no Lua call that blocks).
+int l_waits_hold(lua_State* L) {
+  WaitsUd* u = static_cast<WaitsUd*>(luaL_checkudata(L, 1, kWaitsMeta));
+  Waits* w = u->w;
+  bool ok = true;
+  if (w && !w->released && !w->held) {
+    for (unsigned spins = 0;; ++spins) {
+      Suspension::Begin b = w->susp->begin();
+      if (b == Suspension::Begin::busy) {  // another party is ending it
+        if (spins > 64) std::this_thread::yield();
+        continue;
+      }
+      ok = b == Suspension::Begin::got;
+      w->held = ok;
+      break;
+    }
+  }
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+// w:unhold(): back to waiting after hold(), nothing completed.
+int l_waits_unhold(lua_State* L) {
+  WaitsUd* u = static_cast<WaitsUd*>(luaL_checkudata(L, 1, kWaitsMeta));
+  Waits* w = u->w;
+  if (w && w->held) {
+    w->held = false;
+    w->susp->abort();
+  }
+  return 0;
 }
 
 // w:result() -> index, true, results... | index, false, error: the arm
@@ -617,7 +659,8 @@ int l_waits_gc(lua_State* L) {
   // whatever ended it, nothing will look at it now. The anchor goes with
   // the registry.
   if (!w->released) {
-    w->susp->cancel();
+    if (w->held) w->susp->finish(Suspension::End::cancelled, -1);
+    else w->susp->cancel();
     release(w);
   }
   drop(w);
@@ -648,6 +691,8 @@ void open_fiber_ops(lua_State* L) {
     const luaL_Reg methods[] = {{"put", l_waits_put},
                                 {"get", l_waits_get},
                                 {"claim", l_waits_claim},
+                                {"hold", l_waits_hold},
+                                {"unhold", l_waits_unhold},
                                 {"result", l_waits_result},
                                 {nullptr, nullptr}};
     dss_setfuncs(L, methods, 0);

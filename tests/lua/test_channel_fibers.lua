@@ -334,3 +334,52 @@ test("lua_close with fibers blocked on channels: no leak, no crash", function()
   eq(out, "ok\n")
   eq(status, 0, "exit status")
 end)
+
+-- A completer that must commit before it knows whether it completes (a
+-- socket's read, darksidesync.fibers.socket) holds the suspension first:
+-- while held, no channel arm of the choice can win; then either it
+-- completes (the channel's value stays there) or lets go (the channel arm
+-- may complete). Another state's put comes in while it is held.
+local function held_case(complete_it)
+  local session = require "darksidesync.session"
+  local dc, started = channel.new(1), channel.new(1)
+  local susp, wrap, result
+  local custom = op.new_base_op(nil, function() return false end,
+    function(s, w) susp, wrap = s, w end)
+  fiber.spawn(function()
+    result = op.choice(dc:get_op():wrap(function(v) return "got " .. v end),
+      custom:wrap(function(v) return "custom " .. v end)):perform()
+  end)
+  turns()
+  ok(susp, "the fiber is blocked")
+  eq(susp:hold(), true)
+  local putter = session.spawn(function(d, st)
+    st:put(true)
+    return d:put("x")
+  end, dc, started)
+  eq(started:get(), true)
+  if complete_it then
+    susp:complete(wrap, "c")
+  else
+    susp:release()
+  end
+  eq(putter:join(10), true)
+  until_(function() return result ~= nil end, 1000)
+  return result, dc:len()
+end
+
+test("hold: a held suspension cannot lose to a channel arm; claimed, the value stays in the channel", function()
+  for _ = 1, 20 do
+    local result, left = held_case(true)
+    eq(result, "custom c")
+    eq(left, 1)
+  end
+end)
+
+test("hold, then release: the channel arm may complete", function()
+  for _ = 1, 20 do
+    local result, left = held_case(false)
+    eq(result, "got x")
+    eq(left, 0)
+  end
+end)

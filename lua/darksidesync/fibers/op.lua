@@ -50,6 +50,24 @@ function Suspension:claim()
   return true
 end
 
+-- hold() / release(): a claim in two steps, for a completer that must do
+-- something it cannot undo (read a socket, accept a connection) before it
+-- knows whether it completes. hold() is true when the caller may go on:
+-- until it calls complete() (which then cannot lose) or release(), no
+-- channel arm of the suspension can complete; false when it is no longer
+-- waiting (a channel arm won). Between the two: no Lua code that yields.
+function Suspension:hold()
+  if self.state ~= "waiting" then return false end
+  local core = self.core
+  if core == nil then return true end
+  return core:hold()
+end
+
+function Suspension:release()
+  local core = self.core
+  if core ~= nil then core:unhold() end
+end
+
 -- Marks it synchronized and signals the nacks of the arms that lost.
 local function synchronize(self, wrap)
   if self.state ~= "waiting" then error("darksidesync.fibers: suspension already completed", 3) end

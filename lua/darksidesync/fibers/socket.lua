@@ -59,32 +59,36 @@ UdpMT.__tostring = TcpMT.__tostring
 
 -- A stand-in suspension handed to pollio: when the fd is ready it runs the
 -- attempt; done, it completes the real suspension s, else it waits again.
+--
+-- The attempt commits (takes bytes, sends, accepts) when it is done, so it
+-- runs with s held (op.lua, Suspension:hold): a channel arm of the same
+-- choice cannot win between the attempt and the completion, which would
+-- lose what the attempt took.
 local function io_op(self, job)
   local attempt, write = job.attempt, job.write
   return op.new_base_op(nil, attempt, function(s, wrap)
     local proxy = {}
-    local function register()
-      local fd = self.sock:getfd()
-      if fd == nil or fd < 0 then
-        -- No fd (closed meanwhile): the attempt will see it.
-        fd = nil
-      end
-      if fd == nil then
-        local r = pack(pcall(attempt))
-        if not r[1] then return s:complete(error, r[2], 0) end
-        if r[2] then return s:complete(wrap, unpack(r, 3, r.n)) end
-        return s:complete(wrap, nil, "closed")
-      end
-      pollio.wait_fd(fd, write, proxy)
-    end
-    local function settle(okcall, done, ...)
-      if not okcall then return s:complete(error, done, 0) end
-      if done then return s:complete(wrap, ...) end
+    local register
+    -- One attempt with s held: completes s when done (or failed, or when
+    -- there is no fd to wait for), else lets s go and waits again.
+    local function try_held(no_fd)
+      if not s:hold() then return end
+      local r = pack(pcall(attempt))
+      if not r[1] then return s:complete(error, r[2], 0) end
+      if r[2] then return s:complete(wrap, unpack(r, 3, r.n)) end
+      if no_fd then return s:complete(wrap, nil, "closed") end
+      s:release()
       return register()
+    end
+    function register()
+      local fd = self.sock:getfd()
+      -- No fd (closed meanwhile): the attempt will see it.
+      if fd == nil or fd < 0 then return try_held(true) end
+      pollio.wait_fd(fd, write, proxy)
     end
     function proxy.waiting() return s:waiting() end
     function proxy.complete()
-      if s:waiting() then settle(pcall(attempt)) end
+      if s:waiting() then try_held(false) end
     end
     register()
   end)
