@@ -422,6 +422,31 @@ int l_put_now(lua_State* L) {
   return 2;
 }
 
+// The body of try_put: the message lives and dies here, and nothing here
+// raises. A copy error status leaves its message on the stack.
+int try_put_body(lua_State* L, Channel* ch, Channel::Res* r) {
+  Message m;
+  int st = dss::copy_out(L, 2, 1, &m);
+  if (st != LUA_OK) return st;
+  *r = ch->put_now(m);
+  return LUA_OK;
+}
+
+// try_put(ch, v) -> true | nil, "closed" | false (it would wait; nothing
+// sent). A fiber's put tries this first: no op, no message userdata. Raises
+// when v cannot be copied.
+int l_try_put(lua_State* L) {
+  Channel* ch = check_chan(L, 1);
+  lua_settop(L, 2);
+  luaL_checkstack(L, 4, "darksidesync.channel: put");
+  Channel::Res r = Channel::Res::blocked;
+  if (try_put_body(L, ch, &r) != LUA_OK) return lua_error(L);
+  if (r == Channel::Res::nomem) return luaL_error(L, "darksidesync.channel: not enough memory");
+  if (r == Channel::Res::closed) return push_closed(L);
+  lua_pushboolean(L, r == Channel::Res::done);
+  return 1;
+}
+
 // The body of get_now: the message lives and dies here, and nothing here
 // raises. Pushes the value when one was taken (or the copy error).
 int get_now_body(lua_State* L, Channel* ch, Channel::Res* r, int* n) {
@@ -703,6 +728,7 @@ void open_fiber_ops(lua_State* L) {
                             {"get", l_get},
                             {"message", l_message},
                             {"put_now", l_put_now},
+                            {"try_put", l_try_put},
                             {"get_now", l_get_now},
                             {"set_completer", l_set_completer},
                             {nullptr, nullptr}};
