@@ -65,8 +65,8 @@ bool claim_self(Suspension* mine) {
 
 // --- Suspension ----------------------------------------------------------------
 
-Suspension* Suspension::create(WakeFn fn, void* ctx) {
-  return new (std::nothrow) Suspension(fn, ctx);
+Suspension* Suspension::create(WakeFn fn, void* ctx, bool early) {
+  return new (std::nothrow) Suspension(fn, ctx, early);
 }
 
 void Suspension::unref() {
@@ -262,7 +262,6 @@ Channel::Res Channel::get_now(Message* out, Suspension* mine, int index) {
 void Channel::wake_and_drop(Suspension* s) {
   if (!s) return;
   s->wake();
-  s->woken();
   s->unref();
 }
 

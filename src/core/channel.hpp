@@ -34,8 +34,11 @@ class Suspension {
   enum class End { none, done, closed, cancelled };
   using WakeFn = void (*)(Suspension* s, void* ctx);
 
-  // Owner's reference: refs 1.
-  static Suspension* create(WakeFn fn, void* ctx);
+  // Owner's reference: refs 1. early: fn calls woken() itself, as soon as
+  // it no longer needs what ctx points at to stay (it took a reference of
+  // its own), so that the owner's quiesce() does not wait out the rest of
+  // the wake-up (a hub delivery, a pool thread's notify).
+  static Suspension* create(WakeFn fn, void* ctx, bool early = false);
   void ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
   void unref();
 
@@ -55,18 +58,23 @@ class Suspension {
   void finish(End how, int index);
   void abort();
   bool busy() const { return state_.load(std::memory_order_acquire) == kBusy; }
-  void wake() { wake_(this, ctx_); }
+  // Calls the wake function; then the wake-up is over (woken()), unless
+  // the function said so itself (early).
+  void wake() {
+    wake_(this, ctx_);
+    if (!early_) woken();
+  }
   // A party that ended it is about to call wake(): counted from before the
-  // end is visible until wake() returned.
+  // end is visible until woken().
   void waking() { waking_.fetch_add(1, std::memory_order_relaxed); }
   void woken() { waking_.fetch_sub(1, std::memory_order_release); }
   // For the owner, before it frees what wake's ctx points at: returns once
-  // no wake() is under way. (An owner that ended it itself -- cancel(), or
+  // no wake() is under way (or, early, has passed its woken()). (An owner that ended it itself -- cancel(), or
   // a wait that completed at once -- gets no wake() at all.)
   void quiesce() const;
 
  private:
-  Suspension(WakeFn fn, void* ctx) : wake_(fn), ctx_(ctx) {}
+  Suspension(WakeFn fn, void* ctx, bool early) : wake_(fn), ctx_(ctx), early_(early) {}
   enum : int { kWaiting, kBusy, kDone, kClosed, kCancelled };
   std::atomic<int> state_{kWaiting};
   std::atomic<int> refs_{1};
@@ -75,6 +83,7 @@ class Suspension {
   Message msg_;  // a completed get's message
   WakeFn wake_;
   void* ctx_;
+  bool early_;
 };
 
 class Channel;

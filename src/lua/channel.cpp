@@ -310,9 +310,10 @@ void release(Waits* w) {
   w->susp = nullptr;
 }
 
-// Drops a reference. The last one is never wake()'s own (the userdata lets
-// its own go only after release(), whose quiesce() waits for wake()), and
-// comes after release().
+// Drops a reference. The last one comes after release(): wake() takes its
+// own before it says woken(), which release()'s quiesce() waits for, and
+// the userdata lets its own go only after release(). It may be wake()'s
+// (its delivery failed), on another thread: freeing a Waits calls no Lua.
 void drop(Waits* w) {
   if (w->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete w;
 }
@@ -345,9 +346,11 @@ int decode_done(lua_State* L, void* data, void*) {
 // an item for this state's hub, holding a reference. A hub that stopped
 // (the state is closing) takes nothing: the Waits is freed with its
 // userdata.
-void wake_fiber(Suspension*, void* ctx) {
+void wake_fiber(Suspension* s, void* ctx) {
   Waits* w = static_cast<Waits*>(ctx);
   w->refs.fetch_add(1, std::memory_order_relaxed);
+  // w is ours now: release() need not wait for the delivery below.
+  s->woken();
   int rc = dss::Hub::deliver_internal(w->utilid, &decode_done, w);
   if (rc != DSS_SUCCESS && rc != DSS_ERR_UDP_SEND_FAILED) drop(w);
 }
@@ -492,7 +495,7 @@ int l_waits(lua_State* L) {
   lua_pushvalue(L, 1);
   int ref = luaL_ref(L, LUA_REGISTRYINDEX);
   Waits* w = new (std::nothrow) Waits;
-  Suspension* s = w ? Suspension::create(&wake_fiber, w) : nullptr;
+  Suspension* s = w ? Suspension::create(&wake_fiber, w, true) : nullptr;
   if (!s) {
     delete w;
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
