@@ -1,0 +1,70 @@
+-- test_session_fibers.lua -- inside a session, every fibers module works
+-- (cond, mutex, waitgroup, queue, go, sleep, fibers channels), and items a
+-- C library's threads deliver to the session's own state wake it and run
+-- in its fibers, blocking ones answered.
+
+local session = require "darksidesync.session"
+
+test("fibers modules in a session: go, mutex, waitgroup, queue, cond, sleep, fibers channels", function()
+  local s = session.spawn(function()
+    local go = require "darksidesync.fibers.go"
+    local mutex = require "darksidesync.fibers.mutex"
+    local waitgroup = require "darksidesync.fibers.waitgroup"
+    local queue = require "darksidesync.fibers.queue"
+    local cond = require "darksidesync.fibers.cond"
+    local sleep = require "darksidesync.fibers.sleep"
+    local fchannel = require "darksidesync.fibers.channel"
+    local mu, wg, q, total = mutex.new(), waitgroup.new(), queue.new(2), 0
+    for i = 1, 5 do
+      wg:add(1)
+      go(function(k)
+        mu:lock()
+        local t = total
+        sleep.sleep(0.001) -- the others wait on the mutex meanwhile
+        total = t + k
+        mu:unlock()
+        q:put(k)
+        wg:done()
+      end, { i })
+    end
+    local sum = 0
+    for _ = 1, 5 do sum = sum + q:get() end
+    wg:wait()
+    local c, ch, signalled = cond.new(), fchannel.new(), false
+    go(function() c:wait(); signalled = true; ch:put("after the signal") end)
+    sleep.sleep(0.001)
+    c:signal()
+    return total, sum, ch:get(), signalled
+  end)
+  local total, sum, msg, signalled = s:join(30)
+  eq(total, 15)
+  eq(sum, 15)
+  eq(msg, "after the signal")
+  eq(signalled, true)
+end)
+
+test("items from a C library's threads run in a session's fibers; blocking ones are answered", function()
+  local s = session.spawn(function()
+    local tc = require "testclient"
+    local cond = require "darksidesync.fibers.cond"
+    local sleep = require "darksidesync.fibers.sleep"
+    local got, all = 0, cond.new()
+    tc.setcallback(function(wt, _, pid, seq)
+      sleep.sleep(0.001) -- a callback that blocks blocks its fiber only
+      wt(pid * 1000 + seq)
+      got = got + 1
+      if got == 20 then all:signal() end
+    end)
+    tc.start { blocking = true, threads = 4, items = 5 }
+    all:wait()
+    local joined = tc.join()
+    local ok, err = pcall(tc.check, { threads = 4, completed = 4, attempts = 20, delivered = 20,
+      released = 20, decoded = 20, returned = 20, answers_ok = 20, ended = 20 })
+    return got, joined, ok, err
+  end)
+  local got, joined, ok_, err = s:join(30)
+  eq(got, 20)
+  ok(joined, "the client's threads joined")
+  eq(err, nil)
+  eq(ok_, true)
+end)
