@@ -46,7 +46,7 @@ local EXPECTED = {
   ["docs/migration.md"] = {},
   ["docs/performance.md"] = { sh = 1 },
   ["docs/robustness.md"] = {},
-  ["docs/sessions.md"] = { lua = 4, text = 2 },
+  ["docs/sessions.md"] = { lua = 5, text = 2 },
   ["examples/fibers/README.md"] = { sh = 1 },
   ["examples/resolver/README.md"] = { lua = 3 },
   ["examples/resolver_cpp/README.md"] = { lua = 1 },
@@ -153,8 +153,9 @@ local FIXTURES = {
   ["docs/fibers.md lua 1"] = { out = "got\t1\ngot\t2\ngot\t3\n" },
   ["docs/sessions.md lua 1"] = { out = "" },  -- asserts only
   ["docs/sessions.md lua 2"] = { out = "12\tclosed\n" },
-  ["docs/sessions.md lua 3"] = { out = "" },  -- asserts only
-  ["docs/sessions.md lua 4"] = { out = "HELLO\t2\nechoed\nfalse\toops\terror\nlist\t3\n" },
+  ["docs/sessions.md lua 3"] = { out = "hello from a session\n" },  -- a loop of the main state
+  ["docs/sessions.md lua 4"] = { out = "" },  -- asserts only
+  ["docs/sessions.md lua 5"] = { out = "HELLO\t2\nechoed\nfalse\toops\terror\nlist\t3\n" },
   ["docs/fibers.md lua 2"] = { needs = { "socket" }, out = "nothing within 50 ms\n" },
   ["docs/fibers.md lua 3"] = { -- the draining fiber: main() runs it, items stop it
     pre = "FX.items(2)\nFX.after = function() if FX.ran == 2 then require('darksidesync.fibers').stop() end end\n",

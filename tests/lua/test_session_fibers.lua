@@ -68,3 +68,25 @@ test("items from a C library's threads run in a session's fibers; blocking ones 
   eq(err, nil)
   eq(ok_, true)
 end)
+
+test("a plain wait() loop sees channel traffic: a fiber's get completes through the hub", function()
+  local dss = require "darksidesync"
+  local channel = require "darksidesync.channel"
+  local fiber = require "darksidesync.fibers.fiber"
+  local S = fiber.current_scheduler
+  local ch = channel.new(0)
+  local got
+  fiber.spawn(function() got = ch:get() end)
+  S:run() -- one turn: the fiber blocks on the empty channel
+  eq(got, nil)
+  eq(dss.queuesize(), 0)
+  local s = session.spawn(function(c) return c:put("from a session") end, ch)
+  -- The loop's own sleep: it returns once the completion is queued.
+  local deadline = dss.monotime() + 30
+  while dss.queuesize() == 0 and dss.monotime() < deadline do dss.wait(deadline - dss.monotime()) end
+  eq(dss.queuesize(), 1, "one item: the completion")
+  S:run() -- the turn takes it and resumes the fiber
+  eq(got, "from a session")
+  eq(dss.queuesize(), 0)
+  eq(s:join(10), true)
+end)
