@@ -129,28 +129,31 @@ local function in_fiber()
   return f ~= nil and type(f) == "table" and f.current_fiber() ~= nil
 end
 
--- In a fiber, what completes at once (the common case on a buffered
--- channel) is done without building an op: the op's own try, which
--- perform() would run first anyway.
+-- What completes at once (the common case on a buffered channel) is done
+-- first, in a fiber or not, without building an op: it is the op's own
+-- try, which perform() would run first anyway. What would wait performs
+-- the op in a fiber, else blocks the thread (C.put / C.get try again).
 local try_put = C.try_put
 
-function methods.put(ch, v)
-  if in_fiber() then
-    local r, err = try_put(ch, v)
-    if r ~= false then return r, err end
-    return methods.put_op(ch, v):perform()
-  end
+local function put_waiting(ch, v)
+  if in_fiber() then return methods.put_op(ch, v):perform() end
   return C.put(ch, v) -- (a field: an argument error names 'put')
+end
+
+function methods.put(ch, v)
+  local r, err = try_put(ch, v)
+  if r ~= false then return r, err end
+  return put_waiting(ch, v)
 end
 
 local function got(ch, ok, ...)
   if ok then return ... end
-  return methods.get_op(ch):perform()
+  if in_fiber() then return methods.get_op(ch):perform() end
+  return C.get(ch)
 end
 
 function methods.get(ch)
-  if in_fiber() then return got(ch, get_now(ch)) end
-  return C.get(ch)
+  return got(ch, get_now(ch))
 end
 
 return M
