@@ -133,7 +133,8 @@ end
 -- first, in a fiber or not, without building an op: it is the op's own
 -- try, which perform() would run first anyway. What would wait performs
 -- the op in a fiber, else blocks the thread (C.put / C.get try again).
-local try_put = C.try_put
+-- (Named as the methods: a bad argument error names 'put' or 'get'.)
+local put, get = C.try_put, C.get_now
 
 local function put_waiting(ch, v)
   if in_fiber() then return methods.put_op(ch, v):perform() end
@@ -141,7 +142,7 @@ local function put_waiting(ch, v)
 end
 
 function methods.put(ch, v)
-  local r, err = try_put(ch, v)
+  local r, err = put(ch, v)
   if r ~= false then return r, err end
   return put_waiting(ch, v)
 end
@@ -153,7 +154,7 @@ local function got(ch, ok, ...)
 end
 
 function methods.get(ch)
-  return got(ch, get_now(ch))
+  return got(ch, get(ch))
 end
 
 return M

@@ -115,3 +115,9 @@ test("register_metatable: a table with a registered metatable arrives with it", 
   raises(function() channel.register_metatable("x", "y") end,
     { pattern = "^bad argument #2 to '[%w%.%?_]*' %(table expected, got string%)$" })
 end)
+
+test("bad handles: put and get name themselves", function()
+  local ch = channel.new(1)
+  raises(function() ch.put({}, 1) end, "bad argument #1 to 'put' (darksidesync.channel expected, got table)")
+  raises(function() ch.get({}) end, "bad argument #1 to 'get' (darksidesync.channel expected, got table)")
+end)
