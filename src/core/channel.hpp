@@ -143,6 +143,18 @@ class Channel {
   std::size_t len() const;
   std::size_t capacity() const { return cap_; }
 
+  // Reachability from Lua, apart from the references: every Lua handle of
+  // it, every message carrying one, and whatever may still make one (a
+  // live session's end channel) attaches while it exists. Once the last
+  // one detached no Lua state can ever get from it or put into it (the C
+  // API cannot hand a channel back to Lua): it closes, so that a C thread
+  // waiting on it is released (closed) and its later puts fail. Each takes
+  // a reference too (ref()/unref() are the memory; these, the use).
+  void attach() { attached_.fetch_add(1, std::memory_order_relaxed); }
+  void detach() {
+    if (attached_.fetch_sub(1, std::memory_order_acq_rel) == 1) close();
+  }
+
  private:
   struct List {
     Waiter* head = nullptr;
@@ -168,6 +180,7 @@ class Channel {
   std::size_t putters_n_ = 0;  // waiting puts
   bool closed_ = false;
   std::atomic<int> refs_{1};
+  std::atomic<long> attached_{0};
 };
 
 }  // namespace dss

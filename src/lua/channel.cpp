@@ -52,6 +52,7 @@ void push_handle(lua_State* L, Channel* ch) {
   luaL_getmetatable(L, kMeta);
   lua_setmetatable(L, -2);
   ch->ref();
+  ch->attach();
   u->ch = ch;
 }
 
@@ -61,12 +62,17 @@ void* handle_retain(lua_State* L, int idx) {
   Channel* ch = static_cast<ChanUd*>(lua_touserdata(L, idx))->ch;
   if (!ch) luaL_error(L, "darksidesync.channel: a collected channel");
   ch->ref();
+  ch->attach();  // a message carrying it: a Lua state may get it back
   return ch;
 }
 
 void handle_push(lua_State* L, void* obj) { push_handle(L, static_cast<Channel*>(obj)); }
 
-void handle_release(void* obj) { static_cast<Channel*>(obj)->unref(); }
+void handle_release(void* obj) {
+  Channel* ch = static_cast<Channel*>(obj);
+  ch->detach();
+  ch->unref();
+}
 
 // --- waiting on this thread ---------------------------------------------------
 
@@ -168,6 +174,7 @@ int l_new(lua_State* L) {
   lua_setmetatable(L, -2);
   u->ch = Channel::create(cap);
   if (!u->ch) return luaL_error(L, "darksidesync.channel: not enough memory");
+  u->ch->attach();
   return 1;
 }
 
@@ -206,7 +213,10 @@ int l_gc(lua_State* L) {
   ChanUd* u = static_cast<ChanUd*>(lua_touserdata(L, 1));
   Channel* ch = u->ch;
   u->ch = nullptr;
-  if (ch) ch->unref();
+  if (ch) {
+    ch->detach();  // the last Lua handle, maybe: then it closes
+    ch->unref();
+  }
   return 0;
 }
 

@@ -232,11 +232,15 @@ Session* Session::create(Sessions* owner) {
     delete s;
     return nullptr;
   }
+  s->done_->attach();  // join_op's handles come and go; the session stays
   return s;
 }
 
 Session::~Session() {
-  if (done_) done_->unref();
+  if (done_) {
+    done_->detach();
+    done_->unref();
+  }
   owner_->unref();
 }
 

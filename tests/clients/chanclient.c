@@ -22,10 +22,11 @@
  *                                    mode "block", "timeout" or "nowait"
  *   cc.join(id)                   -> {ok, full, timeout, closed, other,
  *                                    last, ms}: the codes, counted
- *   cc.outlive()                  -> ok, closed, late: a channel made in a
- *                                    state of its own, fed by a thread
- *                                    blocked on it while that state is
- *                                    closed, then closed from C
+ *   cc.outlive()                  -> ok, closed, late, released: a channel
+ *                                    made in a state of its own, fed by a
+ *                                    thread blocked on it while that state
+ *                                    is closed; released: the close alone
+ *                                    ended the put (within 30 s)
  *
  * Message i (1-based) of feeder f, with b = f * 1000000 + i:
  *   i % 4 == 0: b                                  (an integer)
@@ -33,6 +34,9 @@
  *   i % 4 == 2: b, b + 0.5, i % 8 == 2             (three values)
  *   i % 4 == 3: nil, "s<b>", false
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_timedjoin_np */
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -279,7 +283,9 @@ static int l_outlive(lua_State *L) {
   lua_State *L2 = luaL_newstate();
   feeder fd;
   void *ch;
-  int late, waited;
+  int late, waited, released;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
   if (L2 == NULL) return luaL_error(L, "chanclient: no memory");
   luaL_openlibs(L2);
   if (luaL_dostring(L2, "return require('darksidesync.channel').new(1)") != 0) {
@@ -299,15 +305,20 @@ static int l_outlive(lua_State *L) {
     return luaL_error(L, "chanclient: pthread_create failed");
   }
   waited = wait_len(L2, 2); /* one buffered, one put waiting */
-  lua_close(L2);            /* the handle goes; the feeder still waits */
-  DSS_channel_close(ch);    /* releases it */
-  pthread_join(fd.thread, NULL);
+  lua_close(L2); /* the last handle goes: the channel closes, the put ends */
+  ts.tv_sec += 30;
+  released = pthread_timedjoin_np(fd.thread, NULL, &ts) == 0;
+  if (!released) { /* not released by lua_close: a close from C does */
+    DSS_channel_close(ch);
+    pthread_join(fd.thread, NULL);
+  }
   late = put_message(ch, 7, 4, 0, DSS_TIMEOUT_INFINITE);
   DSS_channel_release(ch);
   lua_pushinteger(L, waited ? fd.ok : -1);
   lua_pushinteger(L, fd.closed);
   lua_pushinteger(L, late);
-  return 3;
+  lua_pushboolean(L, released);
+  return 4;
 }
 
 static int l_strerror(lua_State *L) {

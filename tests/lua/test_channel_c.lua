@@ -187,21 +187,31 @@ test("close from C: Lua's waiting get returns nil, 'closed'", function()
   cc.release(ref)
 end)
 
-test("a reference outlives every Lua handle, and the Lua state itself", function()
+test("a reference outlives every Lua handle, and the Lua state itself; the channel is closed then", function()
   local ch = channel.new(math.huge)
   local ref = cc.retain(ch)
+  local carrier = channel.new(1)
+  carrier:put(ch) -- a message carrying a handle keeps it open
   ch = nil
   collectgarbage()
   collectgarbage()
-  eq((cc.put(ref, 0, -1, "s", "nobody reads this")), SUCCESS)
+  eq((cc.put(ref, 0, -1, "s", "somebody may read this")), SUCCESS)
+  ch = carrier:get()
+  eq(ch:get(), "somebody may read this")
+  ch = nil
+  collectgarbage()
+  collectgarbage()
+  -- No Lua state can reach it now: closed, and the reference still valid.
+  eq((cc.put(ref, 0, -1, "s", "nobody could read this")), CLOSED)
   eq(cc.close(ref), SUCCESS)
   cc.release(ref)
   -- a channel made in a state of its own, a C put waiting on it while the
-  -- state closes, released by a close from C
-  local okn, closed, late = cc.outlive()
+  -- state closes: lua_close releases it
+  local okn, closed, late, released = cc.outlive()
   eq(okn, 1, "the first put")
   eq(closed, 2, "the waiting put and the next")
   eq(late, CLOSED, "a put after the state closed")
+  eq(released, true, "released by lua_close itself")
 end)
 
 test("values: every type; nil alone is one value; a Lua put still gives one value", function()

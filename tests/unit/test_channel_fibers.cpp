@@ -223,6 +223,8 @@ TEST_CASE("channel fibers: lua_close with fibers blocked and completions queued 
           "fiber.current_scheduler:run()");
   Channel* a = lua.chan("a");
   Channel* b = lua.chan("b");
+  a->attach();  // as if another state held them: they stay open
+  b->attach();
   CHECK(b->len() == 5);
   Message m1 = lua.msg("'x'"), m2 = lua.msg("{ 'y' }");
   std::thread t([&] {
@@ -239,6 +241,9 @@ TEST_CASE("channel fibers: lua_close with fibers blocked and completions queued 
   REQUIRE(raw.append("z", 1));
   CHECK(a->get_now(&out) == Res::blocked);
   CHECK(a->put_now(raw) == Res::blocked);  // no getter left on it
+  a->detach();  // the last holder: closed now
+  CHECK(a->closed());
+  b->detach();
   a->unref();
   b->unref();
 }
@@ -252,6 +257,7 @@ TEST_CASE("channel fibers: lua_close racing a thread's completions", "[channel][
             "end) end\n"
             "fiber.current_scheduler:run()");
     Channel* ch = lua.chan("ch");
+    ch->attach();  // open after the state closed
     std::atomic<bool> stop{false};
     std::atomic<int> done{0};
     std::thread t([&] {
@@ -270,6 +276,36 @@ TEST_CASE("channel fibers: lua_close racing a thread's completions", "[channel][
     Message raw;
     REQUIRE(raw.append("z", 1));
     CHECK(ch->put_now(raw) == Res::blocked);
+    ch->detach();
     ch->unref();
   }
+}
+
+TEST_CASE("channel: once no Lua state can reach it, it closes and a waiting thread's put ends",
+          "[channel]") {
+  Lua lua;
+  lua.run("ch = channel.new(0)\n"
+          "inner = channel.new(1)\n"
+          "carrier = channel.new(1)\n"
+          "carrier:put(inner)");  // inner: a handle, and a message carrying it
+  Channel* ch = lua.chan("ch");
+  Channel* inner = lua.chan("inner");
+  std::atomic<int> put_result{-1};
+  std::thread t([&] {
+    Message m;
+    m.append("v", 1);
+    put_result.store(int(dss::put_from_thread(ch, m, 30000)));  // waits: nobody gets
+  });
+  lua.run("inner = nil; collectgarbage(); collectgarbage()");
+  CHECK_FALSE(inner->closed());  // the message in carrier still carries it
+  lua.close();
+  t.join();  // released by the close (else: timeout, after 30 s)
+  CHECK(put_result.load() == int(dss::ThreadPut::closed));
+  CHECK(ch->closed());
+  CHECK(inner->closed());
+  Message m;
+  m.append("w", 1);
+  CHECK(dss::put_from_thread(ch, m, 0) == dss::ThreadPut::closed);
+  ch->unref();
+  inner->unref();
 }
