@@ -77,7 +77,7 @@ struct IdRec {
 
 struct SessRec {
   int fibers = 0;
-  std::vector<int> reads;  // channels its fibers read (once each)
+  std::vector<std::pair<int, int>> reads;  // channels its fibers read, how many each
   bool spawned = false, cancel_req = false;
   int end = E_NONE;
   std::uint64_t ret[6] = {};      // what it returned
@@ -204,9 +204,12 @@ static int h_fiber(lua_State* L) {
 static int h_reads(lua_State* L) {
   SessRec& s = t_round->s(L, arg_int(L, 1));
   int c = arg_int(L, 2);
-  for (int x : s.reads)
-    if (x == c) return 0;
-  s.reads.push_back(c);
+  for (auto& x : s.reads)
+    if (x.first == c) {
+      x.second++;
+      return 0;
+    }
+  s.reads.emplace_back(c, 1);
   return 0;
 }
 
@@ -380,17 +383,35 @@ void push_host_helpers(lua_State* L) {
 
 // --- the accounting ------------------------------------------------------------------
 
-bool cancelled_reader(const Round* R, int c) {
+// Who reads channel c: "sid:how" each (d done, c cancelled, e error, h
+// hung), for messages.
+std::string readers(const Round* R, int c) {
+  std::string out;
+  for (std::size_t sid = 1; sid < R->sess.size(); ++sid)
+    for (auto& x : R->sess[sid].reads)
+      if (x.first == c) {
+        static const char ends[] = "-dceh";
+        out += " " + std::to_string(sid) + ":" + ends[R->sess[sid].end] +
+               (R->sess[sid].cancel_req ? "!" : "");
+      }
+  return out.empty() ? " none" : out;
+}
+
+// The fibers of cancelled sessions that read channel c: each may have
+// taken one message from c that it never got to see.
+std::uint64_t cancelled_readers(const Round* R, int c) {
+  std::uint64_t n = 0;
   for (const SessRec& s : R->sess)
     if (s.end == E_CANCELLED)
-      for (int x : s.reads)
-        if (x == c) return true;
-  return false;
+      for (auto& x : s.reads)
+        if (x.first == c) n += std::uint64_t(x.second);
+  return n;
 }
 
 void account_round(Round* R) {
   std::uint64_t issued = std::min<std::uint64_t>(R->next.load(), ROUND_IDS);
   std::uint64_t sent = 0, ended = 0, held = 0, limbo = 0, lost = 0, doubled = 0;
+  std::vector<std::uint64_t> limbo_by;  // by channel
   for (std::uint64_t i = 0; i < issued; ++i) {
     const IdRec& r = R->ids[i];
     std::uint64_t id = R->base + i;
@@ -434,15 +455,22 @@ void account_round(Round* R) {
       continue;
     }
     int c = H < 0 ? pc - 1 : (fwd_last ? r.fwd_ch : -1);
-    if (c > 0 && cancelled_reader(R, c)) {
+    if (c > 0 && cancelled_readers(R, c) > 0) {
       ++limbo;
+      if (std::size_t(c) >= limbo_by.size()) limbo_by.resize(std::size_t(c) + 1, 0);
+      if (++limbo_by[std::size_t(c)] == cancelled_readers(R, c) + 1)
+        RFAIL(R, "more ids lost in channel %d than the %" PRIu64
+                 " fibers of cancelled sessions reading it could have taken (the last: id %"
+                 PRIu64 "); it is read by%s", c, cancelled_readers(R, c), id,
+              readers(R, c).c_str());
       continue;
     }
     ++lost;
     if (lost <= 5)
       RFAIL(R, "id %" PRIu64 " lost: put into %d, received at hops %#" PRIx64
-               " (last by %d), forwarded at hops %#" PRIx64 " (last into %d)",
-            id, pc - 1, r.recv, r.last_sid, r.fwd, r.fwd_ch);
+               " (last by %d), forwarded at hops %#" PRIx64 " (last into %d); its"
+               " channel %d is read by%s (sid:end, d done, c cancelled, ! cancel asked)",
+            id, pc - 1, r.recv, r.last_sid, r.fwd, r.fwd_ch, c, readers(R, c).c_str());
   }
   // A fiber of a cancelled session holds, or is about to get, one at most.
   std::uint64_t fibers = 0;
