@@ -88,6 +88,22 @@
 // callbacks may run with L != NULL; each one that does counts as "late",
 // and late must be 0.
 //
+// Sessions and channels (--session-hosts, 1 by default; alone with
+// --states 0 --producers 0, as ctest's stress-sessions runs it): a host
+// thread runs rounds, each a main state spawning 17 to 40 sessions on a
+// pool of 1 to 3 threads, connected by channels (rendezvous, buffered,
+// unbounded) that their fibers get from and forward into (choices, with
+// and without timeouts), fed by C producer threads through the 2v2 API
+// (blocking, timed, no-wait), while the host cancels sessions, closes
+// channels and spawns late ones; then every channel closes and every
+// session is joined (bounded). Every message is accounted for: received
+// once per hop, ended exactly once (eaten, dropped at a closed channel,
+// drained by the host), or held or taken by a cancelled session (bounded
+// by its fibers); a failed put is never seen; sessions that returned
+// report counts equal to their receipts. A round that fails prints its
+// seed (--session-round-seed reruns that round alone). See
+// scenario_sessions.cpp.
+//
 // The files, one scenario a file around a small shared runner:
 //   runner.h                   what they all share (declarations)
 //   runner.cpp                 options, failures, clocks, random numbers
@@ -103,6 +119,8 @@
 //   scenario_all_closed.cpp    moments when every state is closed
 //   scenario_finalizer.cpp     close with a draining finalizer
 //   scenario_unreg_decode.cpp  unreg during decode
+//   scenario_sessions.cpp      sessions and channels, exact accounting
+//   sessions_lua.cpp           ... its host script and session body
 //   stress.cpp                 this: main
 #include <cstdio>
 #include <cstdlib>
