@@ -86,6 +86,7 @@ void summary(const Result& r, double secs, bool passed) {
       st.cancel_checks.load(), st.floods.load(), st.flood_items.load(),
       st.decode_unregs.load(), st.unreg_overlaps.load(), st.unreg_spanning.load(), r.lost,
       r.doubled, st.hung.load(), st.late.load(), g_errors.load(), secs);
+  sessions_summary();
   std::printf("stress: %d passed, %d failed\n", passed ? 1 : 0, passed ? 0 : 1);
   std::fflush(stdout);
 }

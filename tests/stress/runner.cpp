@@ -23,8 +23,14 @@ void usage() {
                "              [--states S] [--hang-seconds S] [--window-every S]\n"
                "              [--max-open-ms MS] [--module-dir DIR]\n"
                "              [--finalizer-prob P] [--flood-prob P]\n"
+               "              [--session-hosts N] [--session-traffic S]\n"
+               "              [--session-round-seed N]\n"
                "  --finalizer-prob P  share of closes with draining finalizers (0.2)\n"
-               "  --flood-prob P      share of states with an unreg during decode (0.1)\n");
+               "  --flood-prob P      share of states with an unreg during decode (0.1)\n"
+               "  --session-hosts N   threads running sessions rounds (1; 0: none)\n"
+               "  --session-traffic S a round's traffic time (default 0.1 to 0.6 s)\n"
+               "  --session-round-seed N  one sessions round, with that seed\n"
+               "  --states 0 --producers 0: the sessions scenario alone\n");
   std::exit(2);
 }
 
@@ -53,6 +59,12 @@ bool set_option(const std::string& a, const char* v) {
     opt.fin_prob = std::atof(v);
   } else if (a == "--flood-prob") {
     opt.flood_prob = std::atof(v);
+  } else if (a == "--session-hosts") {
+    opt.session_hosts = std::atoi(v);
+  } else if (a == "--session-traffic") {
+    opt.session_traffic = std::atof(v);
+  } else if (a == "--session-round-seed") {
+    opt.session_round_seed = std::strtoull(v, nullptr, 10);
   } else {
     return false;
   }
@@ -68,7 +80,10 @@ void parse(int argc, char** argv) {
     if (i + 1 >= argc) usage();
     if (!set_option(a, argv[++i])) usage();
   }
-  if (opt.producers < 1 || opt.states < 1 || opt.max_open_ms < 1 ||
+  // No states and no producers: the sessions scenario alone.
+  bool sessions_only = opt.states == 0 && opt.producers == 0 && opt.session_hosts > 0;
+  if ((!sessions_only && (opt.producers < 1 || opt.states < 1)) || opt.session_hosts < 0 ||
+      (opt.session_round_seed && opt.session_hosts != 1) || opt.max_open_ms < 1 ||
       opt.items > 0xfffffff0u || !(opt.fin_prob >= 0 && opt.fin_prob <= 1) ||
       !(opt.flood_prob >= 0 && opt.flood_prob <= 1))
     usage();

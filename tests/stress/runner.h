@@ -42,6 +42,9 @@ struct Options {
   double scale = 1;         // DSS_TEST_TIMESCALE: stretches the bounded waits
   double fin_prob = 0.2;    // closes with draining finalizers
   double flood_prob = 0.1;  // states with an unreg during decode
+  int session_hosts = 1;          // threads running sessions rounds
+  double session_traffic = 0;     // a round's traffic time (s); 0: 0.1 to 0.6
+  std::uint64_t session_round_seed = 0;  // run this one round only
   std::string module_dir;
 };
 extern Options opt;
@@ -339,5 +342,13 @@ extern std::atomic<std::int64_t> g_unreg_enter_ns;  // inside unreg since, or 0
 extern std::atomic<bool> g_unreg_exited;
 void flood(lua_State* L, StateRec* sr);
 void unreg_thread();
+
+// scenario_sessions.cpp: sessions and channels, exact accounting.
+extern const char* const SESS_BODY;  // sessions_lua.cpp
+extern const char* const SESS_HOST;
+extern std::atomic<int> g_hosts_exited;
+extern std::unique_ptr<std::atomic<std::int64_t>[]> g_round_ns;  // in a round since
+void session_host_thread(int h);
+void sessions_summary();
 
 }  // namespace stress

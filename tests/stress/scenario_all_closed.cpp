@@ -24,7 +24,8 @@ std::atomic<int> g_closed_waiting{0};  // state threads parked, all closed
 // after 10 s.
 bool all_closed() {
   auto deadline = deadline_ms(10000);
-  while (g_closed_waiting.load() + g_states_exited.load() < opt.states) {
+  while (g_closed_waiting.load() + g_states_exited.load() + g_hosts_exited.load() <
+         opt.states + opt.session_hosts) {
     if (Clock::now() > deadline) {
       fail("the states did not all close within 10 s for an all-closed moment");
       return false;

@@ -88,6 +88,22 @@
 // callbacks may run with L != NULL; each one that does counts as "late",
 // and late must be 0.
 //
+// Sessions and channels (--session-hosts, 1 by default; alone with
+// --states 0 --producers 0, as ctest's stress-sessions runs it): a host
+// thread runs rounds, each a main state spawning 17 to 40 sessions on a
+// pool of 1 to 3 threads, connected by channels (rendezvous, buffered,
+// unbounded) that their fibers get from and forward into (choices, with
+// and without timeouts), fed by C producer threads through the 2v2 API
+// (blocking, timed, no-wait), while the host cancels sessions, closes
+// channels and spawns late ones; then every channel closes and every
+// session is joined (bounded). Every message is accounted for: received
+// once per hop, ended exactly once (eaten, dropped at a closed channel,
+// drained by the host), or held or taken by a cancelled session (bounded
+// by its fibers); a failed put is never seen; sessions that returned
+// report counts equal to their receipts. A round that fails prints its
+// seed (--session-round-seed reruns that round alone). See
+// scenario_sessions.cpp.
+//
 // The files, one scenario a file around a small shared runner:
 //   runner.h                   what they all share (declarations)
 //   runner.cpp                 options, failures, clocks, random numbers
@@ -103,6 +119,8 @@
 //   scenario_all_closed.cpp    moments when every state is closed
 //   scenario_finalizer.cpp     close with a draining finalizer
 //   scenario_unreg_decode.cpp  unreg during decode
+//   scenario_sessions.cpp      sessions and channels, exact accounting
+//   sessions_lua.cpp           ... its host script and session body
 //   stress.cpp                 this: main
 #include <cstdio>
 #include <cstdlib>
@@ -137,6 +155,15 @@ void watchdog() {
       st.hung++;
     }
   }
+  // A sessions round's own waits are bounded (hang_seconds / 3 a join):
+  // twice hang_seconds is a round that cannot end.
+  for (int h = 0; h < opt.session_hosts; ++h) {
+    std::int64_t since = g_round_ns[std::size_t(h)].load();
+    if (since && double(now - since) / 1e9 > 2 * opt.hang_seconds) {
+      fail("sessions host %d in one round for more than %.0f s", h, 2 * opt.hang_seconds);
+      st.hung++;
+    }
+  }
   if (stuck(g_unreg_enter_ns.load())) {
     fail("the unreg-during-decode thread inside unreg for more than %.0f s", opt.hang_seconds);
     st.hung++;
@@ -155,10 +182,11 @@ void supervise() {
     if (g_stop.load() && stop_at < 0) stop_at = t;
     watchdog();
     bool done = g_producers_exited.load() == opt.producers &&
-                g_states_exited.load() == opt.states && g_unreg_exited.load();
-    if (st.hung.load() || (stop_at >= 0 && !done && t - stop_at > opt.hang_seconds)) {
+                g_states_exited.load() == opt.states && g_unreg_exited.load() &&
+                g_hosts_exited.load() == opt.session_hosts;
+    if (st.hung.load() || (stop_at >= 0 && !done && t - stop_at > 2 * opt.hang_seconds)) {
       if (!st.hung.load()) {
-        fail("threads did not finish within %.0f s of the stop", opt.hang_seconds);
+        fail("threads did not finish within %.0f s of the stop", 2 * opt.hang_seconds);
         st.hung++;
       }
       summary(account(), elapsed(), false);
@@ -197,9 +225,9 @@ bool finish(double secs) {
 
 int main(int argc, char** argv) {
   parse(argc, argv);
-  std::printf("stress: seed=%" PRIu64 " items<=%" PRIu64 " seconds<=%.0f producers=%d states=%d module=%s/darksidesync.so\n",
+  std::printf("stress: seed=%" PRIu64 " items<=%" PRIu64 " seconds<=%.0f producers=%d states=%d session_hosts=%d module=%s/darksidesync.so\n",
               opt.seed, opt.items, opt.seconds, opt.producers, opt.states,
-              opt.module_dir.c_str());
+              opt.session_hosts, opt.module_dir.c_str());
   std::fflush(stdout);
   if (module_mapped(nullptr, nullptr))
     fail("darksidesync.so is mapped before any require: the harness must not load it");
@@ -208,11 +236,13 @@ int main(int argc, char** argv) {
   g_slots.reset(new Slot[std::size_t(opt.states)]);
   g_prod.reset(new ProducerInfo[std::size_t(opt.producers)]);
   g_close_ns.reset(new std::atomic<std::int64_t>[std::size_t(opt.states)]());
+  g_round_ns.reset(new std::atomic<std::int64_t>[std::size_t(opt.session_hosts) + 1]());
 
   g_t0 = Clock::now();
   std::vector<std::thread> threads;
   for (int s = 0; s < opt.states; ++s) threads.emplace_back(state_thread, s);
   for (int p = 0; p < opt.producers; ++p) threads.emplace_back(producer_thread, p);
+  for (int h = 0; h < opt.session_hosts; ++h) threads.emplace_back(session_host_thread, h);
   threads.emplace_back(unreg_thread);
   supervise();
   for (std::thread& th : threads) th.join();
