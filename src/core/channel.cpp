@@ -259,6 +259,25 @@ Channel::Res Channel::get_now(Message* out, Suspension* mine, int index) {
   return r;
 }
 
+void Channel::give_back(Message& m) {
+  Suspension* woken = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    bool gone = false;
+    // Gets wait only on an empty buffer: one waiting takes it now.
+    if (Waiter* g = match_locked(getters_, nullptr, nullptr, &gone)) {
+      g->susp->message() = std::move(m);
+      woken = ended(g, Suspension::End::done);
+    } else {
+      try {
+        buf_.push_front(std::move(m));
+      } catch (const std::bad_alloc&) {
+      }
+    }
+  }
+  wake_and_drop(woken);
+}
+
 void Channel::wake_and_drop(Suspension* s) {
   if (!s) return;
   s->wake();

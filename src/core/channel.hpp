@@ -133,6 +133,13 @@ class Channel {
   // every waiter of an ended suspension before freeing them.
   void unwait(Waiter* w);
 
+  // A get's message its taker could not use (the state it was for closed
+  // before the completion reached its fiber): back at the head of the
+  // buffer (whatever the capacity, even when closed: gets drain it), or to
+  // a get waiting now. So a value put is received once or stays in the
+  // channel. Lost only when out of memory.
+  void give_back(Message& m);
+
   // No more puts (closed); gets take what is buffered, then closed. Every
   // waiter is ended with End::closed and woken.
   void close();

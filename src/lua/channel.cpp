@@ -291,6 +291,7 @@ struct Waits {
   int anchor = LUA_NOREF;  // registry reference of the Lua suspension
   bool released = false;   // arms and suspension let go
   bool held = false;       // hold(): busy, ours until claim() or unhold()
+  bool taken = false;      // a completed get's message was copied in
 };
 
 struct WaitsUd {
@@ -311,6 +312,11 @@ void release(Waits* w) {
   w->released = true;
   for (Arm* a = w->arms; a; a = a->next) a->ch->unwait(&a->w);
   w->susp->quiesce();
+  // A get that completed for a fiber that never took its value (the state
+  // closed first): the value goes back to its channel, not lost.
+  if (!w->taken && w->susp->end() == Suspension::End::done)
+    for (Arm* a = w->arms; a; a = a->next)
+      if (a->w.index == w->susp->index() && !a->w.put) a->ch->give_back(w->susp->message());
   while (Arm* a = w->arms) {
     w->arms = a->next;
     a->ch->unref();
@@ -580,6 +586,7 @@ int finish(lua_State* L, Waits* w, Armed how, bool put, int st, int n) {
 // message). Returns LUA_OK or the copy error; *n: how many.
 int push_got(lua_State* L, Waits* w, int* n) {
   *n = 0;
+  w->taken = true;
   return dss::copy_in(L, w->susp->message(), n);
 }
 

@@ -237,8 +237,12 @@ TEST_CASE("channel fibers: lua_close with fibers blocked and completions queued 
   CHECK(lua.holds("dss.queuesize() == 3"));
   lua.close();  // the items are cancelled, the blocked fibers' arms let go
   CHECK(b->len() == 0);
+  // The two gets' values never reached their fibers: back in a, not lost.
+  CHECK(a->len() == 2);
   Message out, raw;
   REQUIRE(raw.append("z", 1));
+  CHECK(a->get_now(&out) == Res::done);
+  CHECK(a->get_now(&out) == Res::done);
   CHECK(a->get_now(&out) == Res::blocked);
   CHECK(a->put_now(raw) == Res::blocked);  // no getter left on it
   a->detach();  // the last holder: closed now
