@@ -337,10 +337,36 @@ std::string search_path(const char* name, const char* path) {
   return {};
 }
 
-// Pushes module `name`'s chunk and its file name (2), or a load error (1);
-// 0 when it is not on `path`. Raises no Lua error itself (the loads are
-// protected), so the strings here are not skipped by a longjmp; only
-// std::bad_alloc, which the caller turns into one.
+// What load_tramp loads: the cached dump of `file` (dump), or the file
+// itself, whose dump it then leaves in *fresh (dumped) for the cache.
+struct LoadJob {
+  const char* name;
+  const char* file;
+  const char* chunkname;
+  const std::string* dump;
+  std::string* fresh;
+  bool dumped;
+};
+
+// Protected (dss_pcallv), so that no Lua error passes over load_cached's
+// strings: pushes the chunk and the file's name, or raises the searcher's
+// error message.
+int load_tramp(lua_State* L) {
+  LoadJob* j = static_cast<LoadJob*>(lua_touserdata(L, 1));
+  int st = j->dump ? dss_loadbinary(L, j->dump->data(), j->dump->size(), j->chunkname)
+                   : luaL_loadfile(L, j->file);
+  if (st != LUA_OK)
+    return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", j->name, j->file,
+                      lua_tostring(L, -1));
+  if (!j->dump) j->dumped = dss_dump(L, chunk_writer, j->fresh) == 0;
+  lua_pushstring(L, j->file);
+  return 2;
+}
+
+// Pushes module `name`'s chunk and its file name (2), or the load error
+// (1); 0 when it is not on `path`. Every Lua call is protected, so no
+// longjmp skips the strings here; only std::bad_alloc (from them), which
+// the caller turns into a Lua error.
 int load_cached(lua_State* L, const char* name, const char* path) {
   std::string file = search_path(name, path);
   if (file.empty()) return 0;
@@ -352,17 +378,13 @@ int load_cached(lua_State* L, const char* name, const char* path) {
     if (it != c.dumps.end()) dump = &it->second;  // never erased: stable
   }
   std::string chunkname = "@" + file;
-  if (dump) {
-    if (dss_loadbinary(L, dump->data(), dump->size(), chunkname.c_str()) != LUA_OK) return 1;
-  } else {
-    if (luaL_loadfile(L, file.c_str()) != LUA_OK) return 1;
-    std::string d;
-    if (dss_dump(L, chunk_writer, &d) == 0) {
-      std::lock_guard<std::mutex> lock(c.mu);
-      c.dumps.emplace(file, std::move(d));
-    }
+  std::string fresh;
+  LoadJob j = {name, file.c_str(), chunkname.c_str(), dump, &fresh, false};
+  if (dss_pcallv(L, load_tramp, &j, 0, 0, LUA_MULTRET) != LUA_OK) return 1;
+  if (j.dumped) {
+    std::lock_guard<std::mutex> lock(c.mu);
+    c.dumps.emplace(file, std::move(fresh));
   }
-  lua_pushlstring(L, file.data(), file.size());
   return 2;
 }
 
@@ -383,8 +405,7 @@ int cached_searcher(lua_State* L) {
     n = -1;
   }
   if (n < 0) return luaL_error(L, "darksidesync.session: not enough memory");
-  if (n == 1)
-    return luaL_error(L, "error loading module '%s':\n\t%s", name, lua_tostring(L, -1));
+  if (n == 1) return lua_error(L);  // load_tramp's message
   return n;
 }
 

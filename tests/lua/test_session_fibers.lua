@@ -90,3 +90,20 @@ test("a plain wait() loop sees channel traffic: a fiber's get completes through 
   eq(dss.queuesize(), 0)
   eq(s:join(10), true)
 end)
+
+test("a darksidesync.* module that fails to load in a session: the error names the module and its file", function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  sh("mkdir -p " .. shq(dir .. "/darksidesync"))
+  local file = dir .. "/darksidesync/broken_for_test.lua"
+  writefile(file, "return {\n")
+  local saved = package.path
+  package.path = dir .. "/?.lua;" .. package.path
+  local s = session.spawn(function() return require "darksidesync.broken_for_test" end)
+  package.path = saved
+  local r, err = s:join(30)
+  sh("rm -rf " .. shq(dir))
+  eq(r, nil)
+  ok(tostring(err):find("error loading module 'darksidesync.broken_for_test' from file '" .. file .. "':", 1, true),
+    "the searcher's message: " .. tostring(err))
+end)
