@@ -291,6 +291,7 @@ struct Waits {
   int anchor = LUA_NOREF;  // registry reference of the Lua suspension
   bool released = false;   // arms and suspension let go
   bool held = false;       // hold(): busy, ours until claim() or unhold()
+  bool gc_stopped = false; // hold() stopped the collector (restarted after)
   bool taken = false;      // a completed get's message was copied in
 };
 
@@ -617,6 +618,18 @@ int add_arm(lua_State* L, bool put) {
 int l_waits_put(lua_State* L) { return add_arm(L, true); }
 int l_waits_get(lua_State* L) { return add_arm(L, false); }
 
+// Ends a hold: the suspension finished (claim, gc) or back to waiting
+// (unhold), then the collector runs again if hold() stopped it.
+void end_hold(lua_State* L, Waits* w, bool finish) {
+  w->held = false;
+  if (finish) w->susp->finish(Suspension::End::cancelled, -1);
+  else w->susp->abort();
+  if (w->gc_stopped) {
+    w->gc_stopped = false;
+    lua_gc(L, LUA_GCRESTART, 0);
+  }
+}
+
 // w:claim() -> true when the caller may complete the Lua suspension (the
 // channel arms are cancelled and let go; true too when none is attached
 // any more), false when a channel arm completed first.
@@ -625,8 +638,7 @@ int l_waits_claim(lua_State* L) {
   Waits* w = u->w;
   if (w && !w->released) {
     if (w->held) {
-      w->held = false;
-      w->susp->finish(Suspension::End::cancelled, -1);
+      end_hold(L, w, true);
     } else if (!w->susp->cancel()) {
       lua_pushboolean(L, 0);
       return 1;
@@ -643,7 +655,10 @@ int l_waits_claim(lua_State* L) {
 // it completes (a socket's read). True: no channel arm can complete until
 // claim() (which then succeeds) or unhold(); false: a channel arm
 // completed first. A completer on another thread meanwhile waits (briefly:
-// the hold lasts one attempt, no Lua call that blocks).
+// the hold lasts one attempt, no Lua call that blocks). The collector is
+// stopped while it lasts: a finalizer run by an allocation of the attempt
+// could touch a channel whose completer spins on this suspension under
+// that channel's lock, or this suspension's own channel, and never return.
 int l_waits_hold(lua_State* L) {
   WaitsUd* u = static_cast<WaitsUd*>(luaL_checkudata(L, 1, kWaitsMeta));
   Waits* w = u->w;
@@ -657,6 +672,10 @@ int l_waits_hold(lua_State* L) {
       }
       ok = b == Suspension::Begin::got;
       w->held = ok;
+      if (ok && dss_gc_isrunning(L)) {
+        lua_gc(L, LUA_GCSTOP, 0);
+        w->gc_stopped = true;
+      }
       break;
     }
   }
@@ -668,10 +687,7 @@ int l_waits_hold(lua_State* L) {
 int l_waits_unhold(lua_State* L) {
   WaitsUd* u = static_cast<WaitsUd*>(luaL_checkudata(L, 1, kWaitsMeta));
   Waits* w = u->w;
-  if (w && w->held) {
-    w->held = false;
-    w->susp->abort();
-  }
+  if (w && w->held) end_hold(L, w, false);
   return 0;
 }
 
@@ -704,7 +720,7 @@ int l_waits_gc(lua_State* L) {
   // whatever ended it, nothing will look at it now. The anchor goes with
   // the registry.
   if (!w->released) {
-    if (w->held) w->susp->finish(Suspension::End::cancelled, -1);
+    if (w->held) end_hold(L, w, true);  // (the state closing: unreachable otherwise)
     else w->susp->cancel();
     release(w);
   }

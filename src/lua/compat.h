@@ -159,6 +159,17 @@ static inline int dss_is_env_upvalue(const char *name) {
 #define dss_dump(L, w, d) lua_dump((L), (w), (d))
 #endif
 
+/* Whether the garbage collector runs. Lua 5.1 cannot tell: taken as
+ * running (LuaJIT 2.1 can). */
+static inline int dss_gc_isrunning(lua_State *L) {
+#ifdef LUA_GCISRUNNING
+  return lua_gc(L, LUA_GCISRUNNING, 0);
+#else
+  (void)L;
+  return 1;
+#endif
+}
+
 /* dss_pcallv's call: argument 1 is a light userdata pointing at this,
  * replaced by ud before f runs. */
 struct dss_pcallv_ctx {

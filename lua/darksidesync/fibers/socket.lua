@@ -71,11 +71,14 @@ local function io_op(self, job)
     local register
     -- One attempt with s held: completes s when done (or failed, or when
     -- there is no fd to wait for), else lets s go and waits again.
+    local function attempt_packed() return pack(attempt()) end
     local function try_held(no_fd)
       if not s:hold() then return end
-      local r = pack(pcall(attempt))
-      if not r[1] then return s:complete(error, r[2], 0) end
-      if r[2] then return s:complete(wrap, unpack(r, 3, r.n)) end
+      -- Nothing between hold and complete/release may raise outside the
+      -- pcall (not even pack running out of memory): the hold would stay.
+      local okp, r = pcall(attempt_packed)
+      if not okp then return s:complete(error, r, 0) end
+      if r[1] then return s:complete(wrap, unpack(r, 2, r.n)) end
       if no_fd then return s:complete(wrap, nil, "closed") end
       s:release()
       return register()
