@@ -63,6 +63,9 @@ local function load_fibers()
   op = require "darksidesync.fibers.op"
   fiber = require "darksidesync.fibers.fiber"
   C.set_completer(completed)
+  -- A cancellation (fiber.lua) that finds the op completed takes its
+  -- result at once (op.lua, Suspension:abort).
+  op.complete_core = completed
   -- The task source runs the completer at once, instead of in a fiber of
   -- its own: it only completes a suspension.
   local src = fiber.dss_source

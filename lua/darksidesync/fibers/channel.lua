@@ -165,11 +165,16 @@ local function complete_first(q, nv, v)
 end
 
 -- Queues the fiber's reusable suspension as an entry of q, with wrap
--- identity and value v.
+-- identity and value v. It is what the fiber waits on (`blocked`: a
+-- cancellation completes it with a wrap that raises, fiber.lua); once
+-- cancelled, it raises instead, queueing nothing.
 local function enqueue(q, f, v)
+  local c = fiber.cancelled
+  if c ~= nil then error(c, 0) end
   local s = f.rsusp
   if s ~= nil and s.state == "synchronized" and s.nv == nil then
     s.state, s.sched, s.wrap = "waiting", fiber.current_scheduler, nil
+    f.blocked = s
   else
     s = reusable_suspension(fiber.current_scheduler, f)
   end
@@ -196,7 +201,7 @@ function Channel:put(val)
   end
   enqueue(self.putq, f, val)
   local w = co_yield(SUSPENDED)
-  if w ~= identity then w() end -- closed_error
+  if w ~= identity then w() end -- closed_error, or a cancellation's
 end
 
 function Channel:get()
@@ -216,7 +221,8 @@ function Channel:get()
     return self:get_op():perform() -- raises the usual error
   end
   enqueue(self.getq, f, nil)
-  -- Resumed with (wrap, value): identity, but for close()'s completion.
+  -- Resumed with (wrap, value): identity, but for close()'s completion
+  -- (and a cancellation's, which raises).
   local w, v = co_yield(SUSPENDED)
   if w == identity then return v end
   return w(v)

@@ -68,22 +68,29 @@ local function body(f)
   end
 end
 
+-- The fibers alive, as a set, once track_fibers() ran (a session's boot):
+-- what cancel_all walks. nil (no tracking) elsewhere.
+local live = nil
+
 -- After a resume that did not end in SUSPENDED: the fiber finished (its
 -- coroutine back to the pool), ended, or died of an error.
 local function resumed(self, co, ok, err)
   if ok then
     if err == DONE then
       self.alive = false
+      if live then live[self] = nil end
       if npool < POOL_MAX then
         npool = npool + 1
         pool[npool] = co
       end
     elseif err ~= SUSPENDED and co_status(co) == "dead" then
       self.alive = false
+      if live then live[self] = nil end
     end
     return
   end
   self.alive = false
+  if live then live[self] = nil end
   local tb = debug.traceback(co, tostring(err))
   self.traceback = tb
   if stop_on_error then
@@ -142,6 +149,7 @@ function M.spawn(fn, ...)
   end
   local f = setmetatable({ coroutine = co, alive = true, fn = fn }, Fiber)
   if select("#", ...) > 0 then f.args = pack(...) end
+  if live then live[f] = true end
   M.current_scheduler:schedule(f)
 end
 
@@ -157,8 +165,48 @@ function M.suspend(block_fn, ...)
   if co_running() ~= f.coroutine then
     error("darksidesync.fibers: cannot block in a coroutine inside a fiber", 2)
   end
+  local c = M.cancelled
+  if c ~= nil then error(c, 0) end
   block_fn(M.current_scheduler, f, ...)
   return co_yield(SUSPENDED)
+end
+
+-- Cancellation (darksidesync.session's cancel; see docs/sessions.md).
+--
+-- A blocked fiber records what it waits on in its field `blocked`: the
+-- suspension of its op (op.lua; the reusable one of channel.lua's fast
+-- path), or the timer entry of a plain sleep (sched.lua's Wake). Each has
+-- abort(wrap, sched): when it still waits, it stops waiting and the fiber
+-- is resumed next turn with wrap, which its perform calls (and which
+-- raises); a stale one (completed, fired) does nothing. A suspension with
+-- channel arms whose channel op completed first (op.lua's claim() lost)
+-- takes that op's result instead: the fiber gets the value, not the error.
+
+-- M.cancelled: nil, or the error that every blocking op of this state
+-- raises from now on (at once: a fiber that catches it cannot block
+-- again). Read by the fast paths that block without suspend().
+M.cancelled = nil
+
+-- track_fibers(): from now on, spawned fibers are counted as alive, for
+-- cancel_all. Call it before the first spawn.
+function M.track_fibers()
+  if live == nil then live = setmetatable({}, { __mode = "k" }) end
+end
+
+-- cancel_all(err): every later blocking op raises err at once (err: a
+-- string, raised without position), and every tracked fiber blocked in an
+-- op is resumed in the next turn with err raised from its perform.
+function M.cancel_all(err)
+  if M.cancelled ~= nil then return end
+  M.cancelled = err
+  local function raise() error(err, 0) end
+  local sched = M.current_scheduler
+  if live == nil then return end
+  -- (abort only schedules: no fiber runs, and live does not change, here.)
+  for f in pairs(live) do
+    local b = f.blocked
+    if b ~= nil and f.alive then b:abort(raise, sched) end
+  end
 end
 
 -- SUSPENDED: what a fiber yields when it blocks (for fast paths that block

@@ -24,8 +24,11 @@ local function identity(...) return ... end
 local Suspension = {}
 Suspension.__index = Suspension
 
+-- (The fiber's `blocked`: what cancellation aborts, fiber.lua.)
 local function new_suspension(sched, f)
-  return setmetatable({ state = "waiting", sched = sched, fiber = f }, Suspension)
+  local s = setmetatable({ state = "waiting", sched = sched, fiber = f }, Suspension)
+  f.blocked = s
+  return s
 end
 
 function Suspension:waiting()
@@ -104,6 +107,21 @@ function Suspension:complete(wrap, ...)
   self.sched:schedule(self)
 end
 
+-- abort(wrap): cancellation (fiber.lua's cancel_all): the fiber resumes
+-- next turn with wrap (which raises) unless it completed already. When a
+-- channel op of the suspension won (claim() lost), its result is taken now
+-- (M.complete_core, darksidesync.channel's completer) rather than when its
+-- item comes: the fiber gets that op's value, never the error too.
+function Suspension:abort(wrap)
+  if self.state ~= "waiting" then return end
+  if self.core ~= nil and not self:claim() then
+    local take = M.complete_core
+    if take then take(self) end
+    return
+  end
+  self:complete(wrap)
+end
+
 -- complete_and_run(wrap, ...): resumes the fiber now.
 function Suspension:complete_and_run(wrap, ...)
   if self.core ~= nil and not self:claim() then return end
@@ -168,13 +186,19 @@ function M.reusable_suspension(sched, f)
     s = setmetatable({ state = "waiting", sched = sched, fiber = f }, Suspension)
     s[1] = s
     f.rsusp = s
+    f.blocked = s
     return s
   end
   s.state = "waiting"
   s.sched = sched
   s.wrap = nil
+  f.blocked = s
   return s
 end
+
+-- complete_core(s): set by darksidesync.channel: completes s with the
+-- result of its channel op that completed (see abort).
+M.complete_core = nil
 M.identity = identity
 
 -- Op kinds.
@@ -392,6 +416,8 @@ end
 
 local function after_try(arms, nacks, ok, arm, ...)
   if ok then return arm_result(arm, ...) end
+  -- Cancelled (fiber.lua): suspend raises; no arm took part.
+  if fiber.cancelled ~= nil then fire_losers(nacks, nil) end
   return call_wrap(fiber.suspend(block_arms, arms, nacks))
 end
 
@@ -408,10 +434,16 @@ local function base_block(sched, f, op)
   op.block_fn(s, op.wrap_fn)
 end
 
+-- An op without a block function never completes once its try failed:
+-- a suspension nobody completes (but a cancellation).
+local function block_forever(sched, f)
+  new_suspension(sched, f)
+end
+
 local function base_after_try(op, ok, ...)
   if ok then return op.wrap_fn(...) end
   if op.block_fn == nil then
-    return call_wrap(fiber.suspend(function() end))
+    return call_wrap(fiber.suspend(block_forever))
   end
   return call_wrap(fiber.suspend(base_block, op))
 end

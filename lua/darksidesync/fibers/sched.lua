@@ -140,22 +140,45 @@ function Scheduler:schedule_at_time(t, task)
   heap_push(self.timer.heap, { t, self.seq, task })
 end
 
--- A timer entry that is its own task: resumes a fiber (with no values).
+-- A timer entry that is its own task: resumes a fiber (with no values),
+-- once: [4] is the fiber until it fires or is aborted, then false.
 local Wake = {}
 Wake.__index = Wake
 function Wake:run()
   local f = self[4]
-  if f.alive then f:resume() end
+  if f then
+    self[4] = false
+    if f.alive then f:resume() end
+  end
+end
+
+-- A task that resumes fiber [1] with [2].
+local Resume = {}
+Resume.__index = Resume
+function Resume:run()
+  local f = self[1]
+  if f.alive then f:resume(self[2]) end
+end
+
+-- abort(wrap, sched): the sleep ends now: the fiber resumes next turn with
+-- wrap (the sleep calls it); the entry, when its time comes, does nothing.
+-- (Cancellation: darksidesync.fibers.fiber's cancel_all.)
+function Wake:abort(wrap, sched)
+  local f = self[4]
+  if not f then return end
+  self[4] = false
+  sched:schedule(setmetatable({ f, wrap }, Resume))
 end
 
 -- resume_at(t, f): resumes fiber f (no values) in the turn at time t; one
--- table, for plain sleeps (darksidesync.fibers.sleep).
+-- table, for plain sleeps (darksidesync.fibers.sleep). Returns the entry.
 function Scheduler:resume_at(t, f)
   local seq = self.seq + 1
   self.seq = seq
   local e = setmetatable({ t, seq, false, f }, Wake)
   e[3] = e
   heap_push(self.timer.heap, e)
+  return e
 end
 
 -- schedule_after_sleep(dt, task): dt counted from time() (above).

@@ -40,13 +40,22 @@ local function blockable()
   return nil
 end
 
+-- The timer entry is what the fiber waits on (`blocked`, for a
+-- cancellation: fiber.lua), which resumes it with a function that raises.
+local function sleep_on(sched, t, f)
+  local c = fiber.cancelled
+  if c ~= nil then error(c, 0) end
+  f.blocked = sched:resume_at(t, f)
+  local w = co_yield(SUSPENDED)
+  if w ~= nil then w() end
+end
+
 function M.sleep(dt)
   if dt <= 0 then return end
   local f = blockable()
   if f == nil then return M.sleep_op(dt):perform() end
   local sched = fiber.current_scheduler
-  sched:resume_at(sched:time() + dt, f)
-  co_yield(SUSPENDED)
+  sleep_on(sched, sched:time() + dt, f)
 end
 
 function M.sleep_until(t)
@@ -54,8 +63,7 @@ function M.sleep_until(t)
   if t <= sched:time() then return end
   local f = blockable()
   if f == nil then return M.sleep_until_op(t):perform() end
-  sched:resume_at(t, f)
-  co_yield(SUSPENDED)
+  sleep_on(sched, t, f)
 end
 
 return M
