@@ -407,7 +407,11 @@ function M._serve(inbox)
     local job = running[f]
     if job then
       running[f] = nil
-      finish(job, { status = "error", err = tb })
+      -- Ended by the session's cancellation: no result; the task is
+      -- "cancelled" once the session ended.
+      if not (fiber.cancelled ~= nil and session.is_cancelled(err)) then
+        finish(job, { status = "error", err = tb })
+      end
       return wg:done()
     end
     if prev then return prev(err, tb, f) end

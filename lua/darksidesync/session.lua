@@ -62,6 +62,16 @@ local unpack = unpack or table.unpack
 local yield = coroutine.yield
 local huge = math.huge
 
+-- The error a cancelled session's blocking ops raise (and join's second
+-- result for a cancelled session).
+local CANCELLED = "cancelled"
+M.CANCELLED = CANCELLED
+
+-- is_cancelled(err): whether err is that error.
+function M.is_cancelled(err)
+  return err == CANCELLED
+end
+
 -- _boot(fn_or_source, ...): what a session's runner resumes in the new
 -- state (src/lua/session.cpp). Runs fn(...) in a fiber under this state's
 -- scheduler, which parks instead of sleeping: it yields (timeout, fd) to
@@ -69,6 +79,12 @@ local huge = math.huge
 -- timeout passed, the fd is readable, or the hub's queue went non-empty.
 -- Returns true, results...; false, error with traceback; or nil,
 -- "cancelled".
+--
+-- Cancelled (seen at the start of a turn, or when the runner resumes a
+-- park): fiber.cancel_all raises CANCELLED in every fiber blocked in an op,
+-- and at once in any later blocking op; the scheduler runs on while
+-- fibers can run (their cleanup), and stops when none can. The session
+-- then ends "cancelled", however its function ended after that.
 function M._boot(body, ...)
   local fn = body
   if type(body) == "string" then
@@ -80,15 +96,24 @@ function M._boot(body, ...)
   -- Channel handles arriving here block fibers, not the thread, once the
   -- module has put its methods in place (it loads the ops on first use).
   require "darksidesync.channel"
+  fiber.track_fibers()
   local sched = fiber.current_scheduler
   local source = fiber.dss_source
   local queuesize, cancelled = dss.queuesize, C._cancelled
-  local main, results, failure, stopped_by_cancel
+  local main, results, failure
+  local cancelling = false
   sched.maxsleep = huge
 
+  local function cancel()
+    if cancelling then return end
+    cancelling = true
+    fiber.cancel_all(CANCELLED)
+  end
+
+  -- Ended by its function (results, or an error) before any cancellation.
   local function ended()
-    if stopped_by_cancel or results or failure then return true end
-    if main and not main.alive then
+    if results or failure then return true end
+    if main and not main.alive and not cancelling then
       failure = main.traceback or "darksidesync.session: the session's fiber died"
       return true
     end
@@ -99,27 +124,27 @@ function M._boot(body, ...)
   -- function's fiber gone, stops the scheduler.
   sched:add_task_source({
     schedule_tasks = function(_, s)
-      if cancelled() then stopped_by_cancel = true end
+      if not cancelling and cancelled() then cancel() end
       if ended() then s:stop() end
     end,
   })
 
+  -- Called when no fiber can run: a cancelled session ends here.
   function sched.park(s, timeout)
-    if ended() then return s:stop() end
+    if ended() or cancelling then return s:stop() end
     -- Items already queued: the hub's wake-up came before the park.
     if source and source.wants_items() and queuesize() > 0 then return end
     local w, fd = s.event_waiter, nil
     if w and w.park_fd then fd = w:park_fd() end
-    if yield(timeout < huge and timeout or nil, fd) then
-      stopped_by_cancel = true
-      s:stop()
-    end
+    if yield(timeout < huge and timeout or nil, fd) then cancel() end
   end
 
   local prev = fiber.set_error_handler(function(err, tb, f)
-    if f == main then
+    if f == main and not cancelling then
       failure = tb
       sched:stop()
+    elseif cancelling and err == CANCELLED then
+      return -- a fiber ended by the cancellation
     elseif prev then
       prev(err, tb, f)
     else
@@ -130,13 +155,14 @@ function M._boot(body, ...)
   fiber.spawn(function(...)
     main = fiber.current_fiber()
     local r = pack(fn(...))
+    if cancelling then return end -- it caught the cancellation
     results = r
     sched:stop()
   end, ...)
   fiber.main()
-  if stopped_by_cancel and not results then return nil, "cancelled" end
   if results then return true, unpack(results, 1, results.n) end
-  return false, failure
+  if failure then return false, failure end
+  return nil, CANCELLED
 end
 
 return M
