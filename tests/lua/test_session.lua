@@ -247,7 +247,15 @@ test("sessions spawn sessions", function()
 end)
 
 test("join in a fiber waits without the thread: nested sessions on one thread", function()
-  session.pool { min = 1, max = 1 }
+  -- One thread for sure: a second one left by an earlier test (idle, not
+  -- retired yet) could run the inner session before the first join.
+  session.pool { min = 1, max = 1, idle = 0 }
+  local dss = require "darksidesync"
+  waitfor(function()
+    if session.pool().threads <= 1 then return true end
+    dss.wait(0.001)
+  end, "the pool down to one thread")
+  session.pool { idle = 2 }
   local s = session.spawn(function()
     local session = require "darksidesync.session"
     local inner = session.spawn(function(x) return x * 2 end, 21)
