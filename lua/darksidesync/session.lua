@@ -9,8 +9,13 @@
 --                      | nil, "cancelled" | nil, "timeout"; in a fiber
 --                      only the fiber waits
 -- s:join_op()        the same as a darksidesync.fibers op
--- s:cancel()         its scheduler stops at its next switch
+-- s:cancel()         at its next switch, each of its fibers blocked in an
+--                    op gets the error "cancelled" from it, and any later
+--                    blocking op raises it at once (what completes at once
+--                    still does); once no fiber can run, it ends
+--                    "cancelled" (docs/sessions.md)
 -- s:status()         "running" | "done" | "error" | "cancelled"
+-- is_cancelled(err)  whether err is that error ("cancelled", CANCELLED)
 -- pool([{min=, max=, idle=}]) -> {min, max, threads, busy, peak, queued,
 --                                 sessions}
 -- close()            cancels every session, waits for them, joins the
