@@ -147,7 +147,9 @@ function M.spawn(fn, ...)
   else
     co = co_create(body)
   end
-  local f = setmetatable({ coroutine = co, alive = true, fn = fn }, Fiber)
+  -- (blocked: set when it blocks, fiber.lua's cancellation; present from
+  -- the start, so that setting it never grows the table.)
+  local f = setmetatable({ coroutine = co, alive = true, fn = fn, blocked = false }, Fiber)
   if select("#", ...) > 0 then f.args = pack(...) end
   if live then live[f] = true end
   M.current_scheduler:schedule(f)
@@ -205,7 +207,7 @@ function M.cancel_all(err)
   -- (abort only schedules: no fiber runs, and live does not change, here.)
   for f in pairs(live) do
     local b = f.blocked
-    if b ~= nil and f.alive then b:abort(raise, sched) end
+    if b and f.alive then b:abort(raise, sched) end
   end
 end
 
