@@ -22,11 +22,23 @@
 
 namespace stress {
 
+// What both chunks below start with: a Lehmer generator, rng(seed)(n) in
+// 1..n, so that every choice follows from the seed.
+#define SESS_RNG_LUA                                 \
+  "local function rng(s)\n"                          \
+  "  local x = s % 2147483647\n"                     \
+  "  if x <= 0 then x = x + 2147483646 end\n"        \
+  "  return function(n)\n"                           \
+  "    x = (x * 16807) % 2147483647\n"               \
+  "    return x % n + 1\n"                           \
+  "  end\n"                                          \
+  "end\n"
+
 // The session's function, as source text: spawn(SESS_BODY, sid, seed,
 // chans, plan, receipts). plan[f] = {reads = {c...}, writes = {c...},
 // eat = percent, pause = percent}: one fiber each. Returns the session's
 // counts: received, forwarded, eaten, dropped, put timeouts, get timeouts.
-const char* const SESS_BODY = R"LUA(
+const char* const SESS_BODY = SESS_RNG_LUA R"LUA(
 local sid, seed, chans, plan, rep = ...
 local fiber = require "darksidesync.fibers.fiber"
 local op = require "darksidesync.fibers.op"
@@ -35,15 +47,6 @@ local fchannel = require "darksidesync.fibers.channel"
 local floor = math.floor
 local unpack = table.unpack or unpack
 
--- A Lehmer generator: the fibers' choices follow from the seed.
-local function rng(s)
-  local x = s % 2147483647
-  if x <= 0 then x = x + 2147483646 end
-  return function(n)
-    x = (x * 16807) % 2147483647
-    return x % n + 1
-  end
-end
 
 local function decode(v)
   if type(v) == "table" then return v[1], v[2] end
@@ -162,7 +165,7 @@ return t.recv, t.fwd, t.eat, t.drop, t.ptmo, t.gtmo
 // traffic (cancels, closes, late spawns), then stops the producers, closes
 // every channel, joins every session, drains the channels and the
 // receipts, and returns.
-const char* const SESS_HOST = R"LUA(
+const char* const SESS_HOST = SESS_RNG_LUA R"LUA(
 local H, seed, body, traffic, join_timeout = ...
 local session = require "darksidesync.session"
 local channel = require "darksidesync.channel"
@@ -172,14 +175,6 @@ local sleep = require "darksidesync.fibers.sleep"
 local fchannel = require "darksidesync.fibers.channel"
 local unpack = table.unpack or unpack
 
-local function rng(s)
-  local x = s % 2147483647
-  if x <= 0 then x = x + 2147483646 end
-  return function(n)
-    x = (x * 16807) % 2147483647
-    return x % n + 1
-  end
-end
 local r = rng(seed)
 
 session.pool({ min = 1, max = 3 })
